@@ -1,0 +1,48 @@
+# The README's two set-up commands: `make demo` and `make test`. Both create .venv when missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint typecheck pytest bench dist-check clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Reinstall whenever the project metadata changes.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m fluxgate_stream demo $(DEMO_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check --config noqa.toml .
+	$(BIN)/ruff format --config noqa.toml --check .
+
+typecheck: $(STAMP)
+	$(BIN)/pyright
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest --cov --cov-report=term $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Build the sdist and wheel, check them, install the wheel into a fresh virtualenv and import it,
+# and verify that the public API is fully typed.
+dist-check: $(STAMP)
+	rm -rf dist /tmp/fluxgate-stream-wheel-venv
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
+	$(PYTHON) -m venv /tmp/fluxgate-stream-wheel-venv
+	/tmp/fluxgate-stream-wheel-venv/bin/python -m pip install --quiet dist/*.whl
+	cd /tmp && /tmp/fluxgate-stream-wheel-venv/bin/python -c "import fluxgate_stream; print('wheel imports', fluxgate_stream.__version__)"
+	$(BIN)/pyright --verifytypes fluxgate_stream --ignoreexternal
+
+clean:
+	rm -rf $(VENV) dist build .pytest_cache .ruff_cache .coverage htmlcov
