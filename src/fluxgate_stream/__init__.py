@@ -1,9 +1,23 @@
-"""fluxgate-stream: export fluxgate circuit-breaker state to Prometheus off the breaker's path."""
+"""fluxgate-stream: export fluxgate circuit-breaker state to Prometheus off the breaker's path.
+
+Quick start::
+
+    pipeline = SignalPipeline()
+    cb = AsyncCircuitBreaker(listeners=[PrometheusListener("payment_api", pipeline=pipeline)])
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(pipeline.run)  # the single consumer
+        ...
+"""
 
 from __future__ import annotations
 
 from importlib.metadata import version as _version
 
+from fluxgate_stream.listener import PrometheusListener
+from fluxgate_stream.pipeline import SignalPipeline, default_pipeline
+from fluxgate_stream.states import ALL_STATES
+
 __version__ = _version("fluxgate-stream")
 
-__all__ = ["__version__"]
+__all__ = ["ALL_STATES", "PrometheusListener", "SignalPipeline", "__version__", "default_pipeline"]

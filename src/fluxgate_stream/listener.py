@@ -1,0 +1,114 @@
+"""``PrometheusListener``: upstream's listener, its metric writes moved off the breaker's path."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, cast
+
+from fluxgate_stream.pipeline import SignalPipeline, default_pipeline
+from fluxgate_stream.series import circuit_for
+from fluxgate_stream.states import check_signal, check_state
+
+if TYPE_CHECKING:
+    from fluxgate.signal import Signal
+    from fluxgate.state import State
+    from prometheus_client import CollectorRegistry
+
+__all__ = ["PrometheusListener"]
+
+
+class PrometheusListener:
+    """A fluxgate ``Listener`` that exports circuit-breaker state to Prometheus through a pipeline.
+
+    A drop-in for ``fluxgate.listeners.prometheus.PrometheusListener``: the same metrics
+    (``circuit_breaker_state{circuit_name,state}`` and
+    ``circuit_breaker_state_transition_total{circuit_name,old_state,new_state}``), the same
+    ``registry=`` and ``close()``. The difference is where the writes happen: while the
+    pipeline's consumer runs, a call only queues the signal; the consumer applies it.
+
+    Works with fluxgate's ``CircuitBreaker`` and ``AsyncCircuitBreaker`` alike, from any thread.
+
+    Args:
+        name: the ``circuit_name`` label. A non-empty ``str``.
+        registry: where the metrics live. ``None`` (the default) shares upstream's module-level
+            metrics on ``prometheus_client.REGISTRY``; any number of listeners may share one
+            custom ``CollectorRegistry``.
+        pipeline: the ``SignalPipeline`` that carries this listener's signals; ``None`` uses
+            ``default_pipeline()``.
+        initial_state: the state a circuit without series shows from construction on, so that
+            circuits which never tripped are counted by ``sum(circuit_breaker_state) by (state)``.
+            ``None`` turns this off (upstream's behaviour: no series before the first transition).
+
+    Raises:
+        TypeError: ``name`` is not a ``str``, or ``pipeline`` is not a ``SignalPipeline``.
+        ValueError: ``name`` is empty, ``initial_state`` is not a fluxgate state, or
+            ``registry`` holds an unrelated collector under one of our metric names.
+
+    Example:
+        >>> from prometheus_client import CollectorRegistry
+        >>> from fluxgate.signal import Signal
+        >>> registry = CollectorRegistry()
+        >>> listener = PrometheusListener("payment_api", registry)
+        >>> registry.get_sample_value(
+        ...     "circuit_breaker_state", {"circuit_name": "payment_api", "state": "closed"}
+        ... )
+        1.0
+        >>> listener(Signal(old_state="closed", new_state="open", timestamp=0.0))
+        >>> registry.get_sample_value(
+        ...     "circuit_breaker_state", {"circuit_name": "payment_api", "state": "open"}
+        ... )
+        1.0
+    """
+
+    __slots__ = ("_circuit", "_pipeline")
+
+    def __init__(
+        self,
+        name: str,
+        registry: CollectorRegistry | None = None,
+        *,
+        pipeline: SignalPipeline | None = None,
+        initial_state: State | None = "closed",
+    ) -> None:
+        label = cast("object", name)  # checked at run time: callers may not be type-checked
+        if not isinstance(label, str):
+            raise TypeError(f"name must be a str, got {type(label).__name__}")
+        if not label:
+            raise ValueError("name must be a non-empty str")
+        given = cast("object", pipeline)
+        if given is not None and not isinstance(given, SignalPipeline):
+            raise TypeError(f"pipeline must be a SignalPipeline, got {type(given).__name__}")
+        if initial_state is not None:
+            check_state(initial_state, "initial_state")
+        self._pipeline = default_pipeline() if pipeline is None else pipeline
+        self._circuit = circuit_for(registry, name, initial_state)
+
+    @property
+    def name(self) -> str:
+        """The ``circuit_name`` label this listener writes."""
+        return self._circuit.name
+
+    @property
+    def pipeline(self) -> SignalPipeline:
+        """The pipeline that carries this listener's signals."""
+        return self._pipeline
+
+    def __repr__(self) -> str:
+        return f"PrometheusListener(name={self.name!r}, pipeline={self._pipeline!r})"
+
+    def __call__(self, signal: Signal, /) -> None:
+        """Record a transition: queued while the consumer runs, applied directly otherwise.
+
+        Raises:
+            TypeError: ``signal`` is not a ``fluxgate.signal.Signal``; nothing is queued.
+            ValueError: its ``old_state`` or ``new_state`` is not a fluxgate state; nothing is
+                queued.
+        """
+        self._pipeline.submit(self._circuit, check_signal(signal))
+
+    def close(self) -> None:
+        """Drop every series of this listener's ``circuit_name``. Idempotent.
+
+        Ordered after this listener's signals already queued; the series return on the next
+        transition. Like upstream, it drops the name's series whoever wrote them.
+        """
+        self._pipeline.submit(self._circuit, None)

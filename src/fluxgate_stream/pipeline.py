@@ -1,0 +1,382 @@
+"""``SignalPipeline``: a bounded anyio stream, one consumer task, a thread bridge, a sync fallback.
+
+Concurrency model
+-----------------
+* The *loop thread* is the thread whose event loop runs ``run()``. Only it touches the anyio
+  stream (anyio's memory streams are not thread-safe): producers on it ``send_nowait``, the
+  consumer receives, and thread wake-ups are delivered onto it with ``run_sync_soon``.
+* Other threads append to ``_bridge``, a ``collections.deque`` (``append``/``popleft`` are atomic).
+  A thread wakes the consumer only if it is asleep, by scheduling a callback on the loop thread;
+  it never waits for the loop.
+* When the stream or the bridge is full, producers fold their signal into ``_ledger``, a bounded
+  ``Tally`` guarded by ``_lock``, and keep doing so until the consumer has taken the ledger
+  ("sticky" overflow): newer signals then never overtake older ones still queued.
+* With no consumer running, producers apply directly (the fallback), under ``APPLY_LOCK``.
+* ``_loop_thread`` is written only with ``APPLY_LOCK`` held (start and stop of ``run()``), so a
+  fallback or orphan drain, which holds it too, never interleaves with a consumer starting or
+  stopping.
+* Every queued item carries a process-wide sequence number: the gauge shows the latest one applied,
+  whichever path each took; counters are plain sums, so order does not matter to them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import deque
+from contextlib import suppress
+from typing import TYPE_CHECKING, Final, cast
+
+import anyio
+from anyio import WouldBlock
+from anyio.lowlevel import checkpoint, current_token
+
+from fluxgate_stream.series import APPLY_LOCK
+from fluxgate_stream.tally import Item, Tally, apply
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskStatus
+    from anyio.lowlevel import EventLoopToken
+    from fluxgate.signal import Signal
+
+    from fluxgate_stream.series import Circuit
+
+__all__ = ["SignalPipeline", "default_pipeline"]
+
+#: The most items the consumer takes from each of the stream and the bridge per batch. Between
+#: batches it yields to the event loop.
+MAX_BATCH: Final = 1024
+
+_SEQ = itertools.count()  # next() on itertools.count is atomic under the GIL
+
+
+class _Wake:
+    """The item a thread's wake-up sends to a sleeping consumer; it carries nothing."""
+
+    __slots__ = ()
+
+
+_WAKE: Final = _Wake()
+
+
+class _FlushRequest:
+    """A ``flush()`` waiting for the consumer to get past what was queued when it was called."""
+
+    __slots__ = ("bridge", "done", "ledger", "stream")
+
+    def __init__(self, stream: int, bridge: int, ledger: int) -> None:
+        self.stream = stream
+        self.bridge = bridge
+        self.ledger = ledger
+        self.done = anyio.Event()
+
+
+class SignalPipeline:
+    """Carries circuit-breaker signals from listeners to the metrics, off the breakers' path.
+
+    Start its single consumer in your task group: ``await tg.start(pipeline.run)``. While it runs,
+    a listener call on the event-loop thread is one ``send_nowait`` on a bounded anyio memory object
+    stream; a call from any other thread is a deque append (plus, only when the consumer sleeps,
+    one non-blocking wake-up). When no consumer runs, listener calls apply directly, exactly like
+    upstream's listener, so plain scripts need no consumer at all.
+
+    When the buffer is full, producers neither block nor drop: the signal is folded into an
+    overflow ledger (per circuit: latest state and summed counts, so its size is bounded by the
+    number of circuits) that the consumer applies after the queued items.
+
+    Args:
+        max_buffer_size: capacity of the stream, and of the thread bridge. Must be a positive int.
+
+    Raises:
+        TypeError: ``max_buffer_size`` is not an ``int``.
+        ValueError: ``max_buffer_size`` is less than 1.
+    """
+
+    def __init__(self, max_buffer_size: int = 1024) -> None:
+        size = cast(
+            "object", max_buffer_size
+        )  # checked at run time: callers may not be type-checked
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise TypeError(f"max_buffer_size must be an int, got {type(size).__name__}")
+        if max_buffer_size < 1:
+            raise ValueError(f"max_buffer_size must be at least 1, got {max_buffer_size}")
+        self.max_buffer_size: Final = max_buffer_size
+        send, receive = anyio.create_memory_object_stream[Item | _Wake](max_buffer_size)
+        self._send: Final = send  # loop thread only
+        self._receive: Final = receive  # loop thread only
+        self._bridge: Final[deque[Item]] = deque()  # any thread appends; the consumer pops
+        self._lock: Final = threading.Lock()  # guards _ledger and _overflowing
+        self._ledger = Tally()
+        self._overflowing = False
+        self._loop_thread: int | None = None  # the consumer's thread id while run() runs
+        self._token: EventLoopToken | None = None  # the consumer's event loop while run() runs
+        self._sleeping = False  # the consumer awaits the stream; it must be woken for bridge items
+        # Consumer-owned progress counters, and the flushes waiting on them (loop thread only).
+        self._taken_from_stream = 0
+        self._taken_from_bridge = 0
+        self._ledgers_taken = 0
+        self._flushes: list[_FlushRequest] = []
+
+    def __repr__(self) -> str:
+        running = "running" if self._loop_thread is not None else "stopped"
+        return f"<SignalPipeline max_buffer_size={self.max_buffer_size} {running}>"
+
+    @property
+    def running(self) -> bool:
+        """Whether a consumer is running (so listener calls are queued, not applied directly)."""
+        return self._loop_thread is not None
+
+    # -- producers -------------------------------------------------------------------------------
+
+    def submit(self, circuit: Circuit, signal: Signal | None) -> None:
+        """Queue a transition (or, with ``signal=None``, a ``close()``) for ``circuit``.
+
+        Never blocks on the event loop and never raises for a full buffer. Callable from any
+        thread. Listeners validate their input before calling this.
+        """
+        item: Item = (next(_SEQ), circuit, signal)
+        loop_thread = self._loop_thread
+        if loop_thread is None:
+            self._apply_now(item)
+        elif loop_thread == threading.get_ident():
+            # On the loop thread the consumer cannot start, stop or run under us.
+            if not self._overflowing:
+                try:
+                    self._send.send_nowait(item)
+                except WouldBlock:
+                    self._overflow(item)
+                return
+            self._overflow(item)
+        else:
+            self._from_thread(item)
+
+    def _from_thread(self, item: Item) -> None:
+        if self._overflowing or len(self._bridge) >= self.max_buffer_size:
+            self._overflow(item)
+        else:
+            self._bridge.append(item)
+        # The consumer sets _sleeping *before* its last look at the bridge and the ledger, and we
+        # read it *after* queueing: either it sees our item or we see it asleep.
+        if self._sleeping:
+            self._sleeping = False  # one wake-up per sleep, not one per signal
+            self._wake()
+        if self._loop_thread is None:
+            # The consumer stopped between our look at it and our append: nobody else will take
+            # what we left, so apply it now.
+            self._drain_orphans()
+
+    def _overflow(self, item: Item) -> None:
+        with self._lock:
+            self._ledger.add(item)
+            self._overflowing = True
+
+    def _apply_now(self, item: Item) -> None:
+        tally = Tally()
+        tally.add(item)
+        apply(tally)
+
+    def _wake(self) -> None:
+        """Schedule a wake-up of the consumer on its loop thread, without waiting. Any thread."""
+        token = self._token
+        if token is None:
+            return
+        # A loop that has finished cannot be woken; the caller's orphan check covers that case.
+        with suppress(anyio.RunFinishedError, RuntimeError):
+            token.backend_class.run_sync_soon(self._wake_on_loop, (), token.native_token)
+
+    def _wake_on_loop(self) -> None:
+        # Runs on the thread of the loop the wake-up was scheduled on. The consumer may have
+        # stopped (or another started elsewhere) since: then the stream is not ours to touch.
+        if self._loop_thread == threading.get_ident():
+            with suppress(WouldBlock):  # a full stream means the consumer has work anyway
+                self._send.send_nowait(_WAKE)
+
+    def _drain_orphans(self) -> None:
+        """Apply what a thread left in the bridge or ledger after the consumer stopped.
+
+        Any thread.
+        """
+        with APPLY_LOCK:
+            if self._loop_thread is not None:
+                return  # a consumer (re)started: the queues are its own again
+            self._apply_queued(self._take_bridge(None), self._take_ledger())
+
+    # -- the consumer ----------------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Consume queued signals until cancelled; start it with ``await tg.start(pipeline.run)``.
+
+        Applies signals in batches of at most ``MAX_BATCH`` items per path, yielding to the event
+        loop after each batch, so a storm can neither starve other tasks nor delay cancellation.
+        When cancelled, it applies everything still queued before returning (synchronously, so
+        cancellation cannot interrupt it); later listener calls apply directly.
+
+        Raises:
+            RuntimeError: this pipeline's consumer is already running.
+        """
+        with APPLY_LOCK:
+            if self._loop_thread is not None:
+                raise RuntimeError("this SignalPipeline's consumer is already running")
+            self._token = current_token()
+            self._loop_thread = threading.get_ident()
+        try:
+            task_status.started()
+            await self._consume()
+        finally:
+            self._stop()
+
+    async def _consume(self) -> None:
+        first: Item | None = None
+        while True:
+            if self._step(first):
+                first = None
+                await checkpoint()  # fairness: yield between batches, and be cancellable
+                continue
+            self._release_flushes()
+            self._sleeping = True
+            if self._bridge or self._overflowing:
+                self._sleeping = False
+                continue
+            received = await self._receive.receive()
+            self._sleeping = False
+            self._taken_from_stream += 1
+            first = None if isinstance(received, _Wake) else received
+
+    def _step(self, first: Item | None) -> bool:
+        """Take and apply one batch; return whether there was anything. Loop thread only."""
+        items: list[Item] = [] if first is None else [first]
+        stream_empty = self._take_stream(items, MAX_BATCH)
+        bridge = self._take_bridge(MAX_BATCH)
+        items += bridge
+        ledger = None
+        # Sticky overflow stops the stream and the bridge growing, so they empty and the ledger,
+        # which only holds signals newer than theirs, is applied after them.
+        if stream_empty and len(bridge) < MAX_BATCH and self._overflowing:
+            ledger = self._take_ledger()
+        self._apply_queued(items, ledger)
+        self._release_flushes()
+        return bool(items) or ledger is not None
+
+    def _take_stream(self, into: list[Item], limit: int) -> bool:
+        """Receive up to ``limit`` items; return whether the stream ran empty. Loop thread only."""
+        receive_nowait = self._receive.receive_nowait
+        taken = 0
+        empty = False
+        while taken < limit:
+            try:
+                item = receive_nowait()
+            except WouldBlock:
+                empty = True
+                break
+            taken += 1
+            if not isinstance(item, _Wake):
+                into.append(item)
+        self._taken_from_stream += taken
+        return empty
+
+    def _take_bridge(self, limit: int | None) -> list[Item]:
+        popleft = self._bridge.popleft
+        items: list[Item] = []
+        with suppress(IndexError):
+            while limit is None or len(items) < limit:
+                items.append(popleft())
+        self._taken_from_bridge += len(items)
+        return items
+
+    def _take_ledger(self) -> Tally | None:
+        with self._lock:
+            if not self._overflowing:
+                return None
+            ledger, self._ledger = self._ledger, Tally()
+            self._overflowing = False
+        self._ledgers_taken += 1
+        return ledger
+
+    @staticmethod
+    def _apply_queued(items: list[Item], ledger: Tally | None) -> None:
+        if items:
+            items.sort()  # by sequence number: each path is already in order, so this is a merge
+            tally = Tally()
+            for item in items:
+                tally.add(item)
+            apply(tally)
+        if ledger is not None:
+            apply(ledger)
+
+    def _stop(self) -> None:
+        """Leave consumer mode and apply everything still queued. Loop thread, in ``finally``."""
+        with APPLY_LOCK:  # fallback producers wait here, so they apply after all that was queued
+            self._loop_thread = None
+            self._token = None
+            self._sleeping = False
+            items: list[Item] = []
+            while not self._take_stream(items, MAX_BATCH):
+                pass
+            items += self._take_bridge(None)
+            self._apply_queued(items, self._take_ledger())
+        for request in self._flushes:
+            request.done.set()
+        self._flushes.clear()
+
+    # -- flush -----------------------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Return once everything queued before the call has been applied to the metrics.
+
+        Never hangs: with no consumer running it applies any leftovers itself and returns; if the
+        consumer stops while we wait, its shutdown applies everything and releases us.
+
+        Raises:
+            RuntimeError: the consumer runs on another thread's event loop (wait on that loop).
+        """
+        loop_thread = self._loop_thread
+        if loop_thread is None:
+            self._drain_orphans()
+            await checkpoint()
+            return
+        if loop_thread != threading.get_ident():
+            raise RuntimeError(
+                "SignalPipeline.flush() must be awaited on the event loop that runs its consumer"
+            )
+        request = _FlushRequest(
+            stream=self._taken_from_stream + self._send.statistics().current_buffer_used,
+            bridge=self._taken_from_bridge + len(self._bridge),
+            ledger=self._ledgers_taken + (1 if self._overflowing else 0),
+        )
+        self._flushes.append(request)
+        if self._sleeping:
+            self._sleeping = False
+            self._wake_on_loop()
+        await request.done.wait()
+
+    def _release_flushes(self) -> None:
+        if not self._flushes:
+            return
+        waiting: list[_FlushRequest] = []
+        for request in self._flushes:
+            if (
+                self._taken_from_stream >= request.stream
+                and self._taken_from_bridge >= request.bridge
+                and self._ledgers_taken >= request.ledger
+            ):
+                request.done.set()
+            else:
+                waiting.append(request)
+        self._flushes = waiting
+
+
+_default: SignalPipeline | None = None
+_default_lock = threading.Lock()
+
+
+def default_pipeline() -> SignalPipeline:
+    """Return the process-wide pipeline used by listeners created without ``pipeline=``.
+
+    Run its consumer like any other: ``await tg.start(default_pipeline().run)``. Until you do,
+    listeners that use it apply directly, as upstream's listener does.
+    """
+    global _default  # noqa: PLW0603  # one lazily created default, as documented
+    with _default_lock:
+        if _default is None:
+            _default = SignalPipeline()
+        return _default

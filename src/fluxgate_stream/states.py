@@ -1,0 +1,44 @@
+"""fluxgate's six states, and the call-site checks that keep bad signals out of the pipeline."""
+
+from __future__ import annotations
+
+from typing import cast, get_args
+
+from fluxgate.signal import Signal
+from fluxgate.state import State
+
+__all__ = ["ALL_STATES", "check_signal", "check_state"]
+
+#: fluxgate's states in declaration order: closed, open, half_open, metrics_only, disabled,
+#: forced_open. Every circuit exports one gauge series per state.
+ALL_STATES: tuple[State, ...] = get_args(State)
+_KNOWN: frozenset[object] = frozenset(ALL_STATES)
+
+
+def check_state(value: object, what: str) -> State:
+    """Return ``value`` as a fluxgate ``State``.
+
+    Raises:
+        ValueError: ``value`` is not one of fluxgate's six state names; the message names ``what``.
+    """
+    if value not in _KNOWN:
+        raise ValueError(f"{what} must be one of {', '.join(ALL_STATES)}; got {value!r}")
+    return cast("State", value)  # membership in _KNOWN proves it
+
+
+def check_signal(signal: object) -> Signal:
+    """Return ``signal`` after checking it is a fluxgate ``Signal`` between two known states.
+
+    Raises:
+        TypeError: ``signal`` is not a ``fluxgate.signal.Signal``.
+        ValueError: its ``old_state`` or ``new_state`` is not one of fluxgate's six states.
+    """
+    if not isinstance(signal, Signal):
+        raise TypeError(
+            f"PrometheusListener expects a fluxgate.signal.Signal, got {type(signal).__name__}"
+        )
+    if signal.old_state not in _KNOWN:
+        check_state(signal.old_state, "Signal.old_state")
+    if signal.new_state not in _KNOWN:
+        check_state(signal.new_state, "Signal.new_state")
+    return signal

@@ -1,0 +1,101 @@
+"""Coalescing signals, and the one synchronous apply core every path ends in.
+
+The consumer's batches, the overflow ledger and the synchronous fallback all build a ``Tally``
+and hand it to ``apply``: there is no second copy of the apply logic.
+
+A ``Tally`` keeps, per circuit, only what the metrics need: the latest state (by sequence
+number, so "latest state wins" whatever path a signal took), the number of transitions per
+(old_state, new_state), and whether a ``close()`` came first. Its size is bounded by the number
+of circuits (times 36 label sets), never by the number of signals.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from fluxgate_stream.series import APPLY_LOCK, Circuit
+
+if TYPE_CHECKING:
+    from fluxgate.signal import Signal
+    from fluxgate.state import State
+
+__all__ = ["Item", "Tally", "apply"]
+
+_log = logging.getLogger("fluxgate_stream")
+
+#: What producers queue: (sequence number, circuit, signal), or a ``None`` signal for ``close()``.
+#: Sequence numbers come from one process-wide counter, so they order every path.
+Item = tuple[int, Circuit, "Signal | None"]
+
+
+class _Pending:
+    """What a tally holds for one circuit."""
+
+    __slots__ = ("close_seq", "counts", "state", "state_seq")
+
+    def __init__(self) -> None:
+        self.close_seq = -1
+        self.state: State | None = None
+        self.state_seq = -1
+        self.counts: dict[tuple[State, State], int] = {}
+
+
+class Tally:
+    """Signals coalesced per circuit. Not thread-safe: its owner serialises access.
+
+    Items must be added in the order they were queued on their path (a batch sorts its items by
+    sequence number first); a ``close()`` voids what was added for its circuit before it.
+    """
+
+    __slots__ = ("pending",)
+
+    def __init__(self) -> None:
+        self.pending: dict[Circuit, _Pending] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.pending)
+
+    def add(self, item: Item) -> None:
+        """Fold one queued item in."""
+        seq, circuit, signal = item
+        pending = self.pending.get(circuit)
+        if pending is None:
+            if seq < circuit.closed_seq:
+                return  # older than an applied close(): its series are already gone
+            pending = self.pending[circuit] = _Pending()
+        elif seq < pending.close_seq:
+            return  # older than a close() in this tally
+        if signal is None:
+            if seq > pending.close_seq:
+                pending.close_seq = seq
+                pending.state = None
+                pending.state_seq = -1
+                pending.counts.clear()
+            return
+        if seq > pending.state_seq:
+            pending.state = signal.new_state
+            pending.state_seq = seq
+        key = (signal.old_state, signal.new_state)
+        pending.counts[key] = pending.counts.get(key, 0) + 1
+
+
+def apply(tally: Tally) -> int:
+    """Write a tally to the metrics; return how many circuits failed (each is logged).
+
+    One circuit's failure (say, a registry conflict) never stops the others.
+    """
+    failed = 0
+    with APPLY_LOCK:
+        for circuit, pending in tally.pending.items():
+            try:
+                if pending.close_seq >= 0:
+                    circuit.drop(pending.close_seq)
+                if pending.state is not None and pending.state_seq > circuit.state_seq:
+                    circuit.show(pending.state, pending.state_seq)
+                for (old, new), n in pending.counts.items():
+                    circuit.count(old, new, n)
+            except Exception:
+                failed += 1
+                _log.exception("applying signals for circuit %r failed", circuit.name)
+    return failed
