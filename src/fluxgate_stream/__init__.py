@@ -14,10 +14,21 @@ from __future__ import annotations
 
 from importlib.metadata import version as _version
 
-from fluxgate_stream.listener import PrometheusListener
+from fluxgate_stream.listener import PrometheusListener, QueueingListener
 from fluxgate_stream.pipeline import SignalPipeline, default_pipeline
+from fluxgate_stream.sink import SignalSink, StreamingListener, Transitions
 from fluxgate_stream.states import ALL_STATES
 
 __version__ = _version("fluxgate-stream")
 
-__all__ = ["ALL_STATES", "PrometheusListener", "SignalPipeline", "__version__", "default_pipeline"]
+__all__ = [
+    "ALL_STATES",
+    "PrometheusListener",
+    "QueueingListener",
+    "SignalPipeline",
+    "SignalSink",
+    "StreamingListener",
+    "Transitions",
+    "__version__",
+    "default_pipeline",
+]

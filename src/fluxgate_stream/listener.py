@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from fluxgate_stream.pipeline import SignalPipeline, default_pipeline
 from fluxgate_stream.series import circuit_for
@@ -13,10 +13,83 @@ if TYPE_CHECKING:
     from fluxgate.state import State
     from prometheus_client import CollectorRegistry
 
-__all__ = ["PrometheusListener"]
+    from fluxgate_stream.tally import Target
+
+__all__ = ["PrometheusListener", "QueueingListener", "check_name", "resolve_pipeline"]
 
 
-class PrometheusListener:
+def check_name(name: object) -> str:
+    """Return ``name`` if it is a usable ``circuit_name``.
+
+    Raises:
+        TypeError: ``name`` is not a ``str``.
+        ValueError: ``name`` is empty.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {type(name).__name__}")
+    if not name:
+        raise ValueError("name must be a non-empty str")
+    return name
+
+
+def resolve_pipeline(pipeline: object) -> SignalPipeline:
+    """Return ``pipeline``, or the default pipeline for ``None``.
+
+    Raises:
+        TypeError: ``pipeline`` is neither ``None`` nor a ``SignalPipeline``.
+    """
+    if pipeline is None:
+        return default_pipeline()
+    if not isinstance(pipeline, SignalPipeline):
+        raise TypeError(f"pipeline must be a SignalPipeline, got {type(pipeline).__name__}")
+    return pipeline
+
+
+class QueueingListener:
+    """Base of listeners whose writes run on a pipeline's consumer instead of the caller's path.
+
+    Subclasses set ``_target`` (what the consumer writes to) and ``_pipeline``; this class gives
+    them the fluxgate ``Listener`` call and ``close()``.
+    """
+
+    __slots__ = ("_pipeline", "_target")
+
+    _pipeline: SignalPipeline
+    _target: Target
+
+    @property
+    def name(self) -> str:
+        """The ``circuit_name`` this listener writes."""
+        return self._target.name
+
+    @property
+    def pipeline(self) -> SignalPipeline:
+        """The pipeline that carries this listener's signals."""
+        return self._pipeline
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, pipeline={self._pipeline!r})"
+
+    def __call__(self, signal: Signal, /) -> None:
+        """Record a transition: queued while the consumer runs, applied directly otherwise.
+
+        Raises:
+            TypeError: ``signal`` is not a ``fluxgate.signal.Signal``; nothing is queued.
+            ValueError: its ``old_state`` or ``new_state`` is not a fluxgate state; nothing is
+                queued.
+        """
+        self._pipeline.submit(self._target, check_signal(signal))
+
+    def close(self) -> None:
+        """Drop every series of this listener's ``circuit_name``. Idempotent.
+
+        Ordered after this listener's signals already queued; the series return on the next
+        transition.
+        """
+        self._pipeline.submit(self._target, None)
+
+
+class PrometheusListener(QueueingListener):
     """A fluxgate ``Listener`` that exports circuit-breaker state to Prometheus through a pipeline.
 
     A drop-in for ``fluxgate.listeners.prometheus.PrometheusListener``: the same metrics
@@ -26,6 +99,7 @@ class PrometheusListener:
     pipeline's consumer runs, a call only queues the signal; the consumer applies it.
 
     Works with fluxgate's ``CircuitBreaker`` and ``AsyncCircuitBreaker`` alike, from any thread.
+    Like upstream's, ``close()`` drops the name's series whoever wrote them.
 
     Args:
         name: the ``circuit_name`` label. A non-empty ``str``.
@@ -59,7 +133,7 @@ class PrometheusListener:
         1.0
     """
 
-    __slots__ = ("_circuit", "_pipeline")
+    __slots__ = ()
 
     def __init__(
         self,
@@ -69,46 +143,8 @@ class PrometheusListener:
         pipeline: SignalPipeline | None = None,
         initial_state: State | None = "closed",
     ) -> None:
-        label = cast("object", name)  # checked at run time: callers may not be type-checked
-        if not isinstance(label, str):
-            raise TypeError(f"name must be a str, got {type(label).__name__}")
-        if not label:
-            raise ValueError("name must be a non-empty str")
-        given = cast("object", pipeline)
-        if given is not None and not isinstance(given, SignalPipeline):
-            raise TypeError(f"pipeline must be a SignalPipeline, got {type(given).__name__}")
+        check_name(name)
+        self._pipeline = resolve_pipeline(pipeline)
         if initial_state is not None:
             check_state(initial_state, "initial_state")
-        self._pipeline = default_pipeline() if pipeline is None else pipeline
-        self._circuit = circuit_for(registry, name, initial_state)
-
-    @property
-    def name(self) -> str:
-        """The ``circuit_name`` label this listener writes."""
-        return self._circuit.name
-
-    @property
-    def pipeline(self) -> SignalPipeline:
-        """The pipeline that carries this listener's signals."""
-        return self._pipeline
-
-    def __repr__(self) -> str:
-        return f"PrometheusListener(name={self.name!r}, pipeline={self._pipeline!r})"
-
-    def __call__(self, signal: Signal, /) -> None:
-        """Record a transition: queued while the consumer runs, applied directly otherwise.
-
-        Raises:
-            TypeError: ``signal`` is not a ``fluxgate.signal.Signal``; nothing is queued.
-            ValueError: its ``old_state`` or ``new_state`` is not a fluxgate state; nothing is
-                queued.
-        """
-        self._pipeline.submit(self._circuit, check_signal(signal))
-
-    def close(self) -> None:
-        """Drop every series of this listener's ``circuit_name``. Idempotent.
-
-        Ordered after this listener's signals already queued; the series return on the next
-        transition. Like upstream, it drops the name's series whoever wrote them.
-        """
-        self._pipeline.submit(self._circuit, None)
+        self._target = circuit_for(registry, name, initial_state)

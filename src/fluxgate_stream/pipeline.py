@@ -31,15 +31,14 @@ import anyio
 from anyio import WouldBlock
 from anyio.lowlevel import checkpoint, current_token
 
-from fluxgate_stream.series import APPLY_LOCK
-from fluxgate_stream.tally import Item, Tally, apply
+from fluxgate_stream.tally import APPLY_LOCK, Item, Tally, apply
 
 if TYPE_CHECKING:
     from anyio.abc import TaskStatus
     from anyio.lowlevel import EventLoopToken
     from fluxgate.signal import Signal
 
-    from fluxgate_stream.series import Circuit
+    from fluxgate_stream.tally import Target
 
 __all__ = ["SignalPipeline", "default_pipeline"]
 
@@ -128,13 +127,13 @@ class SignalPipeline:
 
     # -- producers -------------------------------------------------------------------------------
 
-    def submit(self, circuit: Circuit, signal: Signal | None) -> None:
-        """Queue a transition (or, with ``signal=None``, a ``close()``) for ``circuit``.
+    def submit(self, target: Target, signal: Signal | None) -> None:
+        """Queue a transition (or, with ``signal=None``, a ``close()``) for ``target``.
 
         Never blocks on the event loop and never raises for a full buffer. Callable from any
         thread. Listeners validate their input before calling this.
         """
-        item: Item = (next(_SEQ), circuit, signal)
+        item: Item = (next(_SEQ), target, signal)
         loop_thread = self._loop_thread
         if loop_thread is None:
             self._apply_now(item)

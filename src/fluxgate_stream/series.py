@@ -13,7 +13,6 @@ consumer's path.
 
 from __future__ import annotations
 
-import threading
 import weakref
 from typing import TYPE_CHECKING, TypeVar
 
@@ -21,11 +20,14 @@ from fluxgate.listeners import prometheus as _upstream
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
 from fluxgate_stream.states import ALL_STATES
+from fluxgate_stream.tally import APPLY_LOCK
 
 if TYPE_CHECKING:
     from fluxgate.state import State
 
-__all__ = ["APPLY_LOCK", "Circuit", "circuit_for"]
+    from fluxgate_stream.tally import Pending
+
+__all__ = ["Circuit", "circuit_for"]
 
 _Metric = TypeVar("_Metric", Gauge, Counter)
 
@@ -33,9 +35,6 @@ GAUGE_NAME = "circuit_breaker_state"
 GAUGE_HELP = "Current state of the circuit breaker"
 COUNTER_NAME = "circuit_breaker_state_transition"
 COUNTER_HELP = "Count of state transitions for circuit breakers"
-
-#: Serialises every write to the metrics (see the module docstring).
-APPLY_LOCK = threading.RLock()
 
 
 class Circuit:
@@ -75,6 +74,18 @@ class Circuit:
 
     def __repr__(self) -> str:
         return f"<Circuit {self.name!r} state={self.state!r}>"
+
+    def write(self, pending: Pending) -> None:
+        """Apply a tally's record: close first, then the latest state, then the counts.
+
+        Caller must hold APPLY_LOCK.
+        """
+        if pending.close_seq >= 0:
+            self.drop(pending.close_seq)
+        if pending.state is not None and pending.state_seq > self.state_seq:
+            self.show(pending.state, pending.state_seq)
+        for (old, new), n in pending.counts.items():
+            self.count(old, new, n)
 
     def show(self, state: State, seq: int) -> None:
         """Set the gauge to 1 for ``state``, 0 for the other five. Caller must hold APPLY_LOCK."""

@@ -12,25 +12,55 @@ of circuits (times 36 label sets), never by the number of signals.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
-
-from fluxgate_stream.series import APPLY_LOCK, Circuit
+import threading
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from fluxgate.signal import Signal
     from fluxgate.state import State
 
-__all__ = ["Item", "Tally", "apply"]
+__all__ = ["APPLY_LOCK", "Item", "Pending", "Tally", "Target", "apply"]
+
+#: Serialises every write to the metrics. Process-wide because targets (a registry's circuits)
+#: are shared by every pipeline that writes to them. Never held across an ``await``, and never
+#: taken by a producer while a consumer runs.
+APPLY_LOCK = threading.RLock()
 
 _log = logging.getLogger("fluxgate_stream")
 
-#: What producers queue: (sequence number, circuit, signal), or a ``None`` signal for ``close()``.
+
+class Target(Protocol):
+    """Where a listener's signals end up: written on the consumer, with APPLY_LOCK held."""
+
+    @property
+    def name(self) -> str:
+        """The circuit name, for logs."""
+        ...
+
+    @property
+    def closed_seq(self) -> int:
+        """Sequence number of the latest applied ``close()``; older signals are void."""
+        ...
+
+    def write(self, pending: Pending) -> None:
+        """Apply what a tally holds for this target. Caller must hold APPLY_LOCK."""
+        ...
+
+
+#: What producers queue: (sequence number, target, signal), or a ``None`` signal for ``close()``.
 #: Sequence numbers come from one process-wide counter, so they order every path.
-Item = tuple[int, Circuit, "Signal | None"]
+Item = tuple[int, Target, "Signal | None"]
 
 
-class _Pending:
-    """What a tally holds for one circuit."""
+class Pending:
+    """What a tally holds for one target.
+
+    Attributes:
+        close_seq: sequence number of a ``close()`` that came before everything below, or -1.
+        state: the latest new state among the transitions, or ``None`` if there were none.
+        state_seq: the sequence number of that transition.
+        counts: the number of transitions per (old_state, new_state).
+    """
 
     __slots__ = ("close_seq", "counts", "state", "state_seq")
 
@@ -51,7 +81,7 @@ class Tally:
     __slots__ = ("pending",)
 
     def __init__(self) -> None:
-        self.pending: dict[Circuit, _Pending] = {}
+        self.pending: dict[Target, Pending] = {}
 
     def __bool__(self) -> bool:
         return bool(self.pending)
@@ -63,7 +93,7 @@ class Tally:
         if pending is None:
             if seq < circuit.closed_seq:
                 return  # older than an applied close(): its series are already gone
-            pending = self.pending[circuit] = _Pending()
+            pending = self.pending[circuit] = Pending()
         elif seq < pending.close_seq:
             return  # older than a close() in this tally
         if signal is None:
@@ -81,21 +111,16 @@ class Tally:
 
 
 def apply(tally: Tally) -> int:
-    """Write a tally to the metrics; return how many circuits failed (each is logged).
+    """Write a tally to its targets; return how many targets failed (each failure is logged).
 
-    One circuit's failure (say, a registry conflict) never stops the others.
+    One target's failure (a registry conflict, a user's sink raising) never stops the others.
     """
     failed = 0
     with APPLY_LOCK:
-        for circuit, pending in tally.pending.items():
+        for target, pending in tally.pending.items():
             try:
-                if pending.close_seq >= 0:
-                    circuit.drop(pending.close_seq)
-                if pending.state is not None and pending.state_seq > circuit.state_seq:
-                    circuit.show(pending.state, pending.state_seq)
-                for (old, new), n in pending.counts.items():
-                    circuit.count(old, new, n)
+                target.write(pending)
             except Exception:
                 failed += 1
-                _log.exception("applying signals for circuit %r failed", circuit.name)
+                _log.exception("applying signals for circuit %r failed", target.name)
     return failed
