@@ -36,6 +36,7 @@ from fluxgate_stream.tally import APPLY_LOCK, Item, Tally, apply
 if TYPE_CHECKING:
     from anyio.abc import TaskStatus
     from anyio.lowlevel import EventLoopToken
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
     from fluxgate.signal import Signal
 
     from fluxgate_stream.tally import Target
@@ -100,9 +101,10 @@ class SignalPipeline:
         if max_buffer_size < 1:
             raise ValueError(f"max_buffer_size must be at least 1, got {max_buffer_size}")
         self.max_buffer_size: Final = max_buffer_size
-        send, receive = anyio.create_memory_object_stream[Item | _Wake](max_buffer_size)
-        self._send: Final = send  # loop thread only
-        self._receive: Final = receive  # loop thread only
+        # Each run() gets a fresh stream and closes it when it ends; until then, a closed one.
+        self._send, self._receive = self._new_stream()  # loop thread only
+        self._send.close()
+        self._receive.close()
         self._bridge: Final[deque[Item]] = deque()  # any thread appends; the consumer pops
         self._lock: Final = threading.Lock()  # guards _ledger and _overflowing
         self._ledger = Tally()
@@ -115,10 +117,44 @@ class SignalPipeline:
         self._taken_from_bridge = 0
         self._ledgers_taken = 0
         self._flushes: list[_FlushRequest] = []
+        # Statistics: each counter has one writer context (noted), so none needs a lock of its own.
+        self._signals_from_stream = 0  # loop thread (consumer)
+        self._signals_from_bridge = 0  # loop thread (consumer), or under APPLY_LOCK when stopped
+        self._signals_overflowed = 0  # under _lock
+        self._signals_applied_directly = 0  # under APPLY_LOCK
+        self._wakeups = 0  # loop thread
+        self._batches = 0  # under APPLY_LOCK
+        self._apply_errors = 0  # under APPLY_LOCK
+
+    def _new_stream(
+        self,
+    ) -> tuple[MemoryObjectSendStream[Item | _Wake], MemoryObjectReceiveStream[Item | _Wake]]:
+        return anyio.create_memory_object_stream[Item | _Wake](self.max_buffer_size)
 
     def __repr__(self) -> str:
         running = "running" if self._loop_thread is not None else "stopped"
         return f"<SignalPipeline max_buffer_size={self.max_buffer_size} {running}>"
+
+    def stats(self) -> dict[str, int]:
+        """A snapshot of the pipeline's counters, for dashboards and tests.
+
+        Keys: ``stream``, ``bridge``, ``overflow`` and ``direct`` (signals and closes that took
+        each path: the loop thread's stream, the thread bridge, the overflow ledger, the
+        synchronous fallback), ``wakeups`` (cross-thread wake-ups delivered), ``batches``
+        (tallies applied), ``apply_errors`` (targets whose write raised), ``queued`` (items in
+        the stream and the bridge now) and ``running`` (1 while a consumer runs).
+        """
+        return {
+            "stream": self._signals_from_stream,
+            "bridge": self._signals_from_bridge,
+            "overflow": self._signals_overflowed,
+            "direct": self._signals_applied_directly,
+            "wakeups": self._wakeups,
+            "batches": self._batches,
+            "apply_errors": self._apply_errors,
+            "queued": self._send.statistics().current_buffer_used + len(self._bridge),
+            "running": int(self.running),
+        }
 
     @property
     def running(self) -> bool:
@@ -168,11 +204,19 @@ class SignalPipeline:
         with self._lock:
             self._ledger.add(item)
             self._overflowing = True
+            self._signals_overflowed += 1
 
     def _apply_now(self, item: Item) -> None:
         tally = Tally()
         tally.add(item)
-        apply(tally)
+        with APPLY_LOCK:
+            self._signals_applied_directly += 1
+            self._apply(tally)
+
+    def _apply(self, tally: Tally) -> None:
+        """The one way this pipeline writes metrics. Caller must hold APPLY_LOCK."""
+        self._batches += 1
+        self._apply_errors += apply(tally)
 
     def _wake(self) -> None:
         """Schedule a wake-up of the consumer on its loop thread, without waiting. Any thread."""
@@ -187,8 +231,10 @@ class SignalPipeline:
         # Runs on the thread of the loop the wake-up was scheduled on. The consumer may have
         # stopped (or another started elsewhere) since: then the stream is not ours to touch.
         if self._loop_thread == threading.get_ident():
-            with suppress(WouldBlock):  # a full stream means the consumer has work anyway
+            # A full stream means the consumer has work anyway; a closed one, that it has stopped.
+            with suppress(WouldBlock, anyio.ClosedResourceError):
                 self._send.send_nowait(_WAKE)
+                self._wakeups += 1
 
     def _drain_orphans(self) -> None:
         """Apply what a thread left in the bridge or ledger after the consumer stopped.
@@ -217,6 +263,7 @@ class SignalPipeline:
             if self._loop_thread is not None:
                 raise RuntimeError("this SignalPipeline's consumer is already running")
             self._token = current_token()
+            self._send, self._receive = self._new_stream()
             self._loop_thread = threading.get_ident()
         try:
             task_status.started()
@@ -239,7 +286,11 @@ class SignalPipeline:
             received = await self._receive.receive()
             self._sleeping = False
             self._taken_from_stream += 1
-            first = None if isinstance(received, _Wake) else received
+            if isinstance(received, _Wake):
+                first = None
+            else:
+                first = received
+                self._signals_from_stream += 1
 
     def _step(self, first: Item | None) -> bool:
         """Take and apply one batch; return whether there was anything. Loop thread only."""
@@ -261,6 +312,7 @@ class SignalPipeline:
         receive_nowait = self._receive.receive_nowait
         taken = 0
         empty = False
+        before = len(into)
         while taken < limit:
             try:
                 item = receive_nowait()
@@ -271,6 +323,7 @@ class SignalPipeline:
             if not isinstance(item, _Wake):
                 into.append(item)
         self._taken_from_stream += taken
+        self._signals_from_stream += len(into) - before
         return empty
 
     def _take_bridge(self, limit: int | None) -> list[Item]:
@@ -280,6 +333,7 @@ class SignalPipeline:
             while limit is None or len(items) < limit:
                 items.append(popleft())
         self._taken_from_bridge += len(items)
+        self._signals_from_bridge += len(items)
         return items
 
     def _take_ledger(self) -> Tally | None:
@@ -291,16 +345,16 @@ class SignalPipeline:
         self._ledgers_taken += 1
         return ledger
 
-    @staticmethod
-    def _apply_queued(items: list[Item], ledger: Tally | None) -> None:
-        if items:
-            items.sort()  # by sequence number: each path is already in order, so this is a merge
-            tally = Tally()
-            for item in items:
-                tally.add(item)
-            apply(tally)
-        if ledger is not None:
-            apply(ledger)
+    def _apply_queued(self, items: list[Item], ledger: Tally | None) -> None:
+        with APPLY_LOCK:
+            if items:
+                items.sort()  # by sequence number: each path is in order already, so this merges
+                tally = Tally()
+                for item in items:
+                    tally.add(item)
+                self._apply(tally)
+            if ledger is not None:
+                self._apply(ledger)
 
     def _stop(self) -> None:
         """Leave consumer mode and apply everything still queued. Loop thread, in ``finally``."""
@@ -313,6 +367,8 @@ class SignalPipeline:
                 pass
             items += self._take_bridge(None)
             self._apply_queued(items, self._take_ledger())
+            self._send.close()
+            self._receive.close()
         for request in self._flushes:
             request.done.set()
         self._flushes.clear()

@@ -14,7 +14,7 @@ consumer's path.
 from __future__ import annotations
 
 import weakref
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from fluxgate.listeners import prometheus as _upstream
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
@@ -178,17 +178,23 @@ def _existing_or_new(
     reloaded copy of this module from raising ``Duplicated timeseries``.
 
     Raises:
-        ValueError: the registry holds a collector of another kind under ``name``.
+        ValueError: the registry holds a collector of another kind, or with other labels, under
+            ``name``.
     """
     existing = _registered(registry, name)
     if existing is None:
         return kind(name, documentation, labels, registry=registry)
-    if isinstance(existing, kind):
-        return existing
-    raise ValueError(
-        f"registry already has a {type(existing).__name__} named {name!r}; "
-        f"fluxgate-stream needs a {kind.__name__} there"
-    )
+    if not isinstance(existing, kind):
+        raise ValueError(  # noqa: TRY004  # a registry conflict, as prometheus_client's own ValueError
+            f"registry already has a {type(existing).__name__} named {name!r}; "
+            f"fluxgate-stream needs a {kind.__name__} there"
+        )
+    found = cast("tuple[str, ...]", existing._labelnames)  # pyright: ignore[reportPrivateUsage, reportUnknownMemberType]  # no public accessor
+    if found != tuple(labels):
+        raise ValueError(
+            f"registry's {name!r} has labels {found}; fluxgate-stream needs {tuple(labels)}"
+        )
+    return existing
 
 
 def circuit_for(
