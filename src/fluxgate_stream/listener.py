@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from fluxgate.signal import Signal
+
 from fluxgate_stream.pipeline import SignalPipeline, default_pipeline
 from fluxgate_stream.series import circuit_for
-from fluxgate_stream.states import check_signal, check_state
+from fluxgate_stream.states import KNOWN_STATES, check_signal, check_state
 
 if TYPE_CHECKING:
-    from fluxgate.signal import Signal
     from fluxgate.state import State
     from prometheus_client import CollectorRegistry
 
@@ -78,7 +79,14 @@ class QueueingListener:
             ValueError: its ``old_state`` or ``new_state`` is not a fluxgate state; nothing is
                 queued.
         """
-        self._pipeline.submit(self._target, check_signal(signal))
+        # Fast path first (one class check, two set lookups); check_signal explains failures.
+        if (
+            signal.__class__ is not Signal
+            or signal.old_state not in KNOWN_STATES
+            or signal.new_state not in KNOWN_STATES
+        ):
+            check_signal(signal)
+        self._pipeline.submit(self._target, signal)
 
     def close(self) -> None:
         """Drop every series of this listener's ``circuit_name``. Idempotent.

@@ -48,6 +48,7 @@ __all__ = ["SignalPipeline", "default_pipeline"]
 MAX_BATCH: Final = 1024
 
 _SEQ = itertools.count()  # next() on itertools.count is atomic under the GIL
+_get_ident = threading.get_ident
 
 
 class _Wake:
@@ -105,7 +106,9 @@ class SignalPipeline:
         self._send, self._receive = self._new_stream()  # loop thread only
         self._send.close()
         self._receive.close()
+        self._send_nowait = self._send.send_nowait
         self._bridge: Final[deque[Item]] = deque()  # any thread appends; the consumer pops
+        self._bridge_append: Final = self._bridge.append
         self._lock: Final = threading.Lock()  # guards _ledger and _overflowing
         self._ledger = Tally()
         self._overflowing = False
@@ -167,38 +170,37 @@ class SignalPipeline:
         """Queue a transition (or, with ``signal=None``, a ``close()``) for ``target``.
 
         Never blocks on the event loop and never raises for a full buffer. Callable from any
-        thread. Listeners validate their input before calling this.
+        thread. Listeners validate their input before calling this. This is the producers' hot
+        path: it is written for speed (bound methods, no helper calls on the common branches).
         """
-        item: Item = (next(_SEQ), target, signal)
         loop_thread = self._loop_thread
-        if loop_thread is None:
-            self._apply_now(item)
-        elif loop_thread == threading.get_ident():
+        if loop_thread == _get_ident():
             # On the loop thread the consumer cannot start, stop or run under us.
+            item: Item = (next(_SEQ), target, signal)
             if not self._overflowing:
                 try:
-                    self._send.send_nowait(item)
+                    self._send_nowait(item)
                 except WouldBlock:
                     self._overflow(item)
-                return
-            self._overflow(item)
+            else:
+                self._overflow(item)
+        elif loop_thread is None:
+            self._apply_now((next(_SEQ), target, signal))
         else:
-            self._from_thread(item)
-
-    def _from_thread(self, item: Item) -> None:
-        if self._overflowing or len(self._bridge) >= self.max_buffer_size:
-            self._overflow(item)
-        else:
-            self._bridge.append(item)
-        # The consumer sets _sleeping *before* its last look at the bridge and the ledger, and we
-        # read it *after* queueing: either it sees our item or we see it asleep.
-        if self._sleeping:
-            self._sleeping = False  # one wake-up per sleep, not one per signal
-            self._wake()
-        if self._loop_thread is None:
-            # The consumer stopped between our look at it and our append: nobody else will take
-            # what we left, so apply it now.
-            self._drain_orphans()
+            item = (next(_SEQ), target, signal)
+            if self._overflowing or len(self._bridge) >= self.max_buffer_size:
+                self._overflow(item)
+            else:
+                self._bridge_append(item)
+            # The consumer sets _sleeping *before* its last look at the bridge and the ledger,
+            # and we read it *after* queueing: either it sees our item or we see it asleep.
+            if self._sleeping:
+                self._sleeping = False  # one wake-up per sleep, not one per signal
+                self._wake()
+            if self._loop_thread is None:
+                # The consumer stopped between our look at it and our append: nobody else will
+                # take what we left, so apply it now.
+                self._drain_orphans()
 
     def _overflow(self, item: Item) -> None:
         with self._lock:
@@ -264,6 +266,7 @@ class SignalPipeline:
                 raise RuntimeError("this SignalPipeline's consumer is already running")
             self._token = current_token()
             self._send, self._receive = self._new_stream()
+            self._send_nowait = self._send.send_nowait
             self._loop_thread = threading.get_ident()
         try:
             task_status.started()

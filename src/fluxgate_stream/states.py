@@ -7,12 +7,14 @@ from typing import cast, get_args
 from fluxgate.signal import Signal
 from fluxgate.state import State
 
-__all__ = ["ALL_STATES", "check_signal", "check_state"]
+__all__ = ["ALL_STATES", "KNOWN_STATES", "check_signal", "check_state"]
 
 #: fluxgate's states in declaration order: closed, open, half_open, metrics_only, disabled,
 #: forced_open. Every circuit exports one gauge series per state.
 ALL_STATES: tuple[State, ...] = get_args(State)
-_KNOWN: frozenset[object] = frozenset(ALL_STATES)
+#: The same, as a set for fast membership tests.
+KNOWN_STATES: frozenset[object] = frozenset(ALL_STATES)
+_KNOWN = KNOWN_STATES
 
 
 def check_state(value: object, what: str) -> State:
