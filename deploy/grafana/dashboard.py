@@ -1,0 +1,312 @@
+"""Generate the Grafana dashboard for fluxgate-stream: ``deploy/grafana/fluxgate-stream.json``.
+
+Built with Grafana's ``grafana-foundation-sdk`` (installed by the project's ``test`` extra)::
+
+    python deploy/grafana/dashboard.py          # rewrite fluxgate-stream.json
+    python deploy/grafana/dashboard.py --check  # exit 1 if the committed JSON is out of date
+
+The first row is the three panels of fluxgate's Prometheus page, with its exact queries, over
+every circuit. The second row follows the circuits picked in the ``circuit`` variable: a state
+timeline and a table of the transitions in the dashboard's time range.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from grafana_foundation_sdk.builders import common as common_builders
+from grafana_foundation_sdk.builders import dashboard as dash
+from grafana_foundation_sdk.builders import piechart, stat, statetimeline, table, timeseries
+from grafana_foundation_sdk.builders.prometheus import Dataquery
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models.dashboard import (
+    DashboardCursorSync,
+    DataSourceRef,
+    DataTransformerConfig,
+    FieldColorModeId,
+    Threshold,
+    ThresholdsMode,
+    ValueMap,
+    ValueMappingResult,
+    VariableOption,
+    VariableRefresh,
+    VariableSort,
+)
+from grafana_foundation_sdk.models.piechart import PieChartLabels, PieChartType
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
+
+from fluxgate_stream import ALL_STATES
+
+OUTPUT = Path(__file__).with_name("fluxgate-stream.json")
+
+UID = "fluxgate-stream"
+DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
+CIRCUITS = 'circuit_name=~"$circuit"'
+
+# The queries of fluxgate's Prometheus page, word for word.
+OPEN_CIRCUITS = 'sum(circuit_breaker_state{state="open"})'
+TRIP_RATE = (
+    'sum(rate(circuit_breaker_state_transition_total{new_state="open"}[5m])) by (circuit_name)'
+)
+STATE_OVERVIEW = "sum(circuit_breaker_state) by (state)"
+
+#: One colour per fluxgate state, in ``ALL_STATES`` order (closed, open, half_open, metrics_only,
+#: disabled, forced_open).
+STATE_COLOURS = ("green", "red", "yellow", "blue", "text", "purple")
+
+#: The most severe state first: when replicas of one circuit disagree, the timeline shows this one.
+SEVERITY = ("open", "forced_open", "half_open", "disabled", "metrics_only", "closed")
+
+
+def state_code_query() -> str:
+    """Return PromQL giving each circuit one series whose value is its state's code.
+
+    The code is the state's position in ``ALL_STATES`` (closed 0, open 1, half_open 2,
+    metrics_only 3, disabled 4, forced_open 5); the state timeline maps it back to the name. A
+    circuit shows the state whose gauge is 1; ``or`` keeps the left operand, so where replicas
+    disagree the most severe of their states is shown.
+    """
+    terms = [
+        f'(max by (circuit_name) (circuit_breaker_state{{state="{state}", {CIRCUITS}}} == 1)'
+        f" * {ALL_STATES.index(state)})"
+        for state in SEVERITY
+    ]
+    return "\n  or ".join(terms)
+
+
+TRANSITIONS = (
+    "round(sum by (circuit_name, old_state, new_state) ("
+    f"increase(circuit_breaker_state_transition_total{{{CIRCUITS}}}[$__range])"
+    ")) > 0"
+)
+
+
+def _query(expr: str, *, legend: str | None = None, instant: bool = False) -> Dataquery:
+    query = Dataquery().expr(expr).datasource(DATASOURCE).ref_id("A")
+    query = query.instant() if instant else query.range()
+    if legend is not None:
+        query = query.legend_format(legend)
+    return query
+
+
+def _open_circuits() -> stat.Panel:
+    return (
+        stat.Panel()
+        .id(2)
+        .title("Currently Open Circuits")
+        .description(
+            "Shows a real-time count of all circuit breakers that are currently in the OPEN state."
+        )
+        .datasource(DATASOURCE)
+        .with_target(_query(OPEN_CIRCUITS))
+        .unit("none")
+        .decimals(0)
+        .no_value("0")
+        .thresholds(
+            dash.ThresholdsConfig()
+            .mode(ThresholdsMode.ABSOLUTE)
+            .steps(
+                [
+                    Threshold(value=None, color="green"),  # base: 0 open circuits
+                    Threshold(value=1, color="orange"),  # warning
+                    Threshold(value=5, color="red"),  # critical
+                ]
+            )
+        )
+        .color_scheme(dash.FieldColor().mode(FieldColorModeId.THRESHOLDS))
+        .color_mode(common.BigValueColorMode.BACKGROUND)
+        .graph_mode(common.BigValueGraphMode.AREA)
+        .reduce_options(
+            common_builders.ReduceDataOptions().calcs(["lastNotNull"]).values(values=False)
+        )
+        .height(8)
+        .span(6)
+    )
+
+
+def _trip_rate() -> timeseries.Panel:
+    return (
+        timeseries.Panel()
+        .id(3)
+        .title("Circuit Trip Rate (5m)")
+        .description(
+            "The per-second rate of circuits tripping open, averaged over the last 5 minutes. "
+            "Useful for spotting trends and identifying problematic services."
+        )
+        .datasource(DATASOURCE)
+        .with_target(_query(TRIP_RATE, legend="{{circuit_name}}"))
+        .unit("suffix: transitions/s")
+        .min(0)
+        .legend(
+            common_builders.VizLegendOptions()
+            .show_legend(show_legend=True)
+            .display_mode(common.LegendDisplayMode.LIST)
+            .placement(common.LegendPlacement.BOTTOM)
+        )
+        .height(8)
+        .span(12)
+    )
+
+
+def _state_overview() -> piechart.Panel:
+    return (
+        piechart.Panel()
+        .id(4)
+        .title("Circuit State Overview")
+        .description(
+            "The distribution of circuit breaker states across the entire system: how many "
+            "circuits are in each state right now."
+        )
+        .datasource(DATASOURCE)
+        .with_target(_query(STATE_OVERVIEW, legend="{{state}}", instant=True))
+        .unit("none")
+        .pie_type(PieChartType.PIE)
+        .display_labels([PieChartLabels.NAME, PieChartLabels.VALUE])
+        .reduce_options(common_builders.ReduceDataOptions().values(values=True).calcs([]))
+        .height(8)
+        .span(6)
+    )
+
+
+def _state_timeline() -> statetimeline.Panel:
+    mappings = ValueMap(
+        options={
+            str(code): ValueMappingResult(text=state, color=colour, index=code)
+            for code, (state, colour) in enumerate(zip(ALL_STATES, STATE_COLOURS, strict=True))
+        }
+    )
+    return (
+        statetimeline.Panel()
+        .id(6)
+        .title("Circuit state timeline")
+        .description("The state of each selected circuit over time, one row per circuit.")
+        .datasource(DATASOURCE)
+        .with_target(_query(state_code_query(), legend="{{circuit_name}}"))
+        .mappings([mappings])
+        .color_scheme(dash.FieldColor().mode(FieldColorModeId.THRESHOLDS))
+        .show_value(common.VisibilityMode.AUTO)
+        .merge_values(merge_values=True)
+        .row_height(0.9)
+        .height(10)
+        .span(24)
+    )
+
+
+def _transitions() -> table.Panel:
+    return (
+        table.Panel()
+        .id(7)
+        .title("State transitions in the time range")
+        .description(
+            "How many times each selected circuit moved from one state to another during the "
+            "dashboard's time range, most frequent first."
+        )
+        .datasource(DATASOURCE)
+        .with_target(
+            _query(TRANSITIONS, instant=True).format(PromQueryFormat.TABLE),
+        )
+        .with_transformation(
+            DataTransformerConfig(
+                id_val="organize",
+                options={
+                    "excludeByName": {"Time": True},
+                    "indexByName": {"circuit_name": 0, "old_state": 1, "new_state": 2, "Value": 3},
+                    "renameByName": {
+                        "circuit_name": "Circuit",
+                        "old_state": "From",
+                        "new_state": "To",
+                        "Value": "Transitions",
+                    },
+                },
+            )
+        )
+        .with_transformation(
+            DataTransformerConfig(
+                id_val="sortBy",
+                options={"sort": [{"field": "Transitions", "desc": True}]},
+            )
+        )
+        .decimals(0)
+        .height(10)
+        .span(24)
+    )
+
+
+def build() -> dash.Dashboard:
+    """Return the dashboard's builder."""
+    all_circuits = VariableOption(selected=True, text="All", value="$__all")
+    return (
+        dash.Dashboard("fluxgate-stream: circuit breakers")
+        .uid(UID)
+        .description(
+            "State and transitions of fluxgate circuit breakers, as exported by fluxgate-stream "
+            "(or fluxgate's own PrometheusListener)."
+        )
+        .tags(["fluxgate", "circuit-breaker", "prometheus"])
+        .editable()
+        .tooltip(DashboardCursorSync.CROSSHAIR)
+        .time("now-6h", "now")
+        .refresh("30s")
+        .with_variable(
+            dash.DatasourceVariable("datasource")
+            .label("Data source")
+            .type("prometheus")
+            .current(VariableOption(selected=True, text="default", value="default"))
+        )
+        .with_variable(
+            dash.QueryVariable("circuit")
+            .label("Circuit")
+            .description("The circuits shown in the per-circuit row.")
+            .datasource(DATASOURCE)
+            .query("label_values(circuit_breaker_state, circuit_name)")
+            .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .sort(VariableSort.ALPHABETICAL_CASE_INSENSITIVE_ASC)
+            .multi(multi=True)
+            .include_all(include_all=True)
+            .all_value(".*")
+            .current(all_circuits)
+        )
+        .with_row(dash.Row("Overview: all circuits").id(1))
+        .with_panel(_open_circuits())
+        .with_panel(_trip_rate())
+        .with_panel(_state_overview())
+        .with_row(dash.Row("Per circuit: $circuit").id(5))
+        .with_panel(_state_timeline())
+        .with_panel(_transitions())
+    )
+
+
+def render() -> str:
+    """Return the dashboard as the JSON text committed in ``fluxgate-stream.json``."""
+    encoder = JSONEncoder(sort_keys=True, indent=2)
+    return encoder.encode(build().build()) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write ``fluxgate-stream.json``, or with ``--check`` report whether it is up to date.
+
+    Returns:
+        The exit status: 0, or 1 when ``--check`` finds the file missing or out of date.
+    """
+    parser = argparse.ArgumentParser(description="Generate the fluxgate-stream Grafana dashboard.")
+    parser.add_argument(
+        "--check", action="store_true", help="do not write; exit 1 if the JSON is out of date"
+    )
+    args = parser.parse_args(argv)
+    text = render()
+    if args.check:
+        current = OUTPUT.read_text(encoding="utf-8") if OUTPUT.exists() else ""
+        if current != text:
+            sys.stderr.write(f"{OUTPUT} is out of date: run python {Path(__file__).name}\n")
+            return 1
+        return 0
+    OUTPUT.write_text(text, encoding="utf-8")
+    sys.stdout.write(f"wrote {OUTPUT}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,470 @@
+"""End to end: real fluxgate breakers -> fluxgate-stream -> exporter -> a real Prometheus server.
+
+A ``prometheus`` process scrapes a ``prometheus_client`` exporter every second while real
+breakers (``CircuitBreaker``, ``AsyncCircuitBreaker`` on asyncio, one breaker called from worker
+threads) trip, probe and recover, their listeners queued through a running ``SignalPipeline``.
+Through Prometheus' HTTP API we then check that:
+
+* every PromQL example of fluxgate's Prometheus page answers what the breakers did, both with
+  the page's exact windows and with short ones;
+* every query of the shipped Grafana dashboard parses and returns the expected data;
+* the shipped alerting rules evaluate cleanly and put exactly the expected alerts in
+  pending/firing state.
+
+Prometheus learns nothing between two scrapes, so the test waits on scrapes (``ScrapeWatch``),
+never on the clock.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import pytest
+from fluxgate import AsyncCircuitBreaker, CallNotPermittedError, CircuitBreaker
+from fluxgate.permits import All, Random
+from fluxgate.retries import Always
+from fluxgate.trippers import FailureRate, MinRequests
+from fluxgate.windows import CountWindow
+from prometheus_client import CollectorRegistry, start_http_server
+
+from fluxgate_stream import ALL_STATES, PrometheusListener, SignalPipeline
+
+from ._prom import (
+    DEPLOY,
+    PrometheusServer,
+    PromQueryError,
+    ScrapeWatch,
+    eventually,
+    require_tool,
+)
+
+pytestmark = [pytest.mark.anyio, pytest.mark.prometheus]
+
+DASHBOARD = DEPLOY / "grafana" / "fluxgate-stream.json"
+ALERTS = DEPLOY / "prometheus" / "alerts.yml"
+
+# What the dashboard's Grafana variables stand for here: every circuit, a one-minute range.
+GRAFANA_VARIABLES = {"$circuit": ".*", "$__range": "1m"}
+
+# The circuits and the state each ends in.
+FINAL_STATES = {
+    "payment_api": "open",  # trips over and over: the flapping one
+    "shipping_api": "open",
+    "pricing_api": "closed",  # trips and recovers; called from worker threads
+    "search_api": "half_open",  # its probes are never permitted
+    "ledger_api": "forced_open",
+    "reporting_api": "disabled",
+    "ranking_api": "metrics_only",
+    "inventory_api": "closed",  # never called: shown closed from its listener's creation
+    "catalog_api": "closed",
+}
+# Circuits that tripped open after Prometheus first saw their counters: their trip rate is > 0.
+TRIPPING = {"payment_api", "shipping_api", "pricing_api", "search_api"}
+# ... and those that went half_open again then.
+PROBING = {"payment_api", "pricing_api", "search_api"}
+
+
+class Boom(Exception):
+    """The failure of a protected call."""
+
+
+def _fail() -> None:
+    raise Boom
+
+
+def _succeed() -> None:
+    return None
+
+
+async def _afail() -> None:
+    raise Boom
+
+
+async def _asucceed() -> None:
+    return None
+
+
+@dataclass
+class Breaker:
+    """One real fluxgate breaker, driven the way its application would call it."""
+
+    name: str
+    breaker: CircuitBreaker | AsyncCircuitBreaker
+    in_threads: bool = False
+
+    async def do(self, action: str) -> str:
+        """Call through the breaker (``fail``/``succeed``) or command it; return its state."""
+        if action in ("fail", "succeed"):
+            await self._call(succeed=action == "succeed")
+        else:
+            result = await self._run(getattr(self.breaker, action))
+            if result is not None:
+                await result
+        return self.breaker.info().state
+
+    async def _call(self, *, succeed: bool) -> None:
+        with suppress(Boom, CallNotPermittedError):
+            if isinstance(self.breaker, AsyncCircuitBreaker):
+                await self.breaker.call(_asucceed if succeed else _afail)
+            else:
+                await self._run(self.breaker.call, _succeed if succeed else _fail)
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self.in_threads:
+            return await anyio.to_thread.run_sync(fn, *args)
+        return fn(*args)
+
+
+def make_breakers(
+    backend: str, registry: CollectorRegistry, pipeline: SignalPipeline
+) -> dict[str, Breaker]:
+    """One breaker per circuit: trips on any failure, probes on the next call."""
+
+    def build(
+        name: str, *, probes: bool = True, use_async: bool = False
+    ) -> CircuitBreaker | AsyncCircuitBreaker:
+        kind = AsyncCircuitBreaker if use_async else CircuitBreaker
+        return kind(
+            window=CountWindow(1),
+            tripper=MinRequests(1) & FailureRate(0.5),
+            retry=Always(),
+            permit=All() if probes else Random(0.0),
+            listeners=[PrometheusListener(name, registry, pipeline=pipeline)],
+        )
+
+    on_asyncio = backend == "asyncio"
+    breakers = {
+        "payment_api": Breaker("payment_api", build("payment_api")),
+        "shipping_api": Breaker("shipping_api", build("shipping_api", use_async=on_asyncio)),
+        "pricing_api": Breaker("pricing_api", build("pricing_api"), in_threads=True),
+        "search_api": Breaker(
+            "search_api", build("search_api", probes=False, use_async=on_asyncio)
+        ),
+    }
+    for name in FINAL_STATES:
+        if name not in breakers:
+            breakers[name] = Breaker(name, build(name, use_async=on_asyncio))
+    return breakers
+
+
+# (circuit, action, state the breaker must be in afterwards)
+PHASE_ONE = [
+    ("payment_api", "fail", "open"),
+    ("payment_api", "fail", "open"),  # probe fails: open -> half_open -> open
+    ("payment_api", "succeed", "closed"),  # probe succeeds: open -> half_open -> closed
+    ("shipping_api", "fail", "open"),
+    ("shipping_api", "succeed", "closed"),
+    ("pricing_api", "fail", "open"),
+    ("pricing_api", "succeed", "closed"),
+    ("search_api", "fail", "open"),
+    ("search_api", "succeed", "half_open"),  # the probe is not permitted
+    ("search_api", "reset", "closed"),
+    ("ledger_api", "force_open", "forced_open"),
+    ("reporting_api", "disable", "disabled"),
+    ("ranking_api", "metrics_only", "metrics_only"),
+]
+PHASE_TWO = [
+    *[
+        ("payment_api", action, state)
+        for _ in range(2)
+        for action, state in (("fail", "open"), ("fail", "open"), ("succeed", "closed"))
+    ],
+    ("payment_api", "fail", "open"),
+    ("shipping_api", "fail", "open"),
+    ("pricing_api", "fail", "open"),
+    ("pricing_api", "succeed", "closed"),
+    ("search_api", "fail", "open"),
+    ("search_api", "succeed", "half_open"),
+]
+
+
+async def drive(breakers: dict[str, Breaker], steps: list[tuple[str, str, str]]) -> None:
+    for name, action, expected in steps:
+        assert await breakers[name].do(action) == expected, (name, action)
+
+
+# -- reading both sides ---------------------------------------------------------------------------
+
+
+def exported(registry: CollectorRegistry) -> dict[tuple[str, ...], float]:
+    """The exporter's truth: every state and transition sample, keyed by its labels."""
+    out: dict[tuple[str, ...], float] = {}
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name in ("circuit_breaker_state", "circuit_breaker_state_transition_total"):
+                out[key(sample.name, sample.labels)] = sample.value
+    return out
+
+
+def key(name: str, labels: dict[str, str]) -> tuple[str, ...]:
+    if name == "circuit_breaker_state":
+        return (name, labels["circuit_name"], labels["state"])
+    return (name, labels["circuit_name"], labels["old_state"], labels["new_state"])
+
+
+def stored(server: PrometheusServer) -> dict[tuple[str, ...], float]:
+    """What Prometheus holds now for the same series."""
+    out: dict[tuple[str, ...], float] = {}
+    for name in ("circuit_breaker_state", "circuit_breaker_state_transition_total"):
+        for row in server.query(name):
+            out[key(name, row["metric"])] = float(row["value"][1])
+    return out
+
+
+def by(label: str, rows: list[dict[str, Any]]) -> dict[str, float]:
+    """An instant vector as {label value: sample value}; the label must be unique per row."""
+    out = {row["metric"][label]: float(row["value"][1]) for row in rows}
+    assert len(out) == len(rows), rows
+    return out
+
+
+# -- the spec page's PromQL examples --------------------------------------------------------------
+
+OPEN_QUERIES = ['circuit_breaker_state{state="open"} == 1']
+BY_STATE_QUERIES = ["sum(circuit_breaker_state) by (state)"]
+TRIP_RATE_QUERIES = [
+    'sum(rate(circuit_breaker_state_transition_total{new_state="open"}[5m])) by (circuit_name)',
+    'sum(rate(circuit_breaker_state_transition_total{new_state="open"}[1m])) by (circuit_name)',
+]
+HALF_OPEN_QUERIES = [
+    'increase(circuit_breaker_state_transition_total{new_state="half_open"}[1h])',
+    'increase(circuit_breaker_state_transition_total{new_state="half_open"}[1m])',
+]
+
+
+def expected_by_state() -> dict[str, float]:
+    counts: dict[str, float] = dict.fromkeys(ALL_STATES, 0.0)
+    for state in FINAL_STATES.values():
+        counts[state] += 1
+    return counts
+
+
+def check_spec_queries(server: PrometheusServer) -> tuple[bool, dict[str, Any]]:
+    """Run every spec example; done when each answers what the breakers did."""
+    answers: dict[str, Any] = {}
+    ok = True
+    for query in OPEN_QUERIES:
+        answers[query] = got = set(by("circuit_name", server.query(query)))
+        ok &= got == {name for name, state in FINAL_STATES.items() if state == "open"}
+    for query in BY_STATE_QUERIES:
+        answers[query] = got = by("state", server.query(query))
+        ok &= got == expected_by_state()
+    for query in TRIP_RATE_QUERIES:
+        answers[query] = rates = by("circuit_name", server.query(query))
+        # Only circuits that ever opened have such series; payment_api opened 5 times since,
+        # the others once each, over the same scrapes.
+        ok &= set(rates) == TRIPPING and all(rates[name] > 0 for name in TRIPPING)
+        ok &= bool(rates) and max(rates, key=rates.__getitem__) == "payment_api"
+    for query in HALF_OPEN_QUERIES:
+        rows = server.query(query)
+        answers[query] = increases = by("circuit_name", rows)
+        ok &= {row["metric"]["old_state"] for row in rows} == {"open"}
+        ok &= {name for name, value in increases.items() if value > 0} == PROBING
+        # shipping_api went half_open only before Prometheus first saw it: present, no increase.
+        ok &= increases.get("shipping_api") == 0.0
+    return ok, answers
+
+
+# -- the dashboard's queries ----------------------------------------------------------------------
+
+
+def dashboard_targets() -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every (panel title, Prometheus target) of the dashboard, rows' nested panels included."""
+    board = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    panels = list(board["panels"])
+    for panel in board["panels"]:
+        panels.extend(panel.get("panels", []))
+    for panel in panels:
+        for target in panel.get("targets", []):
+            yield panel["title"], target
+
+
+def grafana_to_promql(expr: str) -> str:
+    """Replace the dashboard's Grafana variables; no variable may be left over."""
+    for name, value in GRAFANA_VARIABLES.items():
+        expr = expr.replace(name, value)
+    assert "$" not in expr, f"a Grafana variable this test does not know: {expr}"
+    return expr
+
+
+def last_values(rows: list[dict[str, Any]], label: str) -> dict[str, float]:
+    """A range query's last point per series, keyed by ``label``."""
+    return {row["metric"].get(label, ""): float(row["values"][-1][1]) for row in rows}
+
+
+def check_dashboard(server: PrometheusServer) -> tuple[bool, dict[str, Any]]:
+    """Run every dashboard query as Grafana would (instant or range); check what it shows."""
+    answers: dict[str, Any] = {}
+    ok = True
+    targets = list(dashboard_targets())
+    assert len(targets) == 5, targets
+    for title, target in targets:
+        expr = grafana_to_promql(target["expr"])
+        if target.get("instant"):
+            rows = server.query(expr)
+            answers[title] = {
+                tuple(sorted(row["metric"].items())): float(row["value"][1]) for row in rows
+            }
+        else:
+            rows = server.query_range(expr)
+            ok &= all(row["values"] for row in rows)
+            answers[title] = last_values(rows, "circuit_name")
+        ok &= bool(rows)  # parses (or api() raised) and returns data
+    ok &= answers["Currently Open Circuits"] == {"": 2.0}
+    ok &= answers["Circuit state timeline"] == {
+        name: float(ALL_STATES.index(state)) for name, state in FINAL_STATES.items()
+    }
+    ok &= set(answers["Circuit Trip Rate (5m)"]) == TRIPPING
+    pie = {
+        dict(labels)["state"]: value for labels, value in answers["Circuit State Overview"].items()
+    }
+    ok &= pie == expected_by_state()
+    table = {
+        (labels["circuit_name"], labels["old_state"], labels["new_state"])
+        for labels in map(dict, answers["State transitions in the time range"])
+    }
+    ok &= table == {
+        ("payment_api", "closed", "open"),
+        ("payment_api", "open", "half_open"),
+        ("payment_api", "half_open", "open"),
+        ("payment_api", "half_open", "closed"),
+        ("shipping_api", "closed", "open"),
+        ("pricing_api", "closed", "open"),
+        ("pricing_api", "open", "half_open"),
+        ("pricing_api", "half_open", "closed"),
+        ("search_api", "closed", "open"),
+        ("search_api", "open", "half_open"),
+    }
+    return ok, answers
+
+
+def check_dashboard_variable(server: PrometheusServer) -> tuple[bool, list[str]]:
+    """The ``circuit`` variable's ``label_values(metric, label)``, as Grafana asks for it."""
+    board = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    queries = [v["query"] for v in board["templating"]["list"] if v["type"] == "query"]
+    assert len(queries) == 1, queries
+    match = re.fullmatch(r"label_values\((\w+), (\w+)\)", queries[0])
+    assert match is not None, queries[0]
+    metric, label = match.groups()
+    values = sorted(server.api(f"label/{label}/values", **{"match[]": metric}))
+    return values == sorted(FINAL_STATES), values
+
+
+# -- the alerting rules ---------------------------------------------------------------------------
+
+EXPECTED_ALERTS = {
+    ("CircuitBreakerOpen", "payment_api", "pending"),
+    ("CircuitBreakerOpen", "shipping_api", "pending"),
+    ("CircuitBreakerOpen", "search_api", "pending"),  # half_open counts as not recovered
+    ("CircuitBreakerForcedOpen", "ledger_api", "pending"),
+    ("CircuitBreakerHalfOpenStuck", "search_api", "pending"),
+    ("CircuitBreakerProtectionOff", "reporting_api", "pending"),
+    ("CircuitBreakerProtectionOff", "ranking_api", "pending"),
+    ("CircuitBreakerFlapping", "payment_api", "firing"),  # 5 trips since first seen; no `for`
+}
+
+
+def check_alerts(server: PrometheusServer) -> tuple[bool, Any]:
+    groups = server.api("rules")["groups"]
+    rules = [rule for group in groups for rule in group["rules"]]
+    unhealthy = [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
+    alerts = {
+        (a["labels"]["alertname"], a["labels"]["circuit_name"], a["state"])
+        for a in server.api("alerts")["alerts"]
+    }
+    done = len(rules) == 5 and not unhealthy and alerts == EXPECTED_ALERTS
+    return done, {"unhealthy": unhealthy, "alerts": sorted(alerts)}
+
+
+# -- the test -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Exporter:
+    target: str
+    watch: ScrapeWatch
+
+
+@pytest.fixture
+def exporter(registry: CollectorRegistry) -> Iterator[Exporter]:
+    """``prometheus_client``'s own HTTP server on an ephemeral port, serving ``registry``."""
+    watch = ScrapeWatch()
+    registry.register(watch)
+    server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
+    yield Exporter(f"127.0.0.1:{server.server_port}", watch)
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.fixture
+def prometheus(tmp_path, exporter: Exporter) -> Iterator[PrometheusServer]:
+    """A real ``prometheus`` scraping the exporter every second, with the shipped alerts."""
+    server = PrometheusServer(require_tool("prometheus"), tmp_path, [exporter.target], [ALERTS])
+    server.start()
+    yield server
+    server.stop()
+
+
+async def test_real_prometheus_answers_the_spec_dashboard_and_alert_queries(
+    anyio_backend, registry, exporter, prometheus
+):
+    server, watch = prometheus, exporter.watch
+
+    async def until(probe: Callable[[], tuple[bool, Any]], what: str, within: float = 30.0) -> Any:
+        return await eventually(server, watch, probe, what=what, within=within)
+
+    def matches(expected: dict[tuple[str, ...], float]) -> Callable[[], tuple[bool, Any]]:
+        def probe() -> tuple[bool, Any]:
+            got = stored(server)
+            return got == expected, got
+
+        return probe
+
+    pipeline = SignalPipeline()
+    breakers = make_breakers(anyio_backend, registry, pipeline)
+    async with anyio.create_task_group() as tg:
+        await tg.start(pipeline.run)
+
+        # Phase one creates every series; Prometheus must hold them before phase two, so that
+        # rate() and increase() see phase two's transitions as increments.
+        await drive(breakers, PHASE_ONE)
+        await pipeline.flush()
+        first = exported(registry)
+        await until(matches(first), "the exporter's series after phase one")
+
+        await drive(breakers, PHASE_TWO)
+        await pipeline.flush()
+        final = exported(registry)
+        assert final != first
+        assert final["circuit_breaker_state_transition_total", "payment_api", "closed", "open"] == 4
+        await until(matches(final), "the exporter's series after phase two")
+
+        await until(lambda: check_spec_queries(server), "the spec page's PromQL answers")
+        await until(lambda: check_dashboard(server), "the dashboard's panels")
+        await until(lambda: check_dashboard_variable(server), "the dashboard's circuit list")
+        await until(lambda: check_alerts(server), "the expected alerts")
+
+        tg.cancel_scope.cancel()
+
+
+async def test_a_query_prometheus_rejects_is_reported(anyio_backend, exporter, prometheus):
+    """The helper the checks above rely on does not mistake an error for an empty answer."""
+
+    def probe() -> tuple[bool, str]:
+        try:
+            prometheus.query("sum(rate(circuit_breaker_state_transition_total[5m])")
+        except PromQueryError as error:
+            return True, str(error)
+        return False, "no error"
+
+    message = await eventually(prometheus, exporter.watch, probe, what="a parse error")
+    assert message == (
+        'bad_data: invalid parameter "query": 1:53: parse error: unclosed left parenthesis'
+    )
