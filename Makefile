@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck pytest bench dist-check clean
+.PHONY: demo test lint typecheck pytest bench dashboard dist-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ pytest: $(STAMP)
 	$(BIN)/python -m pytest --cov --cov-report=term $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# Regenerate deploy/grafana/fluxgate-stream.json from deploy/grafana/dashboard.py.
+dashboard: $(STAMP)
+	$(BIN)/python deploy/grafana/dashboard.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
