@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+WHEEL_VENV := $(CURDIR)/.wheel-venv
 
 .PHONY: demo test lint typecheck pytest bench dashboard dist-check clean
 
@@ -35,18 +36,21 @@ dashboard: $(STAMP)
 	$(BIN)/python deploy/grafana/dashboard.py
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # Build the sdist and wheel, check them, install the wheel into a fresh virtualenv and import it,
 # and verify that the public API is fully typed.
 dist-check: $(STAMP)
-	rm -rf dist /tmp/fluxgate-stream-wheel-venv
+	rm -rf dist $(WHEEL_VENV)
 	$(BIN)/python -m build --outdir dist .
 	$(BIN)/twine check --strict dist/*
-	$(PYTHON) -m venv /tmp/fluxgate-stream-wheel-venv
-	/tmp/fluxgate-stream-wheel-venv/bin/python -m pip install --quiet dist/*.whl
-	cd /tmp && /tmp/fluxgate-stream-wheel-venv/bin/python -c "import fluxgate_stream; print('wheel imports', fluxgate_stream.__version__)"
-	$(BIN)/pyright --verifytypes fluxgate_stream --ignoreexternal
+	$(PYTHON) -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/python -m pip install --quiet dist/*.whl
+	cd $(WHEEL_VENV) && bin/python -c "import fluxgate_stream; print('wheel imports', fluxgate_stream.__version__)"
+	# Checked as installed from the wheel (outside the project, whose config points at .venv).
+	cd $(WHEEL_VENV) && VIRTUAL_ENV=$(WHEEL_VENV) PATH=$(WHEEL_VENV)/bin:$$PATH \
+		$(CURDIR)/$(BIN)/pyright --verifytypes fluxgate_stream --ignoreexternal
 
 clean:
-	rm -rf $(VENV) dist build .pytest_cache .ruff_cache .coverage htmlcov
+	rm -rf $(VENV) $(WHEEL_VENV) dist build .pytest_cache .ruff_cache .coverage htmlcov
