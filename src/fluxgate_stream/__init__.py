@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from importlib.metadata import version as _version
 
+from fluxgate_stream.anyio_breaker import AnyioCircuitBreaker
 from fluxgate_stream.listener import PrometheusListener, QueueingListener
 from fluxgate_stream.pipeline import SignalPipeline, default_pipeline
 from fluxgate_stream.sink import SignalSink, StreamingListener, Transitions
@@ -23,6 +24,7 @@ __version__ = _version("fluxgate-stream")
 
 __all__ = [
     "ALL_STATES",
+    "AnyioCircuitBreaker",
     "PrometheusListener",
     "QueueingListener",
     "SignalPipeline",
