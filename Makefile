@@ -13,7 +13,7 @@ $(BIN)/python:
 
 # Reinstall whenever the project metadata changes.
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[demo,test]'
 	touch $(STAMP)
 
 demo: $(STAMP)

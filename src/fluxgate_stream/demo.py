@@ -1,0 +1,746 @@
+"""The live demo: real fluxgate breakers in front of simulated dependencies, exported over HTTP.
+
+``python -m fluxgate_stream demo`` (or ``fluxgate-stream demo``, or ``make demo``) runs five
+circuits: three async breakers driven by tasks on the event loop and two sync ``CircuitBreaker``
+instances driven from worker threads (so their signals cross the thread bridge). Each
+guards a simulated dependency that fails, slows down and recovers on a repeating schedule; one is
+also steered by an "operator" through ``force_open()``, ``metrics_only()``, ``disable()`` and
+``reset()``, so all six fluxgate states appear.
+
+The metrics live in a dedicated ``CollectorRegistry`` (the demo touches no global metric state),
+served by ``prometheus_client``'s HTTP server on ``host:port``. A rich table shows every circuit's
+state and transition counts, read back from that registry. On stop (``--duration`` elapsed,
+Ctrl-C or SIGTERM) the breakers finish their calls, the consumer applies everything queued, and
+the final frame is checked against what the breakers themselves reported.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Protocol, TextIO
+
+import anyio
+import anyio.to_thread
+from fluxgate import AsyncCircuitBreaker, CallNotPermittedError, CircuitBreaker
+from fluxgate.permits import All as PermitAll
+from fluxgate.retries import Cooldown
+from fluxgate.trippers import FailureRate, MinRequests, SlowRate, Tripper
+from fluxgate.windows import CountWindow
+from prometheus_client import CollectorRegistry, start_http_server
+from rich.console import Console
+from rich.live import Live
+
+from fluxgate_stream._demo_view import render_frame
+from fluxgate_stream.anyio_breaker import AnyioCircuitBreaker
+from fluxgate_stream.listener import PrometheusListener
+from fluxgate_stream.pipeline import SignalPipeline
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from anyio import CancelScope
+    from fluxgate.circuitbreaker import CircuitBreakerInfo
+    from fluxgate.signal import Signal
+    from fluxgate.state import State
+
+__all__ = [
+    "SCENARIOS",
+    "CircuitReport",
+    "DemoConfig",
+    "DemoReport",
+    "DependencyError",
+    "Exported",
+    "Phase",
+    "Scenario",
+    "make_console",
+    "metrics_url",
+    "read_exported",
+    "run_demo",
+]
+
+Backend = Literal["asyncio", "trio"]
+RunsOn = Literal["task", "thread"]
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One stretch of a dependency's schedule.
+
+    Attributes:
+        name: what the view shows for the dependency (``healthy``, ``outage``, ...).
+        seconds: how long it lasts, in schedule seconds (see ``DemoConfig.speed``).
+        error_rate: the fraction of calls that fail, spread evenly (deterministic).
+        latency: how long each call takes, in real seconds.
+        operator: if set, an operator moves the breaker to this state when the phase begins.
+    """
+
+    name: str
+    seconds: float
+    error_rate: float = 0.0
+    latency: float = 0.002
+    operator: State | None = None
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A circuit of the demo: its name, how its breaker runs, and its dependency's schedule.
+
+    Attributes:
+        name: the ``circuit_name`` label.
+        runs_on: ``"task"`` for an async breaker on the event loop, ``"thread"`` for a sync
+            ``CircuitBreaker`` called from worker threads.
+        phases: the schedule, repeated for as long as the demo runs.
+        slow_threshold: if set, calls slower than this many seconds count towards tripping.
+    """
+
+    name: str
+    runs_on: RunsOn
+    phases: tuple[Phase, ...]
+    slow_threshold: float | None = None
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario(
+        "payments",
+        "task",
+        (Phase("healthy", 6), Phase("outage", 8, error_rate=0.9), Phase("healthy", 10)),
+    ),
+    Scenario(
+        "inventory",
+        "task",
+        (
+            Phase("healthy", 4),
+            Phase("slow", 8, error_rate=0.1, latency=0.08),
+            Phase("healthy", 8),
+        ),
+        slow_threshold=0.05,
+    ),
+    Scenario(
+        "search",
+        "thread",
+        (
+            Phase("healthy", 9),
+            Phase("outage", 6, error_rate=1.0),
+            Phase("degraded", 5, error_rate=0.4),
+            Phase("healthy", 6),
+        ),
+    ),
+    Scenario(
+        "recommendations",
+        "thread",
+        (
+            Phase("flaky", 7, error_rate=0.35),
+            Phase("outage", 5, error_rate=0.8),
+            Phase("healthy", 6),
+        ),
+    ),
+    Scenario(
+        "ledger",
+        "task",
+        (
+            Phase("healthy", 5, operator="closed"),
+            Phase("maintenance", 4, operator="forced_open"),
+            Phase("shadowing", 4, error_rate=0.6, operator="metrics_only"),
+            Phase("bypassed", 3, operator="disabled"),
+        ),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """How to run the demo.
+
+    Attributes:
+        host: the address the metrics server binds to.
+        port: its port; 0 picks a free one (the URL printed at start names it).
+        backend: the anyio backend, ``"asyncio"`` or ``"trio"``.
+        duration: stop after this many real seconds; ``None`` runs until Ctrl-C or SIGTERM.
+        speed: how many schedule seconds pass per real second (10 plays a 30 s schedule in 3 s).
+            Breaker cool-downs follow the schedule; call latencies stay real.
+        interval: real seconds between two calls of one circuit.
+        refresh: real seconds between two frames of the live view.
+        scenarios: the circuits to run.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    backend: Backend = "asyncio"
+    duration: float | None = None
+    speed: float = 1.0
+    interval: float = 0.02
+    refresh: float = 0.25
+    scenarios: tuple[Scenario, ...] = SCENARIOS
+
+    def __post_init__(self) -> None:
+        """Check the settings.
+
+        Raises:
+            ValueError: ``port`` is outside 0-65535, ``backend`` is unknown, or ``duration``,
+                ``speed``, ``interval`` or ``refresh`` is not a positive finite number, or
+                ``scenarios`` is empty or repeats a name.
+        """
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in 0-65535, got {self.port}")
+        if self.backend not in ("asyncio", "trio"):
+            raise ValueError(f"backend must be 'asyncio' or 'trio', got {self.backend!r}")
+        for what, value in (
+            ("duration", self.duration),
+            ("speed", self.speed),
+            ("interval", self.interval),
+            ("refresh", self.refresh),
+        ):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{what} must be a positive number of seconds, got {value}")
+        names = [scenario.name for scenario in self.scenarios]
+        if not names or len(set(names)) != len(names):
+            raise ValueError("scenarios must be non-empty, with distinct names")
+
+
+class DependencyError(ConnectionError):
+    """What a simulated dependency raises when it fails."""
+
+
+# -- the circuits -----------------------------------------------------------------------------
+
+
+class _AsyncBreaker(Protocol):
+    """What the demo needs of an async breaker: fluxgate's, or one that also runs on trio."""
+
+    async def call(self, func: Callable[[], Awaitable[None]], /) -> None: ...
+    async def reset(self) -> None: ...
+    async def force_open(self) -> None: ...
+    async def metrics_only(self) -> None: ...
+    async def disable(self) -> None: ...
+    def info(self) -> CircuitBreakerInfo: ...
+
+
+def _async_breaker_class(backend: Backend) -> Callable[..., _AsyncBreaker]:
+    """The async breaker for ``backend``.
+
+    fluxgate's own ``AsyncCircuitBreaker`` on asyncio, what users run. It is built on asyncio
+    primitives and fails under trio, so trio gets ``AnyioCircuitBreaker``, its anyio port.
+    """
+    return AsyncCircuitBreaker if backend == "asyncio" else AnyioCircuitBreaker
+
+
+class _Witness:
+    """A plain listener next to ours: what the breaker itself reported, to check the export."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._transitions: Counter[tuple[State, State]] = Counter()
+
+    def __call__(self, signal: Signal, /) -> None:
+        with self._lock:
+            self._transitions[signal.old_state, signal.new_state] += 1
+
+    def transitions(self) -> dict[tuple[State, State], int]:
+        with self._lock:
+            return dict(self._transitions)
+
+
+@dataclass
+class _Calls:
+    ok: int = 0
+    failed: int = 0
+    rejected: int = 0
+
+
+class _Clock:
+    """Schedule time: real time since start, times ``speed``."""
+
+    def __init__(self, speed: float) -> None:
+        self.speed = speed
+        self._start = time.monotonic()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self._start
+
+    def now(self) -> float:
+        return self.elapsed() * self.speed
+
+
+class _OnTask:
+    """An async breaker, called from its circuit's task on the event loop."""
+
+    def __init__(self, breaker: _AsyncBreaker) -> None:
+        self.breaker = breaker
+
+    async def call(self, latency: float, *, fail: bool) -> None:
+        async def dependency() -> None:
+            await anyio.sleep(latency)
+            if fail:
+                raise DependencyError("dependency failed")
+
+        await self.breaker.call(dependency)
+
+    async def command(self, target: State) -> None:
+        commands = {
+            "closed": self.breaker.reset,
+            "forced_open": self.breaker.force_open,
+            "metrics_only": self.breaker.metrics_only,
+            "disabled": self.breaker.disable,
+        }
+        await commands[target]()
+
+
+class _OnThread:
+    """A sync ``CircuitBreaker``, called from worker threads (one call at a time)."""
+
+    def __init__(self, breaker: CircuitBreaker) -> None:
+        self.breaker = breaker
+
+    async def call(self, latency: float, *, fail: bool) -> None:
+        def blocking_call() -> None:
+            self.breaker.call(_blocking_dependency, latency, fail)
+
+        await anyio.to_thread.run_sync(blocking_call)
+
+    async def command(self, target: State) -> None:
+        commands = {
+            "closed": self.breaker.reset,
+            "forced_open": self.breaker.force_open,
+            "metrics_only": self.breaker.metrics_only,
+            "disabled": self.breaker.disable,
+        }
+        await anyio.to_thread.run_sync(commands[target])
+
+
+class _Circuit:
+    """One breaker, its dependency, and the task that drives it."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        registry: CollectorRegistry,
+        pipeline: SignalPipeline,
+        clock: _Clock,
+        async_breaker: Callable[..., _AsyncBreaker],
+    ) -> None:
+        self.scenario = scenario
+        self.runs_on: RunsOn = scenario.runs_on
+        self.clock = clock
+        self.witness = _Witness()
+        self.calls = _Calls()
+        self.phase = scenario.phases[0]
+        self._step: tuple[int, int] | None = None  # (cycle, index) of the current phase
+        self._debt = 0.0  # spreads failures evenly: one per unit of accumulated error rate
+        self._cycle = math.fsum(phase.seconds for phase in scenario.phases)
+        tripper: Tripper = FailureRate(0.5)
+        if scenario.slow_threshold is not None:
+            tripper = tripper | SlowRate(0.5, threshold=scenario.slow_threshold)
+        tripper = MinRequests(5) & tripper
+        cooldown = Cooldown(3.0 / clock.speed)  # 3 schedule seconds
+        listeners = (PrometheusListener(scenario.name, registry, pipeline=pipeline), self.witness)
+        self._breaker: _OnTask | _OnThread
+        if scenario.runs_on == "task":
+            breaker = async_breaker(
+                window=CountWindow(10),
+                tripper=tripper,
+                retry=cooldown,
+                permit=PermitAll(),
+                listeners=listeners,
+            )
+            self._breaker = _OnTask(breaker)
+            self._info = breaker.info
+        else:
+            sync_breaker = CircuitBreaker(
+                window=CountWindow(10),
+                tripper=tripper,
+                retry=cooldown,
+                permit=PermitAll(),
+                listeners=listeners,
+            )
+            self._breaker = _OnThread(sync_breaker)
+            self._info = sync_breaker.info
+
+    @property
+    def name(self) -> str:
+        return self.scenario.name
+
+    def state(self) -> State:
+        """The breaker's own state (not the exported one)."""
+        return self._info().state
+
+    def _advance(self) -> Phase | None:
+        """Update ``phase``; return it if it just began, else ``None``."""
+        cycle, into = divmod(self.clock.now(), self._cycle)
+        phases = self.scenario.phases
+        index = 0
+        while index < len(phases) - 1 and into >= phases[index].seconds:
+            into -= phases[index].seconds
+            index += 1
+        step = (int(cycle), index)
+        self.phase = phase = phases[index]
+        if step == self._step:
+            return None
+        self._step = step
+        return phase
+
+    def _fails(self) -> bool:
+        self._debt += self.phase.error_rate
+        if self._debt >= 1.0:
+            self._debt -= 1.0
+            return True
+        return False
+
+    async def drive(self, interval: float) -> None:
+        """Call the dependency through the breaker every ``interval`` seconds, until cancelled."""
+        while True:
+            begun = self._advance()
+            if begun is not None and begun.operator not in (None, self.state()):
+                await self._breaker.command(begun.operator)
+            try:
+                await self._breaker.call(self.phase.latency, fail=self._fails())
+            except CallNotPermittedError:
+                self.calls.rejected += 1
+            except DependencyError:
+                self.calls.failed += 1
+            else:
+                self.calls.ok += 1
+            await anyio.sleep(interval)
+
+
+def _blocking_dependency(latency: float, fail: bool) -> None:  # noqa: FBT001  # positional for run_sync
+    time.sleep(latency)
+    if fail:
+        raise DependencyError("dependency failed")
+
+
+# -- reading back what is exported ------------------------------------------------------------
+
+
+@dataclass
+class Exported:
+    """What the registry exports for one circuit.
+
+    Attributes:
+        states: every state whose ``circuit_breaker_state`` series is 1 (exactly one if healthy).
+        transitions: ``circuit_breaker_state_transition_total`` by (old_state, new_state).
+    """
+
+    states: list[str] = field(default_factory=list[str])
+    transitions: dict[tuple[str, str], int] = field(default_factory=dict[tuple[str, str], int])
+
+    @property
+    def state(self) -> str | None:
+        """The exported state, or ``None`` unless exactly one state series is 1."""
+        return self.states[0] if len(self.states) == 1 else None
+
+
+def read_exported(registry: CollectorRegistry) -> dict[str, Exported]:
+    """Read every circuit's exported series from ``registry`` in one pass.
+
+    Example:
+        >>> registry = CollectorRegistry()
+        >>> _ = PrometheusListener("api", registry)
+        >>> read_exported(registry)["api"].state
+        'closed'
+    """
+    circuits: dict[str, Exported] = {}
+    for metric in registry.collect():
+        for sample in metric.samples:
+            if sample.name == "circuit_breaker_state":
+                exported = circuits.setdefault(sample.labels["circuit_name"], Exported())
+                if sample.value == 1:
+                    exported.states.append(sample.labels["state"])
+            elif sample.name == "circuit_breaker_state_transition_total":
+                exported = circuits.setdefault(sample.labels["circuit_name"], Exported())
+                key = (sample.labels["old_state"], sample.labels["new_state"])
+                exported.transitions[key] = int(sample.value)
+    return circuits
+
+
+# -- the report -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CircuitReport:
+    """One circuit at one moment: the breaker's view and the exported one.
+
+    Attributes:
+        name: the ``circuit_name``.
+        runs_on: ``"task"`` or ``"thread"``.
+        phase: the dependency's current phase.
+        state: the breaker's own state.
+        exported_state: the exported state (``None`` unless exactly one state series is 1).
+        transitions: transitions the breaker reported, by ``"old->new"``.
+        exported_transitions: transitions exported, by ``"old->new"`` (zeros left out).
+        calls: ``ok``, ``failed`` and ``rejected`` call counts.
+    """
+
+    name: str
+    runs_on: RunsOn
+    phase: str
+    state: State
+    exported_state: str | None
+    transitions: dict[str, int]
+    exported_transitions: dict[str, int]
+    calls: dict[str, int]
+
+    @property
+    def matches(self) -> bool:
+        """Whether the export agrees exactly with the breaker."""
+        return self.exported_state == self.state and self.exported_transitions == self.transitions
+
+
+@dataclass(frozen=True)
+class DemoReport:
+    """A frame of the demo; the last one is its summary.
+
+    Attributes:
+        url: where the metrics are served.
+        backend: ``"asyncio"`` or ``"trio"``.
+        elapsed: real seconds since start.
+        speed: schedule seconds per real second.
+        circuits: one report per circuit.
+        stopped_by: ``None`` while running; then ``"duration"``, ``"SIGINT"`` or ``"SIGTERM"``.
+    """
+
+    url: str
+    backend: Backend
+    elapsed: float
+    speed: float
+    circuits: tuple[CircuitReport, ...]
+    stopped_by: str | None = None
+
+    @property
+    def matches(self) -> bool:
+        """Whether every circuit's export agrees exactly with its breaker."""
+        return all(circuit.matches for circuit in self.circuits)
+
+    def to_json(self) -> str:
+        """This report as one line of JSON."""
+        return json.dumps(
+            {
+                "url": self.url,
+                "backend": self.backend,
+                "elapsed": round(self.elapsed, 3),
+                "speed": self.speed,
+                "stopped_by": self.stopped_by,
+                "matches": self.matches,
+                "circuits": {
+                    circuit.name: {
+                        "runs_on": circuit.runs_on,
+                        "phase": circuit.phase,
+                        "state": circuit.state,
+                        "exported_state": circuit.exported_state,
+                        "transitions": circuit.transitions,
+                        "exported_transitions": circuit.exported_transitions,
+                        "calls": circuit.calls,
+                        "matches": circuit.matches,
+                    }
+                    for circuit in self.circuits
+                },
+            },
+            sort_keys=True,
+        )
+
+
+def _arrow(pair: tuple[str, str]) -> str:
+    return f"{pair[0]}->{pair[1]}"
+
+
+class _Frames:
+    """Builds reports of the running demo from its circuits and its registry."""
+
+    def __init__(
+        self, config: DemoConfig, registry: CollectorRegistry, url: str, circuits: list[_Circuit]
+    ) -> None:
+        self.config = config
+        self.registry = registry
+        self.url = url
+        self.circuits = circuits
+        self.clock = circuits[0].clock
+
+    def report(self, stopped_by: str | None = None) -> DemoReport:
+        exported = read_exported(self.registry)
+        reports: list[CircuitReport] = []
+        for circuit in self.circuits:
+            seen = exported.get(circuit.name, Exported())
+            reports.append(
+                CircuitReport(
+                    name=circuit.name,
+                    runs_on=circuit.runs_on,
+                    phase=circuit.phase.name,
+                    state=circuit.state(),
+                    exported_state=seen.state,
+                    transitions={
+                        _arrow(pair): n for pair, n in sorted(circuit.witness.transitions().items())
+                    },
+                    exported_transitions={
+                        _arrow(pair): n for pair, n in sorted(seen.transitions.items()) if n
+                    },
+                    calls={
+                        "ok": circuit.calls.ok,
+                        "failed": circuit.calls.failed,
+                        "rejected": circuit.calls.rejected,
+                    },
+                )
+            )
+        return DemoReport(
+            url=self.url,
+            backend=self.config.backend,
+            elapsed=self.clock.elapsed(),
+            speed=self.config.speed,
+            circuits=tuple(reports),
+            stopped_by=stopped_by,
+        )
+
+
+# -- running it -------------------------------------------------------------------------------
+
+
+def metrics_url(host: str, port: int) -> str:
+    """The URL of the metrics endpoint on ``host:port``.
+
+    Example:
+        >>> metrics_url("::1", 8000)
+        'http://[::1]:8000/metrics'
+    """
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/metrics"
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """A rich console for the view on stdout (or stderr); 120 columns wide when not a terminal.
+
+    Without a terminal rich would otherwise wrap the table at 80 columns (``COLUMNS`` still wins).
+    """
+    console = Console(stderr=stderr)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(stderr=stderr, width=120)
+    return console
+
+
+class _Stop:
+    """Why the demo stopped; set by whichever of the stoppers fires first."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def fire(self, reason: str, scope: CancelScope) -> None:
+        if self.reason is None:
+            self.reason = reason
+        scope.cancel()
+
+
+async def _stop_on_signals(stop: _Stop, scope: CancelScope) -> None:
+    """Cancel ``scope`` on SIGINT or SIGTERM; only the main thread can receive signals."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        receiver = anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
+        with receiver as signals:
+            async for signum in signals:
+                stop.fire(signal.Signals(signum).name, scope)
+                return
+    except NotImplementedError:  # pragma: no cover  # asyncio on Windows: Ctrl-C raises instead
+        return
+
+
+async def _stop_after(duration: float, stop: _Stop, scope: CancelScope) -> None:
+    await anyio.sleep(duration)
+    stop.fire("duration", scope)
+
+
+async def _demo(
+    config: DemoConfig,
+    registry: CollectorRegistry,
+    url: str,
+    live: Live,
+    ready: Callable[[], None],
+) -> DemoReport:
+    pipeline = SignalPipeline()
+    clock = _Clock(config.speed)
+    async_breaker = _async_breaker_class(config.backend)
+    circuits = [
+        _Circuit(scenario, registry, pipeline, clock, async_breaker)
+        for scenario in config.scenarios
+    ]
+    frames = _Frames(config, registry, url, circuits)
+    ready()  # every circuit is exported from here on
+
+    stop = _Stop()
+    async with anyio.create_task_group() as consumer:
+        await consumer.start(pipeline.run)
+        async with anyio.create_task_group() as workers:
+            workers.start_soon(_stop_on_signals, stop, workers.cancel_scope)
+            if config.duration is not None:
+                workers.start_soon(_stop_after, config.duration, stop, workers.cancel_scope)
+            for circuit in circuits:
+                workers.start_soon(circuit.drive, config.interval)
+            while True:
+                live.update(render_frame(frames.report(), width=live.console.width), refresh=True)
+                await anyio.sleep(config.refresh)
+        # Every breaker call has returned (worker threads are waited for, not abandoned), so
+        # stopping the consumer applies every signal they sent.
+        consumer.cancel_scope.cancel()
+    report = frames.report(stop.reason)
+    live.update(render_frame(report, width=live.console.width), refresh=True)
+    return report
+
+
+def run_demo(
+    config: DemoConfig,
+    *,
+    console: Console | None = None,
+    json_out: TextIO | None = None,
+    on_ready: Callable[[str], None] | None = None,
+) -> int:
+    """Run the demo until ``config.duration`` elapses, or Ctrl-C / SIGTERM; return an exit code.
+
+    Args:
+        config: what to run and where to serve the metrics.
+        console: where the live view goes (``make_console()`` if ``None``). Without a terminal,
+            rich prints only the final frame.
+        json_out: if given, the final report is written there as one line of JSON.
+        on_ready: called with the metrics URL once it serves every circuit, before any breaker
+            runs.
+
+    Returns:
+        0 when the final export matches every breaker exactly; 1 otherwise (never expected).
+
+    Raises:
+        OSError: the metrics server cannot bind ``config.host:config.port``.
+    """
+    console = console or make_console()
+    registry = CollectorRegistry()
+    server, thread = start_http_server(config.port, addr=config.host, registry=registry)
+    try:
+        url = metrics_url(config.host, server.server_port)
+
+        def ready() -> None:
+            console.print(f"Serving metrics on [bold]{url}[/bold]  (Ctrl-C to stop)")
+            if on_ready is not None:
+                on_ready(url)
+
+        with Live(console=console, auto_refresh=False) as live:
+            report = anyio.run(_demo, config, registry, url, live, ready, backend=config.backend)
+        if not console.is_terminal:
+            console.line()  # rich ends a terminal's last frame with a newline, not a file's
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    transitions = sum(sum(circuit.transitions.values()) for circuit in report.circuits)
+    if report.matches:
+        console.print(
+            f"Stopped by {report.stopped_by} after {report.elapsed:.1f} s. Flushed: all "
+            f"{transitions} transitions of {len(report.circuits)} circuits are exported, and "
+            "every exported state matches its breaker."
+        )
+    else:
+        console.print("[bold red]The exported metrics do not match the breakers.[/bold red]")
+    if json_out is not None:
+        json_out.write(report.to_json() + "\n")
+        json_out.flush()
+    return 0 if report.matches else 1
