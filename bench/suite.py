@@ -29,8 +29,10 @@ from bench.harness import (
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "report.md"
 
-#: The other helper's benchmark (an anyio circuit breaker's per-call overhead): ``run(quick)``.
+#: Companion benchmarks, each a module with ``run(quick) -> str`` returning a Markdown table:
+#: an anyio circuit breaker's per-call overhead, and the health collector's scrape cost.
 BREAKER_BENCH_MODULE = "bench.bench_breaker"
+HEALTH_BENCH_MODULE = "bench.bench_health"
 
 #: Targets from the issue (medians, ratios vs upstream in the same run).
 LOOP_RATIO_TARGET = 50.0
@@ -544,17 +546,31 @@ def breakers_section(cfg: Config, results: dict[str, BackendResults]) -> str:
     )
 
 
-def anyio_breaker_section(*, quick: bool) -> str:
-    """The other benchmark's table (``bench.bench_breaker.run``), when that module exists."""
-    title = "## 7. anyio circuit breaker: per-call overhead\n\n"
+def companion_section(title: str, module_name: str, *, quick: bool) -> str:
+    """A companion benchmark's table (``module_name.run``), when that module exists."""
+    title = f"## {title}\n\n"
     try:
-        module = importlib.import_module(BREAKER_BENCH_MODULE)
+        module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name != BREAKER_BENCH_MODULE:
+        if exc.name != module_name:
             raise
-        return title + f"not available (`{BREAKER_BENCH_MODULE}` is not installed)."
+        return title + f"not available (`{module_name}` is not installed)."
     body: str = module.run(quick)
     return title + body.strip()
+
+
+def anyio_breaker_section(*, quick: bool) -> str:
+    """Section 7: ``bench.bench_breaker``."""
+    return companion_section(
+        "7. anyio circuit breaker: per-call overhead", BREAKER_BENCH_MODULE, quick=quick
+    )
+
+
+def health_section(*, quick: bool) -> str:
+    """Section 8: ``bench.bench_health``."""
+    return companion_section(
+        "8. Breaker health collector: scrape cost", HEALTH_BENCH_MODULE, quick=quick
+    )
 
 
 def render(
@@ -593,6 +609,7 @@ def render(
         memory_section(cfg, results),
         breakers_section(cfg, results),
         anyio_breaker_section(quick=cfg.quick),
+        health_section(quick=cfg.quick),
     ]
     return "\n\n".join(sections) + "\n"
 

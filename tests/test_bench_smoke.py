@@ -26,6 +26,7 @@ SECTIONS = (
     "## 5. Memory",
     "## 6. Real breakers",
     "## 7. anyio circuit breaker: per-call overhead",
+    "## 8. Breaker health collector: scrape cost",
 )
 
 

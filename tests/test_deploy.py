@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from fluxgate_stream import ALL_STATES
+from fluxgate_stream import ALL_STATES, health
 
 from ._prom import DEPLOY, require_module, require_tool
 
@@ -52,7 +53,7 @@ def board() -> dict[str, Any]:
 def panels() -> dict[str, dict[str, Any]]:
     """The dashboard's panels (rows excluded) by title."""
     found = {p["title"]: p for p in board()["panels"] if p["type"] != "row"}
-    assert len(found) == 5, sorted(found)
+    assert len(found) == 9, sorted(found)
     return found
 
 
@@ -168,6 +169,69 @@ def test_dashboard_adds_a_state_timeline_and_a_transitions_table():
     assert "by (circuit_name, old_state, new_state)" in target["expr"]
 
 
+def test_dashboard_adds_a_health_row_read_from_the_breakers_at_scrape_time():
+    dashboard = board()
+    rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
+    assert rows[-1] == "Health at scrape time: $circuit"
+    by_title = panels()
+    selected = 'circuit_name=~"$circuit"'
+
+    def only_target(title: str) -> dict[str, Any]:
+        (target,) = by_title[title]["targets"]
+        return target
+
+    failure = by_title["Failure rate (window)"]
+    assert failure["type"] == "timeseries"
+    assert only_target("Failure rate (window)")["expr"] == (
+        f"max by (circuit_name) (circuit_breaker_failure_rate_ratio{{{selected}}})"
+    )
+    assert only_target("Failure rate (window)")["legendFormat"] == "{{circuit_name}}"
+    defaults = failure["fieldConfig"]["defaults"]
+    assert (defaults["unit"], defaults["min"], defaults["max"]) == ("percentunit", 0, 1)
+
+    slow = by_title["Slow-call rate (window)"]
+    assert slow["type"] == "timeseries"
+    target = only_target("Slow-call rate (window)")
+    assert target["expr"] == (
+        "max by (circuit_name, threshold_seconds) "
+        f"(circuit_breaker_slow_call_rate_ratio{{{selected}}})"
+    )
+    assert target["legendFormat"] == "{{circuit_name}} >= {{threshold_seconds}} s"
+    assert slow["fieldConfig"]["defaults"]["unit"] == "percentunit"
+
+    latency = by_title["Average call latency (window)"]
+    assert latency["type"] == "timeseries"
+    assert only_target("Average call latency (window)")["expr"] == (
+        f"max by (circuit_name) (circuit_breaker_average_latency_seconds{{{selected}}})"
+    )
+    assert latency["fieldConfig"]["defaults"]["unit"] == "s"
+
+    since = by_title["Time since the last transition"]
+    assert since["type"] == "bargauge"
+    target = only_target("Time since the last transition")
+    assert target["expr"] == (
+        "time() - max by (circuit_name) "
+        f"(circuit_breaker_last_transition_timestamp_seconds{{{selected}}})"
+    )
+    assert target["instant"] is True
+    assert since["fieldConfig"]["defaults"]["unit"] == "s"
+
+
+def test_the_health_panels_query_only_metrics_the_health_module_exports():
+    exported = {name for name, _help, _labels in health.FAMILIES}
+    by_title = panels()
+    for title in (
+        "Failure rate (window)",
+        "Slow-call rate (window)",
+        "Average call latency (window)",
+        "Time since the last transition",
+    ):
+        (target,) = by_title[title]["targets"]
+        used = set(re.findall(r"circuit_breaker_\w+", target["expr"]))
+        assert used, title
+        assert used <= exported, (title, used - exported)
+
+
 def test_timeline_shows_the_most_severe_state_first():
     generator = load_generator()
     assert sorted(generator.SEVERITY) == sorted(ALL_STATES)
@@ -197,7 +261,7 @@ def test_every_query_uses_the_datasource_variable():
 def test_dashboard_ids_are_unique_and_the_uid_is_stable():
     dashboard = board()
     ids = [p["id"] for p in dashboard["panels"]]
-    assert ids == list(range(1, 8))
+    assert ids == list(range(1, 13))
     assert dashboard["uid"] == "fluxgate-stream"
     assert "id" not in dashboard  # importing creates a new dashboard, keyed by uid
 

@@ -9,7 +9,10 @@ Through Prometheus' HTTP API we then check that:
   the page's exact windows and with short ones;
 * every query of the shipped Grafana dashboard parses and returns the expected data;
 * the shipped alerting rules evaluate cleanly and put exactly the expected alerts in
-  pending/firing state.
+  pending/firing state;
+* every breaker's health (``fluxgate_stream.health.watch``), read at scrape time, reaches
+  Prometheus exactly, and the README's health queries (failure rate, slow-call rate, reopens,
+  time since the last transition, health joined with state) answer what the breakers did.
 
 Prometheus learns nothing between two scrapes, so the test waits on scrapes (``ScrapeWatch``),
 never on the clock.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
@@ -29,11 +33,13 @@ import pytest
 from fluxgate import AsyncCircuitBreaker, CallNotPermittedError, CircuitBreaker
 from fluxgate.permits import All, Random
 from fluxgate.retries import Always
-from fluxgate.trippers import FailureRate, MinRequests
+from fluxgate.trippers import FailureRate, MinRequests, SlowRate
 from fluxgate.windows import CountWindow
 from prometheus_client import CollectorRegistry, start_http_server
 
 from fluxgate_stream import ALL_STATES, PrometheusListener, SignalPipeline
+from fluxgate_stream.anyio_breaker import AnyioCircuitBreaker
+from fluxgate_stream.health import watch
 
 from ._prom import (
     DEPLOY,
@@ -63,6 +69,7 @@ FINAL_STATES = {
     "ranking_api": "metrics_only",
     "inventory_api": "closed",  # never called: shown closed from its listener's creation
     "catalog_api": "closed",
+    "profile_api": "closed",  # the one with calls in its window: 1 failed, 2 slow, 1 fast
 }
 # Circuits that tripped open after Prometheus first saw their counters: their trip rate is > 0.
 TRIPPING = {"payment_api", "shipping_api", "pricing_api", "search_api"}
@@ -90,17 +97,30 @@ async def _asucceed() -> None:
     return None
 
 
+SLOW = 0.1  # seconds: profile_api's SlowRate threshold, and how long its slow calls take
+
+
+async def _aslow() -> None:
+    start = time.perf_counter()
+    while time.perf_counter() - start < SLOW:  # busy: the call itself is slow, nothing sleeps
+        pass
+
+
 @dataclass
 class Breaker:
     """One real fluxgate breaker, driven the way its application would call it."""
 
     name: str
-    breaker: CircuitBreaker | AsyncCircuitBreaker
+    breaker: CircuitBreaker | AsyncCircuitBreaker | AnyioCircuitBreaker
     in_threads: bool = False
 
     async def do(self, action: str) -> str:
-        """Call through the breaker (``fail``/``succeed``) or command it; return its state."""
-        if action in ("fail", "succeed"):
+        """Call through the breaker (``fail``/``succeed``/``slow``) or command it; return its
+        state."""
+        if action == "slow":
+            assert isinstance(self.breaker, AnyioCircuitBreaker)
+            await self.breaker.call(_aslow)
+        elif action in ("fail", "succeed"):
             await self._call(succeed=action == "succeed")
         else:
             result = await self._run(getattr(self.breaker, action))
@@ -110,7 +130,7 @@ class Breaker:
 
     async def _call(self, *, succeed: bool) -> None:
         with suppress(Boom, CallNotPermittedError):
-            if isinstance(self.breaker, AsyncCircuitBreaker):
+            if isinstance(self.breaker, AsyncCircuitBreaker | AnyioCircuitBreaker):
                 await self.breaker.call(_asucceed if succeed else _afail)
             else:
                 await self._run(self.breaker.call, _succeed if succeed else _fail)
@@ -124,7 +144,8 @@ class Breaker:
 def make_breakers(
     backend: str, registry: CollectorRegistry, pipeline: SignalPipeline
 ) -> dict[str, Breaker]:
-    """One breaker per circuit: trips on any failure, probes on the next call."""
+    """One breaker per circuit, its health watched: trips on any failure, probes on the next
+    call (but profile_api, which only trips after 10 calls, has slow-call thresholds)."""
 
     def build(
         name: str, *, probes: bool = True, use_async: bool = False
@@ -147,9 +168,20 @@ def make_breakers(
             "search_api", build("search_api", probes=False, use_async=on_asyncio)
         ),
     }
+    breakers["profile_api"] = Breaker(
+        "profile_api",
+        AnyioCircuitBreaker(
+            window=CountWindow(10),
+            tripper=MinRequests(10)
+            & (FailureRate(0.5) | SlowRate(0.9, threshold=SLOW) | SlowRate(0.9, threshold=60.0)),
+            listeners=[PrometheusListener("profile_api", registry, pipeline=pipeline)],
+        ),
+    )
     for name in FINAL_STATES:
         if name not in breakers:
             breakers[name] = Breaker(name, build(name, use_async=on_asyncio))
+    for name, breaker in breakers.items():
+        watch(breaker.breaker, name, registry)  # ends with the breaker: no handle to keep
     return breakers
 
 
@@ -181,6 +213,11 @@ PHASE_TWO = [
     ("pricing_api", "succeed", "closed"),
     ("search_api", "fail", "open"),
     ("search_api", "succeed", "half_open"),
+    ("payment_api", "fail", "open"),  # its probe fails: reopened once since it last closed
+    ("profile_api", "fail", "closed"),
+    ("profile_api", "slow", "closed"),
+    ("profile_api", "slow", "closed"),
+    ("profile_api", "succeed", "closed"),
 ]
 
 
@@ -271,6 +308,85 @@ def check_spec_queries(server: PrometheusServer) -> tuple[bool, dict[str, Any]]:
     return ok, answers
 
 
+# -- breaker health at scrape time ---------------------------------------------------------------
+
+HEALTH_METRICS = (
+    "circuit_breaker_buffered_calls",
+    "circuit_breaker_failure_rate_ratio",
+    "circuit_breaker_slow_calls",
+    "circuit_breaker_slow_call_rate_ratio",
+    "circuit_breaker_average_latency_seconds",
+    "circuit_breaker_consecutive_reopens",
+    "circuit_breaker_last_transition_timestamp_seconds",
+)
+# The README's health queries.
+FAILURE_RATE = "circuit_breaker_failure_rate_ratio"
+FAILING_WHILE_CLOSED = (
+    "circuit_breaker_failure_rate_ratio > 0.2"
+    ' and on (circuit_name) circuit_breaker_state{state="closed"} == 1'
+)
+SLOW_CALL_RATE = "circuit_breaker_slow_call_rate_ratio"
+WINDOW_CALLS = "sum by (circuit_name) (circuit_breaker_buffered_calls)"
+REOPENED = "circuit_breaker_consecutive_reopens > 0"
+SINCE_TRANSITION = "time() - circuit_breaker_last_transition_timestamp_seconds"
+
+
+def health_key(name: str, labels: dict[str, str]) -> tuple[str, ...]:
+    """A health sample's identity: its name and labels, minus those Prometheus adds."""
+    skip = ("__name__", "job", "instance")
+    return (name, *(f"{k}={v}" for k, v in sorted(labels.items()) if k not in skip))
+
+
+def health_exported(registry: CollectorRegistry) -> dict[tuple[str, ...], float]:
+    """The exporter's truth: every health sample, as a scrape reads it now."""
+    return {
+        health_key(sample.name, sample.labels): sample.value
+        for family in registry.collect()
+        if family.name in HEALTH_METRICS
+        for sample in family.samples
+    }
+
+
+def health_stored(server: PrometheusServer) -> dict[tuple[str, ...], float]:
+    """What Prometheus holds now for the same series."""
+    return {
+        health_key(name, row["metric"]): float(row["value"][1])
+        for name in HEALTH_METRICS
+        for row in server.query(name)
+    }
+
+
+def check_health_queries(
+    server: PrometheusServer, breakers: dict[str, Breaker]
+) -> tuple[bool, dict[str, Any]]:
+    """Run the README's health queries; done when each answers what the breakers did."""
+    answers: dict[str, Any] = {}
+    ok = True
+    for query in (FAILURE_RATE, FAILING_WHILE_CLOSED):
+        # Only profile_api has calls in its window: every other window is empty (reset by the
+        # circuit's last transition, or never used), so it has no failure rate at all.
+        answers[query] = got = by("circuit_name", server.query(query))
+        ok &= got == {"profile_api": 0.25}
+    answers[SLOW_CALL_RATE] = slow = {
+        (row["metric"]["circuit_name"], row["metric"]["threshold_seconds"]): float(row["value"][1])
+        for row in server.query(SLOW_CALL_RATE)
+    }
+    ok &= slow == {("profile_api", "0.1"): 0.5, ("profile_api", "60.0"): 0.0}
+    answers[WINDOW_CALLS] = calls = by("circuit_name", server.query(WINDOW_CALLS))
+    ok &= calls == {name: 4.0 if name == "profile_api" else 0.0 for name in FINAL_STATES}
+    answers[REOPENED] = reopened = by("circuit_name", server.query(REOPENED))
+    ok &= reopened == {"payment_api": 1.0}
+    before = time.time()
+    answers[SINCE_TRANSITION] = since = by("circuit_name", server.query(SINCE_TRANSITION))
+    after = time.time()
+    ok &= set(since) == set(FINAL_STATES)
+    for name, seconds in since.items():
+        changed_at = breakers[name].breaker.info().changed_at
+        # Prometheus evaluates time() at the query's time, in milliseconds.
+        ok &= before - changed_at - 0.01 <= seconds <= after - changed_at + 0.01
+    return ok, answers
+
+
 # -- the dashboard's queries ----------------------------------------------------------------------
 
 
@@ -303,7 +419,7 @@ def check_dashboard(server: PrometheusServer) -> tuple[bool, dict[str, Any]]:
     answers: dict[str, Any] = {}
     ok = True
     targets = list(dashboard_targets())
-    assert len(targets) == 5, targets
+    assert len(targets) == 9, targets
     for title, target in targets:
         expr = grafana_to_promql(target["expr"])
         if target.get("instant"):
@@ -315,6 +431,13 @@ def check_dashboard(server: PrometheusServer) -> tuple[bool, dict[str, Any]]:
             rows = server.query_range(expr)
             ok &= all(row["values"] for row in rows)
             answers[title] = last_values(rows, "circuit_name")
+            if title == "Slow-call rate (window)":  # one series per circuit and threshold
+                answers[title] = {
+                    (row["metric"]["circuit_name"], row["metric"]["threshold_seconds"]): float(
+                        row["values"][-1][1]
+                    )
+                    for row in rows
+                }
         ok &= bool(rows)  # parses (or api() raised) and returns data
     ok &= answers["Currently Open Circuits"] == {"": 2.0}
     ok &= answers["Circuit state timeline"] == {
@@ -341,6 +464,23 @@ def check_dashboard(server: PrometheusServer) -> tuple[bool, dict[str, Any]]:
         ("search_api", "closed", "open"),
         ("search_api", "open", "half_open"),
     }
+    # Health panels. Over the last minute, only profile_api has had calls in its window (bar a
+    # transient sample, should a scrape fall between a probe's record and its transition).
+    failure = answers["Failure rate (window)"]
+    ok &= failure.get("profile_api") == 0.25 and set(failure) <= set(FINAL_STATES)
+    slow = answers["Slow-call rate (window)"]
+    ok &= {key: value for key, value in slow.items() if key[0] == "profile_api"} == {
+        ("profile_api", "0.1"): 0.5,
+        ("profile_api", "60.0"): 0.0,
+    }
+    latency = answers["Average call latency (window)"]
+    # Two calls of at least SLOW seconds, one fast, one failure counting 0 s: over 4 calls.
+    ok &= latency.get("profile_api", 0.0) >= 2 * SLOW / 4
+    since = {
+        dict(labels)["circuit_name"]: v
+        for labels, v in answers["Time since the last transition"].items()
+    }
+    ok &= set(since) == set(FINAL_STATES) and all(v >= 0 for v in since.values())
     return ok, answers
 
 
@@ -445,6 +585,18 @@ async def test_real_prometheus_answers_the_spec_dashboard_and_alert_queries(
         assert final != first
         assert final["circuit_breaker_state_transition_total", "payment_api", "closed", "open"] == 4
         await until(matches(final), "the exporter's series after phase two")
+
+        # Health is read at scrape time: with no more calls, what a scrape reads now is what
+        # Prometheus must end up holding, float for float.
+        health = health_exported(registry)
+        assert health["circuit_breaker_failure_rate_ratio", "circuit_name=profile_api"] == 0.25
+
+        def health_matches() -> tuple[bool, Any]:
+            got = health_stored(server)
+            return got == health, got
+
+        await until(health_matches, "every breaker's health")
+        await until(lambda: check_health_queries(server, breakers), "the README's health queries")
 
         await until(lambda: check_spec_queries(server), "the spec page's PromQL answers")
         await until(lambda: check_dashboard(server), "the dashboard's panels")

@@ -7,7 +7,10 @@ Built with Grafana's ``grafana-foundation-sdk`` (installed by the project's ``te
 
 The first row is the three panels of fluxgate's Prometheus page, with its exact queries, over
 every circuit. The second row follows the circuits picked in the ``circuit`` variable: a state
-timeline and a table of the transitions in the dashboard's time range.
+timeline and a table of the transitions in the dashboard's time range. The third row shows the
+same circuits' health, read from their breakers' windows at scrape time
+(``fluxgate_stream.health.watch``): failure rate, slow-call rate, average latency, and the time
+since each last changed state.
 """
 
 from __future__ import annotations
@@ -16,9 +19,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from grafana_foundation_sdk.builders import (
+    bargauge,
+    piechart,
+    stat,
+    statetimeline,
+    table,
+    timeseries,
+)
 from grafana_foundation_sdk.builders import common as common_builders
 from grafana_foundation_sdk.builders import dashboard as dash
-from grafana_foundation_sdk.builders import piechart, stat, statetimeline, table, timeseries
 from grafana_foundation_sdk.builders.prometheus import Dataquery
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
@@ -81,6 +91,20 @@ TRANSITIONS = (
     "round(sum by (circuit_name, old_state, new_state) ("
     f"increase(circuit_breaker_state_transition_total{{{CIRCUITS}}}[$__range])"
     ")) > 0"
+)
+
+
+# Breaker health (fluxgate_stream.health): the worst replica of each selected circuit. A circuit
+# whose window is empty exports no ratio and no average, so its line has a gap there.
+FAILURE_RATE = f"max by (circuit_name) (circuit_breaker_failure_rate_ratio{{{CIRCUITS}}})"
+SLOW_CALL_RATE = (
+    f"max by (circuit_name, threshold_seconds) (circuit_breaker_slow_call_rate_ratio{{{CIRCUITS}}})"
+)
+AVERAGE_LATENCY = f"max by (circuit_name) (circuit_breaker_average_latency_seconds{{{CIRCUITS}}})"
+# The most recent transition among a circuit's replicas.
+SINCE_TRANSITION = (
+    "time() - max by (circuit_name) "
+    f"(circuit_breaker_last_transition_timestamp_seconds{{{CIRCUITS}}})"
 )
 
 
@@ -235,6 +259,103 @@ def _transitions() -> table.Panel:
     )
 
 
+def _legend() -> common_builders.VizLegendOptions:
+    return (
+        common_builders.VizLegendOptions()
+        .show_legend(show_legend=True)
+        .display_mode(common.LegendDisplayMode.LIST)
+        .placement(common.LegendPlacement.BOTTOM)
+    )
+
+
+def _failure_rate() -> timeseries.Panel:
+    return (
+        timeseries.Panel()
+        .id(9)
+        .title("Failure rate (window)")
+        .description(
+            "Failed calls / calls in each selected circuit's window, as its tripper sees them "
+            "(worst replica). The window resets on every transition: no line while it is empty "
+            "(just tripped open, or no calls)."
+        )
+        .datasource(DATASOURCE)
+        .with_target(_query(FAILURE_RATE, legend="{{circuit_name}}"))
+        .unit("percentunit")
+        .min(0)
+        .max(1)
+        .legend(_legend())
+        .height(8)
+        .span(12)
+    )
+
+
+def _slow_call_rate() -> timeseries.Panel:
+    return (
+        timeseries.Panel()
+        .id(10)
+        .title("Slow-call rate (window)")
+        .description(
+            "Calls at least threshold_seconds long / calls in the window, one line per SlowRate "
+            "threshold of each selected circuit (worst replica); no line while the window is "
+            "empty."
+        )
+        .datasource(DATASOURCE)
+        .with_target(
+            _query(SLOW_CALL_RATE, legend="{{circuit_name}} >= {{threshold_seconds}} s"),
+        )
+        .unit("percentunit")
+        .min(0)
+        .max(1)
+        .legend(_legend())
+        .height(8)
+        .span(12)
+    )
+
+
+def _average_latency() -> timeseries.Panel:
+    return (
+        timeseries.Panel()
+        .id(11)
+        .title("Average call latency (window)")
+        .description(
+            "Average duration of the calls in each selected circuit's window, failures counting "
+            "0 s as in fluxgate's AvgLatency tripper (worst replica); no line while the window "
+            "is empty."
+        )
+        .datasource(DATASOURCE)
+        .with_target(_query(AVERAGE_LATENCY, legend="{{circuit_name}}"))
+        .unit("s")
+        .min(0)
+        .legend(_legend())
+        .height(8)
+        .span(12)
+    )
+
+
+def _since_transition() -> bargauge.Panel:
+    return (
+        bargauge.Panel()
+        .id(12)
+        .title("Time since the last transition")
+        .description(
+            "How long each selected circuit has been in its current state (its most recently "
+            "changed replica), from circuit_breaker_last_transition_timestamp_seconds."
+        )
+        .datasource(DATASOURCE)
+        .with_target(_query(SINCE_TRANSITION, legend="{{circuit_name}}", instant=True))
+        .unit("s")
+        .min(0)
+        .decimals(0)
+        .display_mode(common.BarGaugeDisplayMode.BASIC)
+        .orientation(common.VizOrientation.HORIZONTAL)
+        .reduce_options(
+            common_builders.ReduceDataOptions().calcs(["lastNotNull"]).values(values=False)
+        )
+        .height(8)
+        .span(12)
+    )
+
+
 def build() -> dash.Dashboard:
     """Return the dashboard's builder."""
     all_circuits = VariableOption(selected=True, text="All", value="$__all")
@@ -243,7 +364,8 @@ def build() -> dash.Dashboard:
         .uid(UID)
         .description(
             "State and transitions of fluxgate circuit breakers, as exported by fluxgate-stream "
-            "(or fluxgate's own PrometheusListener)."
+            "(or fluxgate's own PrometheusListener), and their health at scrape time "
+            "(fluxgate_stream.health)."
         )
         .tags(["fluxgate", "circuit-breaker", "prometheus"])
         .editable()
@@ -276,6 +398,11 @@ def build() -> dash.Dashboard:
         .with_row(dash.Row("Per circuit: $circuit").id(5))
         .with_panel(_state_timeline())
         .with_panel(_transitions())
+        .with_row(dash.Row("Health at scrape time: $circuit").id(8))
+        .with_panel(_failure_rate())
+        .with_panel(_slow_call_rate())
+        .with_panel(_average_latency())
+        .with_panel(_since_transition())
     )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from importlib.metadata import version as _version
 
 from fluxgate_stream.anyio_breaker import AnyioCircuitBreaker
+from fluxgate_stream.health import HealthCollector, HealthWatch, watch
 from fluxgate_stream.listener import PrometheusListener, QueueingListener
 from fluxgate_stream.pipeline import SignalPipeline, default_pipeline
 from fluxgate_stream.sink import SignalSink, StreamingListener, Transitions
@@ -25,6 +26,8 @@ __version__ = _version("fluxgate-stream")
 __all__ = [
     "ALL_STATES",
     "AnyioCircuitBreaker",
+    "HealthCollector",
+    "HealthWatch",
     "PrometheusListener",
     "QueueingListener",
     "SignalPipeline",
@@ -33,4 +36,5 @@ __all__ = [
     "Transitions",
     "__version__",
     "default_pipeline",
+    "watch",
 ]
