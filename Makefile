@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 WHEEL_VENV := $(CURDIR)/.wheel-venv
 
-.PHONY: demo test lint typecheck pytest bench dashboard dist-check clean
+.PHONY: demo test lint typecheck docs pytest bench dashboard dist-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,12 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/python -m pytest --cov --cov-report=term $(PYTEST_ARGS)
 
-test: lint typecheck pytest
+# The documentation site (mkdocs.yml, docs/, the API reference from the docstrings) into site/;
+# --strict turns every warning (broken reference, unparsable docstring) into a failure.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+test: lint typecheck docs pytest
 
 # Regenerate deploy/grafana/fluxgate-stream.json from deploy/grafana/dashboard.py.
 dashboard: $(STAMP)
@@ -53,4 +58,4 @@ dist-check: $(STAMP)
 		$(CURDIR)/$(BIN)/pyright --verifytypes fluxgate_stream --ignoreexternal
 
 clean:
-	rm -rf $(VENV) $(WHEEL_VENV) dist build .pytest_cache .ruff_cache .coverage htmlcov
+	rm -rf $(VENV) $(WHEEL_VENV) dist build site .pytest_cache .ruff_cache .coverage htmlcov

@@ -1,6 +1,6 @@
 """fluxgate-stream: export fluxgate circuit-breaker state to Prometheus off the breaker's path.
 
-Quick start::
+Quick start:
 
     pipeline = SignalPipeline()
     cb = AsyncCircuitBreaker(listeners=[PrometheusListener("payment_api", pipeline=pipeline)])

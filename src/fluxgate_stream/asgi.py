@@ -2,7 +2,7 @@
 
 ``lifespan(pipeline)`` is a ready-made ``lifespan=`` for Starlette and FastAPI: it starts the
 consumer when the server starts the app, and at shutdown stops it, which applies everything still
-queued. Serve the metrics with ``prometheus_client.make_asgi_app()``::
+queued. Serve the metrics with ``prometheus_client.make_asgi_app()``:
 
     from fastapi import FastAPI
     from prometheus_client import make_asgi_app

@@ -4,41 +4,25 @@
 ``AsyncCircuitBreaker``, ``fluxgate_stream.anyio_breaker.AnyioCircuitBreaker``, or anything whose
 ``info()`` returns a ``fluxgate.circuitbreaker.CircuitBreakerInfo``) under a ``circuit_name``.
 Nothing is added to the breaker: no listener, no wrapper, no work per call. When the registry is
-scraped, one collector calls ``info()`` on every watched breaker and exports:
+scraped, one collector calls ``info()`` on every watched breaker and exports these gauges:
 
-=======================================================  =====  ===================================
-metric                                                   type   meaning
-=======================================================  =====  ===================================
-``circuit_breaker_buffered_calls{circuit_name,kind}``    gauge  calls in the breaker's window,
-                                                                ``kind="successful"`` or
-                                                                ``"failed"`` (resilience4j's
-                                                                ``buffered_calls``)
-``circuit_breaker_failure_rate_ratio{circuit_name}``     gauge  failed / calls in the window,
-                                                                0..1 (resilience4j's
-                                                                ``failure_rate``, which is in %);
-                                                                absent while the window is empty
-``circuit_breaker_slow_calls{circuit_name,``             gauge  calls in the window that took at
-``threshold_seconds}``                                          least ``threshold_seconds``
-                                                                (resilience4j's ``slow_calls``)
-``circuit_breaker_slow_call_rate_ratio{circuit_name,``   gauge  slow calls / calls in the window,
-``threshold_seconds}``                                          0..1, per threshold
-                                                                (resilience4j's
-                                                                ``slow_call_rate``); absent while
-                                                                the window is empty
-``circuit_breaker_average_latency_seconds``              gauge  total duration / calls in the
-``{circuit_name}``                                              window, what fluxgate's
-                                                                ``AvgLatency`` tripper compares;
-                                                                absent while the window is empty
-``circuit_breaker_consecutive_reopens{circuit_name}``    gauge  HALF_OPEN -> OPEN reopens since the
-                                                                circuit last closed (``reopens``,
-                                                                what ``Backoff`` retries grow
-                                                                with); back to 0 on every move to
-                                                                CLOSED, ``reset()`` included
-``circuit_breaker_last_transition_timestamp_seconds``    gauge  Unix time the breaker entered its
-``{circuit_name}``                                              current state (its creation if it
-                                                                never moved). Seconds since:
-                                                                ``time() - ...`` in PromQL
-=======================================================  =====  ===================================
+* ``circuit_breaker_buffered_calls{circuit_name,kind}``: calls in the breaker's window,
+  ``kind="successful"`` or ``"failed"`` (resilience4j's ``buffered_calls``).
+* ``circuit_breaker_failure_rate_ratio{circuit_name}``: failed / calls in the window, 0..1
+  (resilience4j's ``failure_rate``, which is in %); absent while the window is empty.
+* ``circuit_breaker_slow_calls{circuit_name,threshold_seconds}``: calls in the window that took
+  at least ``threshold_seconds`` (resilience4j's ``slow_calls``).
+* ``circuit_breaker_slow_call_rate_ratio{circuit_name,threshold_seconds}``: slow calls / calls in
+  the window, 0..1, per threshold (resilience4j's ``slow_call_rate``); absent while the window
+  is empty.
+* ``circuit_breaker_average_latency_seconds{circuit_name}``: total duration / calls in the
+  window, what fluxgate's ``AvgLatency`` tripper compares; absent while the window is empty.
+* ``circuit_breaker_consecutive_reopens{circuit_name}``: HALF_OPEN -> OPEN reopens since the
+  circuit last closed (``reopens``, what ``Backoff`` retries grow with); back to 0 on every move
+  to CLOSED, ``reset()`` included.
+* ``circuit_breaker_last_transition_timestamp_seconds{circuit_name}``: Unix time the breaker
+  entered its current state (its creation if it never moved). Seconds since: ``time() - ...``
+  in PromQL.
 
 Semantics, all fluxgate's own (``fluxgate.metric.Metric``):
 

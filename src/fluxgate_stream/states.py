@@ -9,9 +9,9 @@ from fluxgate.state import State
 
 __all__ = ["ALL_STATES", "KNOWN_STATES", "check_signal", "check_state"]
 
-#: fluxgate's states in declaration order: closed, open, half_open, metrics_only, disabled,
-#: forced_open. Every circuit exports one gauge series per state.
 ALL_STATES: tuple[State, ...] = get_args(State)
+"""fluxgate's states in declaration order: closed, open, half_open, metrics_only, disabled,
+forced_open. Every circuit exports one gauge series per state."""
 #: The same, as a set for fast membership tests.
 KNOWN_STATES: frozenset[object] = frozenset(ALL_STATES)
 _KNOWN = KNOWN_STATES
