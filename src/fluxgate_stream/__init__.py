@@ -18,6 +18,8 @@ from fluxgate_stream.anyio_breaker import AnyioCircuitBreaker
 from fluxgate_stream.health import HealthCollector, HealthWatch, watch
 from fluxgate_stream.listener import PrometheusListener, QueueingListener
 from fluxgate_stream.pipeline import SignalPipeline, default_pipeline
+from fluxgate_stream.selfmetrics import PipelineMetrics, export_metrics
+from fluxgate_stream.series import CircuitLimitError, limit_circuits
 from fluxgate_stream.sink import SignalSink, StreamingListener, Transitions
 from fluxgate_stream.states import ALL_STATES
 
@@ -26,8 +28,10 @@ __version__ = _version("fluxgate-stream")
 __all__ = [
     "ALL_STATES",
     "AnyioCircuitBreaker",
+    "CircuitLimitError",
     "HealthCollector",
     "HealthWatch",
+    "PipelineMetrics",
     "PrometheusListener",
     "QueueingListener",
     "SignalPipeline",
@@ -36,5 +40,7 @@ __all__ = [
     "Transitions",
     "__version__",
     "default_pipeline",
+    "export_metrics",
+    "limit_circuits",
     "watch",
 ]

@@ -80,11 +80,15 @@ class QueueingListener:
                 queued.
         """
         # Fast path first (one class check, two set lookups); check_signal explains failures.
-        if (
-            signal.__class__ is not Signal
-            or signal.old_state not in KNOWN_STATES
-            or signal.new_state not in KNOWN_STATES
-        ):
+        try:
+            fast = (
+                signal.__class__ is Signal
+                and signal.old_state in KNOWN_STATES
+                and signal.new_state in KNOWN_STATES
+            )
+        except TypeError:  # an unhashable state: let check_signal say what is wrong
+            fast = False
+        if not fast:
             check_signal(signal)
         self._pipeline.submit(self._target, signal)
 

@@ -17,11 +17,16 @@ Concurrency model
   stopping.
 * Every queued item carries a process-wide sequence number: the gauge shows the latest one applied,
   whichever path each took; counters are plain sums, so order does not matter to them.
+* Under trio, a Ctrl-C raises ``KeyboardInterrupt`` wherever the main thread is, unless the code
+  is KI-protected: the consumer's code is, so that a batch taken off the queues is always applied
+  (trio then delivers the interrupt at the main task's next checkpoint). asyncio's runner turns
+  Ctrl-C into cancellation, which the consumer handles by applying everything queued.
 """
 
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 from collections import deque
 from contextlib import suppress
@@ -47,7 +52,10 @@ __all__ = ["SignalPipeline", "default_pipeline"]
 #: batches it yields to the event loop.
 MAX_BATCH: Final = 1024
 
-_SEQ = itertools.count()  # next() on itertools.count is atomic under the GIL
+# next() on itertools.count is atomic under the GIL. The counter survives ``importlib.reload``
+# (the module's namespace is reused): restarting it would make every circuit that applied signal n
+# before the reload ignore, as "older", the signals numbered below n after it.
+_SEQ: itertools.count[int] = globals().get("_SEQ") or itertools.count()
 _get_ident = threading.get_ident
 
 
@@ -261,6 +269,7 @@ class SignalPipeline:
         Raises:
             RuntimeError: this pipeline's consumer is already running.
         """
+        _protect_from_keyboard_interrupt()
         with APPLY_LOCK:
             if self._loop_thread is not None:
                 raise RuntimeError("this SignalPipeline's consumer is already running")
@@ -423,6 +432,30 @@ class SignalPipeline:
         self._flushes = waiting
 
 
+def _protect_from_keyboard_interrupt() -> None:
+    """Mark the consumer's code KI-protected for trio, once trio is imported.
+
+    trio keeps the mark per code object, so it costs nothing per call, and nothing on asyncio.
+    """
+    global _ki_protected  # noqa: PLW0603  # a one-time registration, as documented
+    if _ki_protected or "trio" not in sys.modules:
+        return
+    from trio.lowlevel import enable_ki_protection  # noqa: PLC0415  # trio is optional
+
+    for function in (
+        SignalPipeline.run,
+        SignalPipeline._consume,  # pyright: ignore[reportPrivateUsage]  # our own class
+        SignalPipeline._step,  # pyright: ignore[reportPrivateUsage]  # as above
+        SignalPipeline._stop,  # pyright: ignore[reportPrivateUsage]  # as above
+        SignalPipeline._drain_orphans,  # pyright: ignore[reportPrivateUsage]  # as above
+        SignalPipeline._apply_now,  # pyright: ignore[reportPrivateUsage]  # as above
+        SignalPipeline.flush,
+    ):
+        enable_ki_protection(function)
+    _ki_protected = True
+
+
+_ki_protected = False
 _default: SignalPipeline | None = None
 _default_lock = threading.Lock()
 

@@ -9,25 +9,44 @@ Concurrency model: every ``Circuit`` method and every mutable field is used with
 held. ``APPLY_LOCK`` is process-wide because circuits are shared by every pipeline that writes to
 the same registry; it is never held across an ``await`` and never taken by a producer on the
 consumer's path.
+
+Multiprocess mode (prometheus_client's ``PROMETHEUS_MULTIPROC_DIR``): values live in one file per
+process and a ``MultiProcessCollector`` merges them, so registries mean nothing for the merged
+view and every registry shares one family. The state gauge is our own, with
+``multiprocess_mode="livesum"`` (each live process adds 1 to the state its circuit is in);
+transition counters are upstream's, summed over every process that ever wrote them. Series
+cannot be removed there: ``close()`` sets this process's six state series to 0 instead.
+
+Module state that identifies series (the families and their circuits) survives
+``importlib.reload``: the module's namespace is reused, and so are they.
 """
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from typing import TYPE_CHECKING, TypeVar, cast
 
-from fluxgate.listeners import prometheus as _upstream
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+from prometheus_client import values as _values
 
 from fluxgate_stream.states import ALL_STATES
 from fluxgate_stream.tally import APPLY_LOCK
+
+with warnings.catch_warnings():
+    # In multiprocess mode, upstream's import-time clear() of its (empty) metrics warns that
+    # clearing is not implemented there. It clears nothing; the user did not ask for it.
+    warnings.filterwarnings(
+        "ignore", "Clearing labels has not been implemented in multi-process mode", UserWarning
+    )
+    from fluxgate.listeners import prometheus as _upstream
 
 if TYPE_CHECKING:
     from fluxgate.state import State
 
     from fluxgate_stream.tally import Pending
 
-__all__ = ["Circuit", "circuit_for"]
+__all__ = ["Circuit", "CircuitLimitError", "circuit_for", "limit_circuits", "multiprocess"]
 
 _Metric = TypeVar("_Metric", Gauge, Counter)
 
@@ -35,6 +54,24 @@ GAUGE_NAME = "circuit_breaker_state"
 GAUGE_HELP = "Current state of the circuit breaker"
 COUNTER_NAME = "circuit_breaker_state_transition"
 COUNTER_HELP = "Count of state transitions for circuit breakers"
+GAUGE_LABELS = ("circuit_name", "state")
+COUNTER_LABELS = ("circuit_name", "old_state", "new_state")
+#: How the state gauges of several processes combine in multiprocess mode: summed over the live
+#: processes, so each series counts the workers whose circuit is in that state.
+GAUGE_MULTIPROCESS_MODE = "livesum"
+
+
+def multiprocess() -> bool:
+    """Whether prometheus_client runs in multiprocess mode.
+
+    That is, ``PROMETHEUS_MULTIPROC_DIR`` was set when prometheus_client was imported, so metric
+    values live in per-process files that a ``MultiProcessCollector`` merges at scrape time.
+    """
+    return bool(getattr(_values.ValueClass, "_multiprocess", False))
+
+
+class CircuitLimitError(ValueError):
+    """A listener would add a circuit name past its registry's ``limit_circuits()`` cap."""
 
 
 class Circuit:
@@ -57,18 +94,22 @@ class Circuit:
         "closed_seq",
         "counter",
         "gauge",
+        "multiprocess",
         "name",
         "state",
         "state_seq",
     )
 
-    def __init__(self, name: str, gauge: Gauge, counter: Counter) -> None:
-        self.name = name
-        self.gauge = gauge
-        self.counter = counter
+    def __init__(
+        self, name: str, gauge: Gauge, counter: Counter, *, multiprocess: bool = False
+    ) -> None:
+        self.name: str = name
+        self.gauge: Gauge = gauge
+        self.counter: Counter = counter
+        self.multiprocess: bool = multiprocess
         self.state: State | None = None
-        self.state_seq = -1
-        self.closed_seq = -1
+        self.state_seq: int = -1
+        self.closed_seq: int = -1
         self._gauges: dict[State, Gauge] = {}
         self._counters: dict[tuple[State, State], Counter] = {}
 
@@ -110,32 +151,49 @@ class Circuit:
         Caller must hold APPLY_LOCK.
 
         Like upstream, every possible label set is removed, including those written by another
-        writer of the same name (upstream's own listener on the default registry).
+        writer of the same name (upstream's own listener on the default registry). In
+        multiprocess mode, where prometheus_client cannot remove series, this process's six state
+        series are set to 0 instead (it no longer counts in any state) and the transition
+        counters keep their totals.
         """
-        for state in ALL_STATES:
-            self.gauge.remove(self.name, state)
-            for new in ALL_STATES:
-                self.counter.remove(self.name, state, new)
-        self._gauges.clear()
-        self._counters.clear()
+        if self.multiprocess:
+            for state in ALL_STATES:
+                self.gauge.labels(self.name, state).set(0)
+        else:
+            for state in ALL_STATES:
+                self.gauge.remove(self.name, state)
+                for new in ALL_STATES:
+                    self.counter.remove(self.name, state, new)
+            self._gauges.clear()
+            self._counters.clear()
         self.state = None
         self.state_seq = -1
         self.closed_seq = max(self.closed_seq, seq)
 
 
 class _Family:
-    """The gauge and counter of one registry, and its circuits by name."""
+    """The gauge and counter of one registry, its circuits by name, and its cap on their number."""
 
-    __slots__ = ("circuits", "counter", "gauge")
+    __slots__ = ("circuits", "counter", "gauge", "max_circuits", "multiprocess")
 
-    def __init__(self, gauge: Gauge, counter: Counter) -> None:
-        self.gauge = gauge
-        self.counter = counter
+    def __init__(self, gauge: Gauge, counter: Counter, *, multiprocess: bool = False) -> None:
+        self.gauge: Gauge = gauge
+        self.counter: Counter = counter
+        self.multiprocess: bool = multiprocess
         self.circuits: dict[str, Circuit] = {}
+        self.max_circuits: int | None = None
 
 
-# Keyed weakly so that a test's throw-away registry takes its circuits with it.
-_FAMILIES: weakref.WeakKeyDictionary[CollectorRegistry, _Family] = weakref.WeakKeyDictionary()
+# Keyed weakly so that a test's throw-away registry takes its circuits with it. Both survive
+# importlib.reload, so a reload neither forgets circuits (their sequence numbers, their cap) nor
+# creates a second metric object for the same series.
+_FAMILIES: weakref.WeakKeyDictionary[CollectorRegistry, _Family] = (
+    globals().get("_FAMILIES") or weakref.WeakKeyDictionary()
+)
+# Multiprocess mode's one family, keyed by prometheus_client's value class (fixed per process).
+_MULTIPROCESS_FAMILIES: weakref.WeakKeyDictionary[type, _Family] = (
+    globals().get("_MULTIPROCESS_FAMILIES") or weakref.WeakKeyDictionary()
+)
 
 
 def _registered(registry: CollectorRegistry, name: str) -> object | None:
@@ -145,6 +203,8 @@ def _registered(registry: CollectorRegistry, name: str) -> object | None:
 
 def _family(registry: CollectorRegistry) -> _Family:
     """Return the registry's family, creating its metrics once. Caller must hold APPLY_LOCK."""
+    if multiprocess():
+        return _multiprocess_family()
     family = _FAMILIES.get(registry)
     if family is not None:
         return family
@@ -153,15 +213,31 @@ def _family(registry: CollectorRegistry) -> _Family:
         gauge: Gauge = _upstream._STATE_GAUGE  # pyright: ignore[reportPrivateUsage]  # shared on purpose, pinned fluxgate<0.10
         counter: Counter = _upstream._STATE_TRANSITION  # pyright: ignore[reportPrivateUsage]  # as above
     else:
-        gauge = _existing_or_new(registry, Gauge, GAUGE_NAME, GAUGE_HELP, ["circuit_name", "state"])
-        counter = _existing_or_new(
-            registry,
-            Counter,
-            COUNTER_NAME,
-            COUNTER_HELP,
-            ["circuit_name", "old_state", "new_state"],
-        )
+        gauge = _existing_or_new(registry, Gauge, GAUGE_NAME, GAUGE_HELP, GAUGE_LABELS)
+        counter = _existing_or_new(registry, Counter, COUNTER_NAME, COUNTER_HELP, COUNTER_LABELS)
     family = _FAMILIES[registry] = _Family(gauge, counter)
+    return family
+
+
+def _multiprocess_family() -> _Family:
+    """Return multiprocess mode's one family. Caller must hold APPLY_LOCK.
+
+    Its gauge is registered nowhere (a worker's registry is not what gets scraped, and upstream's
+    gauge, whose mode is "all", holds the name on the default registry); its counter is
+    upstream's, so that one object, never two, writes each counter value of this process.
+    """
+    value_class = cast("type", _values.ValueClass)
+    family = _MULTIPROCESS_FAMILIES.get(value_class)
+    if family is None:
+        gauge = Gauge(
+            GAUGE_NAME,
+            GAUGE_HELP,
+            GAUGE_LABELS,
+            registry=None,
+            multiprocess_mode=GAUGE_MULTIPROCESS_MODE,
+        )
+        counter: Counter = _upstream._STATE_TRANSITION  # pyright: ignore[reportPrivateUsage]  # shared on purpose, pinned fluxgate<0.10
+        family = _MULTIPROCESS_FAMILIES[value_class] = _Family(gauge, counter, multiprocess=True)
     return family
 
 
@@ -170,7 +246,7 @@ def _existing_or_new(
     kind: type[_Metric],
     name: str,
     documentation: str,
-    labels: list[str],
+    labels: tuple[str, ...],
 ) -> _Metric:
     """Return the registry's ``name`` metric, registering it first if absent.
 
@@ -190,10 +266,8 @@ def _existing_or_new(
             f"fluxgate-stream needs a {kind.__name__} there"
         )
     found = cast("tuple[str, ...]", existing._labelnames)  # pyright: ignore[reportPrivateUsage, reportUnknownMemberType]  # no public accessor
-    if found != tuple(labels):
-        raise ValueError(
-            f"registry's {name!r} has labels {found}; fluxgate-stream needs {tuple(labels)}"
-        )
+    if found != labels:
+        raise ValueError(f"registry's {name!r} has labels {found}; fluxgate-stream needs {labels}")
     return existing
 
 
@@ -207,13 +281,81 @@ def circuit_for(
     Any real transition outranks it, even one queued earlier.
 
     Raises:
-        ValueError: the registry holds an unrelated collector named like one of ours.
+        ValueError: the registry holds an unrelated collector named like one of ours, or ``name``
+            is not valid UTF-8 text (it could not be exposed, and would break every scrape).
+        CircuitLimitError: ``name`` is new and the registry already holds as many circuit names
+            as ``limit_circuits()`` allows.
     """
     with APPLY_LOCK:
         family = _family(REGISTRY if registry is None else registry)
         circuit = family.circuits.get(name)
         if circuit is None:
-            circuit = family.circuits[name] = Circuit(name, family.gauge, family.counter)
+            _check_new_name(family, name)
+            circuit = family.circuits[name] = Circuit(
+                name, family.gauge, family.counter, multiprocess=family.multiprocess
+            )
         if initial_state is not None and circuit.state is None and circuit.closed_seq < 0:
             circuit.show(initial_state, -1)
         return circuit
+
+
+def _shorten(name: str) -> str:
+    return repr(name) if len(name) <= 60 else f"{name[:60]!r}... ({len(name)} characters)"
+
+
+def _check_new_name(family: _Family, name: str) -> None:
+    """Raise unless ``name`` may become a new circuit of ``family``. Caller holds APPLY_LOCK."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"name must be valid UTF-8 text, as Prometheus label values are: "
+            f"{exc.reason} at index {exc.start}"
+        ) from None
+    limit = family.max_circuits
+    if limit is not None and len(family.circuits) >= limit:
+        raise CircuitLimitError(
+            f"this registry already has {len(family.circuits)} circuit names, its limit; "
+            f"refusing a new circuit_name {_shorten(name)} (see limit_circuits())"
+        )
+
+
+def limit_circuits(max_circuits: int | None, registry: CollectorRegistry | None = None) -> None:
+    """Cap the number of distinct circuit names that listeners may use on ``registry``.
+
+    A protection against label-cardinality explosions, for instance circuit names built from
+    user input: past the cap, creating a listener for a *new* name raises ``CircuitLimitError``
+    (before anything is queued or written), while listeners for names already in use keep
+    working. Every name that a ``PrometheusListener`` was ever created for counts, ``close()``d
+    or not, for the life of the process. ``None`` removes the cap. Lowering the cap below the
+    number of names in use refuses new names only. In multiprocess mode, all registries share
+    one cap, as they share their series.
+
+    Args:
+        max_circuits: the most circuit names allowed, at least 1; ``None`` for no cap.
+        registry: the registry to cap; ``None`` means ``prometheus_client.REGISTRY``.
+
+    Raises:
+        TypeError: ``max_circuits`` is neither ``None`` nor an ``int``.
+        ValueError: ``max_circuits`` is less than 1, or the registry holds an unrelated collector
+            named like one of our metrics.
+
+    Example:
+        >>> from prometheus_client import CollectorRegistry
+        >>> from fluxgate_stream import PrometheusListener
+        >>> registry = CollectorRegistry()
+        >>> limit_circuits(2, registry)
+        >>> for tenant in ("a", "b"):
+        ...     _ = PrometheusListener(f"tenant_{tenant}", registry)
+        >>> PrometheusListener("tenant_c", registry)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        fluxgate_stream.series.CircuitLimitError: this registry already has 2 circuit names, ...
+    """
+    value = cast("object", max_circuits)  # checked at run time: callers may not be type-checked
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise TypeError(f"max_circuits must be an int or None, got {type(value).__name__}")
+    if max_circuits is not None and max_circuits < 1:
+        raise ValueError(f"max_circuits must be at least 1, got {max_circuits}")
+    with APPLY_LOCK:
+        _family(REGISTRY if registry is None else registry).max_circuits = max_circuits

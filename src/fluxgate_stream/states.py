@@ -23,7 +23,11 @@ def check_state(value: object, what: str) -> State:
     Raises:
         ValueError: ``value`` is not one of fluxgate's six state names; the message names ``what``.
     """
-    if value not in _KNOWN:
+    try:
+        known = value in _KNOWN
+    except TypeError:  # unhashable: certainly not a state name
+        known = False
+    if not known:
         raise ValueError(f"{what} must be one of {', '.join(ALL_STATES)}; got {value!r}")
     return cast("State", value)  # membership in _KNOWN proves it
 
@@ -39,8 +43,6 @@ def check_signal(signal: object) -> Signal:
         raise TypeError(
             f"PrometheusListener expects a fluxgate.signal.Signal, got {type(signal).__name__}"
         )
-    if signal.old_state not in _KNOWN:
-        check_state(signal.old_state, "Signal.old_state")
-    if signal.new_state not in _KNOWN:
-        check_state(signal.new_state, "Signal.new_state")
+    check_state(signal.old_state, "Signal.old_state")
+    check_state(signal.new_state, "Signal.new_state")
     return signal

@@ -23,8 +23,10 @@ __all__ = ["APPLY_LOCK", "Item", "Pending", "Tally", "Target", "apply"]
 
 #: Serialises every write to the metrics. Process-wide because targets (a registry's circuits)
 #: are shared by every pipeline that writes to them. Never held across an ``await``, and never
-#: taken by a producer while a consumer runs.
-APPLY_LOCK = threading.RLock()
+#: taken by a producer while a consumer runs. ``importlib.reload`` keeps the same lock (the
+#: module's namespace survives a reload), so code loaded before and after a reload excludes each
+#: other.
+APPLY_LOCK: threading.RLock = globals().get("APPLY_LOCK") or threading.RLock()
 
 _log = logging.getLogger("fluxgate_stream")
 
@@ -65,9 +67,9 @@ class Pending:
     __slots__ = ("close_seq", "counts", "state", "state_seq")
 
     def __init__(self) -> None:
-        self.close_seq = -1
+        self.close_seq: int = -1
         self.state: State | None = None
-        self.state_seq = -1
+        self.state_seq: int = -1
         self.counts: dict[tuple[State, State], int] = {}
 
 
@@ -110,17 +112,53 @@ class Tally:
         pending.counts[key] = pending.counts.get(key, 0) + 1
 
 
-def apply(tally: Tally) -> int:
-    """Write a tally to its targets; return how many targets failed (each failure is logged).
+#: Targets whose last write failed, with the number of failed writes since: a failure is logged
+#: once, when its streak starts; the streak's length is logged when the target recovers. Only
+#: failing targets are held. Guarded by APPLY_LOCK; survives ``importlib.reload`` like the lock.
+_failing: dict[Target, int] = globals().get("_failing") or {}
 
-    One target's failure (a registry conflict, a user's sink raising) never stops the others.
+
+def apply(tally: Tally) -> int:
+    """Write a tally to its targets; return how many targets failed.
+
+    One target's failure (a user's sink raising, a metric write failing) never stops the others.
+    A target's failure is logged once, with its circuit name and traceback, when a streak of
+    failures starts; further failures of the same target are only counted (the return value,
+    which the pipeline adds to ``stats()["apply_errors"]``) until a write succeeds, which logs a
+    warning with the number of failed writes. A ``BaseException`` that is not an ``Exception``
+    (``KeyboardInterrupt``, ``SystemExit``) raised by a target is neither logged nor counted: the
+    other targets are written first, then it propagates.
+
+    Raises:
+        BaseException: the first non-``Exception`` a target raised, after every target was
+            written.
     """
     failed = 0
+    interrupt: BaseException | None = None
     with APPLY_LOCK:
         for target, pending in tally.pending.items():
             try:
                 target.write(pending)
             except Exception:
                 failed += 1
-                _log.exception("applying signals for circuit %r failed", target.name)
+                streak = _failing.get(target, 0)
+                _failing[target] = streak + 1
+                if not streak:
+                    _log.exception(
+                        "applying signals for circuit %r failed; until a write succeeds, "
+                        "further failures of this circuit are counted, not logged",
+                        target.name,
+                    )
+            except BaseException as exc:  # KeyboardInterrupt, SystemExit: the others first
+                if interrupt is None:
+                    interrupt = exc
+            else:
+                if _failing and target in _failing:
+                    _log.warning(
+                        "applying signals for circuit %r works again; failed writes in a row: %d",
+                        target.name,
+                        _failing.pop(target),
+                    )
+    if interrupt is not None:
+        raise interrupt
     return failed

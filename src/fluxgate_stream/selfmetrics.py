@@ -1,0 +1,308 @@
+"""Self-metrics: the pipeline's own health, exported next to the circuits' metrics.
+
+``export_metrics(pipeline, registry)`` exports what ``SignalPipeline.stats()`` counts, under the
+``fluxgate_stream_`` prefix with a ``pipeline`` label:
+
+================================================  =======  ====================================
+metric                                            type     meaning
+================================================  =======  ====================================
+``fluxgate_stream_signals_total{path}``           counter  signals and ``close()`` calls per
+                                                           path: ``stream`` (loop thread),
+                                                           ``bridge`` (other threads),
+                                                           ``overflow`` (full buffer: folded
+                                                           into the ledger), ``direct`` (no
+                                                           consumer: applied in the caller)
+``fluxgate_stream_batches_total``                 counter  tallies applied
+``fluxgate_stream_apply_errors_total``            counter  circuit writes that raised
+``fluxgate_stream_wakeups_total``                 counter  cross-thread wake-ups delivered
+``fluxgate_stream_queue_depth``                   gauge    items in the stream and the bridge
+``fluxgate_stream_buffer_size``                   gauge    ``max_buffer_size``
+``fluxgate_stream_consumer_running``              gauge    1 while a consumer runs, else 0
+================================================  =======  ====================================
+
+In one process, a collector reads ``stats()`` when the registry is scraped: nothing is added to
+the producers' or the consumer's path. Nothing is exported unless you ask, so that a registry
+holds exactly upstream's two metrics by default.
+
+In prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``), custom collectors are
+never read (the scraper merges the workers' files), so the same metrics are file-backed instead
+and hold what ``PipelineMetrics.publish()`` last wrote: run ``PipelineMetrics.run`` in each worker
+to publish every few seconds. The counters are summed over every worker that ever ran; the gauges
+are summed over live workers (``livesum``): total queue depth, total buffer size, number of
+running consumers.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import TYPE_CHECKING, Final, cast
+
+import anyio
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+from prometheus_client import values as _values
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from fluxgate_stream.pipeline import SignalPipeline, default_pipeline
+from fluxgate_stream.series import multiprocess
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from anyio.abc import TaskStatus
+
+__all__ = ["PipelineMetrics", "export_metrics"]
+
+PREFIX: Final = "fluxgate_stream_"
+#: The paths of ``fluxgate_stream_signals_total``, each a key of ``SignalPipeline.stats()``.
+PATHS: Final = ("stream", "bridge", "overflow", "direct")
+#: Counters other than the per-path one: (stats key, metric name without ``_total``, help).
+COUNTERS: Final = (
+    ("batches", PREFIX + "batches", "Tallies of signals applied to the metrics"),
+    ("apply_errors", PREFIX + "apply_errors", "Circuit metric writes that raised"),
+    ("wakeups", PREFIX + "wakeups", "Cross-thread wake-ups of a sleeping consumer"),
+)
+#: Gauges: (stats key, metric name, help).
+GAUGES: Final = (
+    ("queued", PREFIX + "queue_depth", "Signals waiting in the stream and the thread bridge"),
+    ("buffer_size", PREFIX + "buffer_size", "Capacity of the stream, and of the thread bridge"),
+    ("running", PREFIX + "consumer_running", "1 while the pipeline's consumer runs, else 0"),
+)
+SIGNALS: Final = PREFIX + "signals"
+SIGNALS_HELP: Final = "Signals and close() calls taken, by path"
+
+_lock = threading.Lock()  # guards exports and multiprocess publishing
+
+
+def _snapshot(pipeline: SignalPipeline) -> dict[str, int]:
+    stats = pipeline.stats()
+    stats["buffer_size"] = pipeline.max_buffer_size
+    return stats
+
+
+class _Collector:
+    """Reads the exported pipelines' ``stats()`` at scrape time. One per registry."""
+
+    def __init__(self) -> None:
+        # Named for duck-typing: a copy of this module loaded by importlib.reload finds and
+        # reuses the collector an older copy registered.
+        self.fluxgate_stream_pipelines: dict[str, weakref.ref[SignalPipeline]] = {}
+
+    def describe(self) -> list[Metric]:
+        return list(self._families({}))
+
+    def collect(self) -> Iterator[Metric]:
+        snapshots: dict[str, dict[str, int]] = {}
+        for name, ref in list(self.fluxgate_stream_pipelines.items()):
+            pipeline = ref()
+            if pipeline is not None:
+                snapshots[name] = _snapshot(pipeline)
+        return self._families(snapshots)
+
+    @staticmethod
+    def _families(snapshots: dict[str, dict[str, int]]) -> Iterator[Metric]:
+        signals = CounterMetricFamily(SIGNALS, SIGNALS_HELP, labels=("pipeline", "path"))
+        for name, stats in snapshots.items():
+            for path in PATHS:
+                signals.add_metric((name, path), float(stats[path]))
+        yield signals
+        for key, metric, documentation in COUNTERS:
+            counter = CounterMetricFamily(metric, documentation, labels=("pipeline",))
+            for name, stats in snapshots.items():
+                counter.add_metric((name,), float(stats[key]))
+            yield counter
+        for key, metric, documentation in GAUGES:
+            gauge = GaugeMetricFamily(metric, documentation, labels=("pipeline",))
+            for name, stats in snapshots.items():
+                gauge.add_metric((name,), float(stats[key]))
+            yield gauge
+
+
+def _collector_for(registry: CollectorRegistry) -> _Collector:
+    """Return the registry's collector, registering one first if it has none. Holds ``_lock``."""
+    # prometheus_client has no public lookup by name; this is the dict `register()` checks.
+    existing = registry._names_to_collectors.get(PREFIX + "queue_depth")  # pyright: ignore[reportPrivateUsage]  # no public lookup
+    if existing is None:
+        collector = _Collector()
+        registry.register(collector)
+        return collector
+    if not isinstance(getattr(existing, "fluxgate_stream_pipelines", None), dict):
+        raise ValueError(  # noqa: TRY004  # a registry conflict, as prometheus_client's own ValueError
+            f"registry already has a collector for {PREFIX + 'queue_depth'!r} "
+            "that is not fluxgate-stream's"
+        )
+    return cast("_Collector", existing)
+
+
+class _FileMetrics:
+    """Multiprocess mode: the self-metrics as file-backed metrics, and what was published."""
+
+    def __init__(self) -> None:
+        self.signals = Counter(SIGNALS, SIGNALS_HELP, ("pipeline", "path"), registry=None)
+        self.counters = {
+            key: Counter(metric, documentation, ("pipeline",), registry=None)
+            for key, metric, documentation in COUNTERS
+        }
+        self.gauges = {
+            key: Gauge(
+                metric, documentation, ("pipeline",), registry=None, multiprocess_mode="livesum"
+            )
+            for key, metric, documentation in GAUGES
+        }
+        # Per pipeline name: the pipeline last published under it, and its counters then.
+        self.published: dict[str, tuple[weakref.ref[SignalPipeline], dict[str, int]]] = {}
+
+    def publish(self, name: str, pipeline: SignalPipeline) -> None:
+        """Write ``pipeline``'s stats under ``name``. Caller holds ``_lock``."""
+        stats = _snapshot(pipeline)
+        last: dict[str, int] = {}
+        previous = self.published.get(name)
+        if previous is not None and previous[0]() is pipeline:
+            last = previous[1]  # else another pipeline now has this name: its counts start at 0
+        # Every series exists from the first publish on, at 0 if need be.
+        for path in PATHS:
+            child = self.signals.labels(name, path)
+            if stats[path] > last.get(path, 0):
+                child.inc(stats[path] - last.get(path, 0))
+        for key, counter in self.counters.items():
+            child = counter.labels(name)
+            if stats[key] > last.get(key, 0):
+                child.inc(stats[key] - last.get(key, 0))
+        for key, gauge in self.gauges.items():
+            gauge.labels(name).set(stats[key])
+        self.published[name] = (weakref.ref(pipeline), stats)
+
+
+# One set per process (keyed by prometheus_client's value class, which multiprocess mode fixes),
+# kept across importlib.reload: two counter objects for one file-backed value would overwrite
+# each other's increments.
+_FILE_METRICS: weakref.WeakKeyDictionary[type, _FileMetrics] = (
+    globals().get("_FILE_METRICS") or weakref.WeakKeyDictionary()
+)
+
+
+def _file_metrics() -> _FileMetrics:
+    """Return this process's file-backed self-metrics, creating them once. Holds ``_lock``."""
+    value_class = cast("type", _values.ValueClass)
+    metrics = _FILE_METRICS.get(value_class)
+    if metrics is None:
+        metrics = _FILE_METRICS[value_class] = _FileMetrics()
+    return metrics
+
+
+class PipelineMetrics:
+    """A pipeline's self-metrics, exported under a ``pipeline`` label; see ``export_metrics``.
+
+    Attributes:
+        pipeline: the pipeline whose ``stats()`` are exported.
+        name: its ``pipeline`` label value.
+        multiprocess: whether prometheus_client runs in multiprocess mode, where the metrics
+            hold what ``publish()`` last wrote instead of being read at scrape time.
+    """
+
+    __slots__ = ("multiprocess", "name", "pipeline")
+
+    def __init__(self, pipeline: SignalPipeline, name: str, *, multiprocess: bool) -> None:
+        self.pipeline: SignalPipeline = pipeline
+        self.name: str = name
+        self.multiprocess: bool = multiprocess
+
+    def __repr__(self) -> str:
+        mode = "multiprocess" if self.multiprocess else "read at scrape time"
+        return f"<PipelineMetrics {self.name!r} of {self.pipeline!r}, {mode}>"
+
+    def publish(self) -> None:
+        """Multiprocess mode: write the pipeline's current stats to this process's files.
+
+        Counters grow by what the pipeline counted since the last ``publish()`` of this name;
+        gauges take the current values. Does nothing in single-process mode, where the metrics
+        are read when scraped. Any thread.
+        """
+        if self.multiprocess:
+            with _lock:
+                _file_metrics().publish(self.name, self.pipeline)
+
+    async def run(
+        self,
+        *,
+        interval: float = 5.0,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Multiprocess mode: ``publish()`` now, then every ``interval`` seconds until cancelled.
+
+        Start it next to the consumer, in each worker: ``await tg.start(metrics.run)``. It
+        publishes once more when cancelled, so a worker that shuts down cleanly leaves its final
+        counts. In single-process mode it returns at once: there is nothing to publish.
+
+        Raises:
+            ValueError: ``interval`` is not positive.
+        """
+        if not interval > 0:
+            raise ValueError(f"interval must be positive, got {interval!r}")
+        if not self.multiprocess:
+            task_status.started()
+            return
+        self.publish()
+        task_status.started()
+        try:
+            while True:
+                await anyio.sleep(interval)
+                self.publish()
+        finally:
+            self.publish()
+
+
+def export_metrics(
+    pipeline: SignalPipeline | None = None,
+    registry: CollectorRegistry | None = None,
+    *,
+    name: str = "default",
+) -> PipelineMetrics:
+    """Export ``pipeline``'s self-metrics (see the module docs) with ``pipeline=name``.
+
+    Use the registry your listeners use. Exporting is idempotent, and the latest pipeline
+    exported under a name replaces the previous one on that registry (so a second app instance
+    in the same process, or a reloaded module, takes over without a duplicate-registration
+    error). A pipeline that is garbage-collected disappears from the metrics. In multiprocess
+    mode ``registry`` is not used: see ``PipelineMetrics.run``.
+
+    Args:
+        pipeline: the pipeline to export; ``None`` means ``default_pipeline()``.
+        registry: where to export; ``None`` means ``prometheus_client.REGISTRY``.
+        name: the ``pipeline`` label value, to tell several pipelines apart. A non-empty ``str``.
+
+    Returns:
+        The export, whose ``run()`` and ``publish()`` matter in multiprocess mode.
+
+    Raises:
+        TypeError: ``pipeline`` is not a ``SignalPipeline`` or ``name`` is not a ``str``.
+        ValueError: ``name`` is empty, or the registry already holds another collector under one
+            of the self-metrics' names.
+
+    Example:
+        >>> from prometheus_client import CollectorRegistry
+        >>> from fluxgate_stream import SignalPipeline
+        >>> registry, pipeline = CollectorRegistry(), SignalPipeline(max_buffer_size=64)
+        >>> _ = export_metrics(pipeline, registry)
+        >>> registry.get_sample_value("fluxgate_stream_buffer_size", {"pipeline": "default"})
+        64.0
+    """
+    target = default_pipeline() if pipeline is None else pipeline
+    kind = type(cast("object", target))
+    # By name too: after importlib.reload, pipelines made before it are of the previous class.
+    if not issubclass(kind, SignalPipeline) and (kind.__module__, kind.__qualname__) != (
+        SignalPipeline.__module__,
+        SignalPipeline.__qualname__,
+    ):
+        raise TypeError(f"pipeline must be a SignalPipeline, got {kind.__name__}")
+    label = cast("object", name)
+    if not isinstance(label, str):
+        raise TypeError(f"name must be a str, got {type(label).__name__}")
+    if not name:
+        raise ValueError("name must be a non-empty str")
+    mode = multiprocess()
+    if not mode:
+        with _lock:
+            collector = _collector_for(REGISTRY if registry is None else registry)
+            collector.fluxgate_stream_pipelines[name] = weakref.ref(target)
+    return PipelineMetrics(target, name, multiprocess=mode)
