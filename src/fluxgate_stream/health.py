@@ -239,9 +239,9 @@ class HealthWatch:
         name: str,
         slow_thresholds: tuple[float, ...],
     ) -> None:
-        self.collector = collector
-        self.name = name
-        self.slow_thresholds = slow_thresholds
+        self.collector: HealthCollector = collector
+        self.name: str = name
+        self.slow_thresholds: tuple[float, ...] = slow_thresholds
         self._ref = weakref.ref(breaker)
 
     def __repr__(self) -> str:
