@@ -246,6 +246,21 @@ def test_bad_buffer_sizes_raise(size, error, message):
         SignalPipeline(size)
 
 
+@pytest.mark.parametrize(
+    ("window", "error", "message"),
+    [
+        (-0.001, ValueError, "batch_window must be a finite number of seconds >= 0, got -0.001"),
+        (float("inf"), ValueError, "batch_window must be a finite number of seconds >= 0, got inf"),
+        (float("nan"), ValueError, "batch_window must be a finite number of seconds >= 0, got nan"),
+        ("1ms", TypeError, "batch_window must be a number of seconds, got str"),
+        (False, TypeError, "batch_window must be a number of seconds, got bool"),
+    ],
+)
+def test_bad_batch_windows_raise(window, error, message):
+    with pytest.raises(error, match=f"^{re.escape(message)}$"):
+        SignalPipeline(batch_window=window)
+
+
 def test_a_registry_with_a_foreign_metric_of_our_name_is_refused_clearly(registry):
     Counter("circuit_breaker_state", "someone else's", registry=registry)
     with pytest.raises(

@@ -358,3 +358,30 @@ async def test_signals_older_than_an_applied_close_stay_void_across_batches(
         in_thread(listener.close)  # from the bridge: applied with the first batch
         await pipeline.flush()
     assert samples(registry, "long") == {}
+
+
+async def test_the_batch_window_gathers_a_trickle_into_one_batch(anyio_backend, registry):
+    pipeline = SignalPipeline(batch_window=3600.0)  # only flush() ends this window
+    listener = PrometheusListener("trickle", registry, pipeline=pipeline)
+    async with Consumer(pipeline):
+        await wait_until(lambda: pipeline._sleeping)
+        batches = pipeline.stats()["batches"]
+        for _ in range(50):
+            listener(OPEN)
+            await checkpoint()  # the loop runs, but the consumer waits out its window
+        assert count(registry, "trickle", "closed", "open") is None
+        with anyio.fail_after(10):
+            await pipeline.flush()  # cuts the window short
+        assert count(registry, "trickle", "closed", "open") == 50.0
+        assert pipeline.stats()["batches"] == batches + 1
+
+
+async def test_without_a_batch_window_each_signal_is_applied_when_the_loop_allows(
+    anyio_backend, registry
+):
+    pipeline = SignalPipeline(batch_window=0)
+    listener = PrometheusListener("eager", registry, pipeline=pipeline)
+    async with Consumer(pipeline):
+        for i in range(1, 4):
+            listener(OPEN)
+            await wait_until(lambda i=i: count(registry, "eager", "closed", "open") == float(i))

@@ -129,7 +129,7 @@ class Soak:
             async with anyio.create_task_group() as group:
                 await group.start(self.pipeline.run)
                 batches = self.pipeline.stats()["batches"]
-                while self.pipeline.stats()["batches"] < batches + 200 and not self.done:
+                while self.pipeline.stats()["batches"] < batches + 20 and not self.done:
                     self.watch()
                     await checkpoint()
                 group.cancel_scope.cancel()
