@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
 
     url = f"http://{args.host}:{server.server_port}/metrics"
     failed, rejected = outcomes["failed"], outcomes["rejected"]
-    print(f"{failed} calls failed, {rejected} rejected; metrics on {url}", flush=True)  # noqa: T201
+    print(f"{failed} calls failed, {rejected} rejected; metrics on {url}", flush=True)
     with suppress(KeyboardInterrupt):
         threading.Event().wait()  # keep serving until Ctrl-C
     server.shutdown()

@@ -127,9 +127,9 @@ def main(argv: list[str] | None = None) -> None:
         signal.signal(signal.SIGINT, stop)  # Ctrl-C
         signal.signal(signal.SIGTERM, stop)  # docker stop, kubernetes, systemd
         url = f"http://{args.host}:{server.server_port}/"
-        print(f"Serving on {url} (Ctrl-C to stop)", flush=True)  # noqa: T201
+        print(f"Serving on {url} (Ctrl-C to stop)", flush=True)
         server.serve_forever()
-    print("Stopped; every transition is exported.", flush=True)  # noqa: T201
+    print("Stopped; every transition is exported.", flush=True)
 
 
 if __name__ == "__main__":
