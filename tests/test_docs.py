@@ -90,7 +90,7 @@ def test_the_api_reference_renders_the_google_sections(site):
     # Args: and Raises: became tables, not paragraphs that start with "Args:".
     assert "Args:" not in html
     assert '<span class="doc-section-title">Raises:</span>' in html
-    assert "<code>max_buffer_size</code> is less than 1." in html
+    assert "<code>max_buffer_size</code> is less than 1, or <code>batch_window</code>" in html
 
 
 def test_the_asgi_and_health_pages_render_their_modules(site):
