@@ -15,6 +15,9 @@ Concurrency model
 * ``_loop_thread`` is written only with ``APPLY_LOCK`` held (start and stop of ``run()``), so a
   fallback or orphan drain, which holds it too, never interleaves with a consumer starting or
   stopping.
+* Once woken from sleep, the consumer waits ``batch_window`` seconds before taking a batch (a
+  pending ``flush()`` cancels the wait); the item it received holds in ``_held`` meanwhile, so a
+  cancellation there still applies it.
 * Every queued item carries a process-wide sequence number: the gauge shows the latest one applied,
   whichever path each took; counters are plain sums, so order does not matter to them.
 * Under trio, a Ctrl-C raises ``KeyboardInterrupt`` wherever the main thread is, unless the code
