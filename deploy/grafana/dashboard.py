@@ -268,67 +268,61 @@ def _legend() -> common_builders.VizLegendOptions:
     )
 
 
-def _failure_rate() -> timeseries.Panel:
-    return (
+def _window_panel(
+    panel_id: int, title: str, description: str, target: Dataquery, unit: str
+) -> timeseries.Panel:
+    """A health row time series over the breakers' windows: from 0, one line per series.
+
+    Ratios (unit ``percentunit``) also stop at 1.
+    """
+    panel = (
         timeseries.Panel()
-        .id(9)
-        .title("Failure rate (window)")
-        .description(
-            "Failed calls / calls in each selected circuit's window, as its tripper sees them "
-            "(worst replica). The window resets on every transition: no line while it is empty "
-            "(just tripped open, or no calls)."
-        )
+        .id(panel_id)
+        .title(title)
+        .description(description)
         .datasource(DATASOURCE)
-        .with_target(_query(FAILURE_RATE, legend="{{circuit_name}}"))
-        .unit("percentunit")
+        .with_target(target)
+        .unit(unit)
         .min(0)
-        .max(1)
-        .legend(_legend())
-        .height(8)
-        .span(12)
+    )
+    if unit == "percentunit":
+        panel = panel.max(1)
+    return panel.legend(_legend()).height(8).span(12)
+
+
+def _failure_rate() -> timeseries.Panel:
+    return _window_panel(
+        9,
+        "Failure rate (window)",
+        "Failed calls / calls in each selected circuit's window, as its tripper sees them "
+        "(worst replica). The window resets on every transition: no line while it is empty "
+        "(just tripped open, or no calls).",
+        _query(FAILURE_RATE, legend="{{circuit_name}}"),
+        "percentunit",
     )
 
 
 def _slow_call_rate() -> timeseries.Panel:
-    return (
-        timeseries.Panel()
-        .id(10)
-        .title("Slow-call rate (window)")
-        .description(
-            "Calls at least threshold_seconds long / calls in the window, one line per SlowRate "
-            "threshold of each selected circuit (worst replica); no line while the window is "
-            "empty."
-        )
-        .datasource(DATASOURCE)
-        .with_target(
-            _query(SLOW_CALL_RATE, legend="{{circuit_name}} >= {{threshold_seconds}} s"),
-        )
-        .unit("percentunit")
-        .min(0)
-        .max(1)
-        .legend(_legend())
-        .height(8)
-        .span(12)
+    return _window_panel(
+        10,
+        "Slow-call rate (window)",
+        "Calls at least threshold_seconds long / calls in the window, one line per SlowRate "
+        "threshold of each selected circuit (worst replica); no line while the window is "
+        "empty.",
+        _query(SLOW_CALL_RATE, legend="{{circuit_name}} >= {{threshold_seconds}} s"),
+        "percentunit",
     )
 
 
 def _average_latency() -> timeseries.Panel:
-    return (
-        timeseries.Panel()
-        .id(11)
-        .title("Average call latency (window)")
-        .description(
-            "Average duration of the calls in each selected circuit's window, failures counting "
-            "0 s as in fluxgate's AvgLatency tripper (worst replica); no line while the window "
-            "is empty."
-        )
-        .datasource(DATASOURCE)
-        .with_target(_query(AVERAGE_LATENCY, legend="{{circuit_name}}"))
-        .unit("s")
-        .min(0)
-        .legend(_legend())
-        .height(8)
-        .span(12)
+    return _window_panel(
+        11,
+        "Average call latency (window)",
+        "Average duration of the calls in each selected circuit's window, failures counting "
+        "0 s as in fluxgate's AvgLatency tripper (worst replica); no line while the window "
+        "is empty.",
+        _query(AVERAGE_LATENCY, legend="{{circuit_name}}"),
+        "s",
     )
 
 
