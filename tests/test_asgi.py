@@ -5,9 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -19,7 +17,6 @@ from fluxgate.retries import Cooldown
 from fluxgate.signal import Signal
 from fluxgate.trippers import FailureRate, MinRequests
 from prometheus_client import CollectorRegistry, make_asgi_app
-from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
@@ -27,6 +24,7 @@ from starlette.routing import Mount, Route
 from fluxgate_stream import ALL_STATES, PrometheusListener, SignalPipeline, default_pipeline
 from fluxgate_stream.asgi import lifespan, running
 
+from ._http import http_get, poll, scrape
 from ._metrics import count, shown
 
 if TYPE_CHECKING:
@@ -108,35 +106,6 @@ async def test_cancelling_the_block_stops_the_consumer_after_applying(registry, 
 
 
 # -- a real uvicorn ----------------------------------------------------------------------------
-
-
-def http_get(url: str) -> tuple[int, str]:
-    """GET ``url`` (following redirects); return the status and the body, errors included."""
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310  # our own server
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, error.read().decode()
-
-
-def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample served at ``url``, parsed as Prometheus does, minus ``_created``."""
-    status, text = http_get(url)
-    assert status == 200, text
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if not sample.name.endswith("_created")
-    }
-
-
-def poll(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Re-check ``predicate`` (each check is a real HTTP round trip) until true or the deadline."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
 
 
 def make_app(registry: CollectorRegistry, pipeline: SignalPipeline) -> Starlette:

@@ -11,9 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import ModuleType
@@ -23,10 +21,10 @@ import pytest
 from fluxgate import CircuitBreaker
 from fluxgate.retries import Cooldown
 from fluxgate.trippers import FailureRate, MinRequests
-from prometheus_client.parser import text_string_to_metric_families
 
 from fluxgate_stream import ALL_STATES, PrometheusListener, SignalPipeline
 
+from ._http import Samples, http_get, poll, scrape
 from ._metrics import count, samples, shown
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -38,8 +36,6 @@ AS_FROM_A_TERMINAL = (
     "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
     "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
 )
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 # -- running things and reading them over HTTP ------------------------------------------------
@@ -102,35 +98,6 @@ def running_script(*args: str, pass_fds: tuple[int, ...] = ()) -> Iterator[Proce
         yield process
     finally:
         process.kill()
-
-
-def http_get(url: str) -> tuple[int, str]:
-    """GET ``url`` (following redirects); return the status and the body, errors included."""
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310  # our own server
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, error.read().decode()
-
-
-def scrape(url: str) -> Samples:
-    """Every sample served at ``url``, parsed as Prometheus does, minus ``_created``."""
-    status, text = http_get(url)
-    assert status == 200, text
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if not sample.name.endswith("_created")
-    }
-
-
-def poll(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Re-check ``predicate`` (each check is a real HTTP round trip) until true or the deadline."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
 
 
 def tripped_once(scraped: Samples, name: str) -> bool:
