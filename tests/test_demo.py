@@ -291,6 +291,20 @@ def test_a_phase_with_an_operator_acts_once_and_only_on_a_change(runs_on):
     assert circuit["calls"]["rejected"] > 0
 
 
+@pytest.mark.parametrize("runs_on", ["task", "thread"])
+def test_stopping_lets_the_call_in_flight_finish(runs_on):
+    # Each call takes 0.3 s; the demo stops after 0.1 s, during the first call. A stop that
+    # cancelled calls would count none (and, with fluxgate's AsyncCircuitBreaker, could drop a
+    # transition's notification); ours waits for that call to return, then stops.
+    scenario = Scenario("slow", runs_on, (Phase("slow", 1000, latency=0.3),))
+    summary = io.StringIO()
+    config = DemoConfig(port=0, duration=0.1, scenarios=(scenario,))
+    assert run_demo(config, console=Console(file=io.StringIO()), json_out=summary) == 0
+    report = json.loads(summary.getvalue())
+    assert report["circuits"]["slow"]["calls"] == {"ok": 1, "failed": 0, "rejected": 0}
+    assert report["elapsed"] >= 0.3
+
+
 # -- the command line -------------------------------------------------------------------------
 
 

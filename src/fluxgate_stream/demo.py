@@ -45,7 +45,6 @@ from fluxgate_stream.pipeline import SignalPipeline
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from anyio import CancelScope
     from fluxgate.circuitbreaker import CircuitBreakerInfo
     from fluxgate.signal import Signal
     from fluxgate.state import State
@@ -392,9 +391,15 @@ class _Circuit:
             return True
         return False
 
-    async def drive(self, interval: float) -> None:
-        """Call the dependency through the breaker every ``interval`` seconds, until cancelled."""
-        while True:
+    async def drive(self, interval: float, stopping: anyio.Event) -> None:
+        """Call the dependency through the breaker every ``interval`` seconds until ``stopping``.
+
+        The loop is left between calls, never by cancelling one: fluxgate's
+        ``AsyncCircuitBreaker`` notifies its listeners through ``asyncio.gather``, so a call
+        cancelled right after a transition would change the breaker's state without telling any
+        listener, and the export could not match.
+        """
+        while not stopping.is_set():
             begun = self._advance()
             if begun is not None and begun.operator not in (None, self.state()):
                 await self._breaker.command(begun.operator)
@@ -406,7 +411,8 @@ class _Circuit:
                 self.calls.failed += 1
             else:
                 self.calls.ok += 1
-            await anyio.sleep(interval)
+            with anyio.move_on_after(interval):
+                await stopping.wait()
 
 
 def _blocking_dependency(latency: float, fail: bool) -> None:  # noqa: FBT001  # positional for run_sync
@@ -626,30 +632,31 @@ class _Stop:
 
     def __init__(self) -> None:
         self.reason: str | None = None
+        self.event = anyio.Event()
 
-    def fire(self, reason: str, scope: CancelScope) -> None:
+    def fire(self, reason: str) -> None:
         if self.reason is None:
             self.reason = reason
-        scope.cancel()
+        self.event.set()
 
 
-async def _stop_on_signals(stop: _Stop, scope: CancelScope) -> None:
-    """Cancel ``scope`` on SIGINT or SIGTERM; only the main thread can receive signals."""
+async def _stop_on_signals(stop: _Stop) -> None:
+    """Stop on SIGINT or SIGTERM; only the main thread can receive signals."""
     if threading.current_thread() is not threading.main_thread():
         return
     try:
         receiver = anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
         with receiver as signals:
             async for signum in signals:
-                stop.fire(signal.Signals(signum).name, scope)
+                stop.fire(signal.Signals(signum).name)
                 return
     except NotImplementedError:  # pragma: no cover  # asyncio on Windows: Ctrl-C raises instead
         return
 
 
-async def _stop_after(duration: float, stop: _Stop, scope: CancelScope) -> None:
+async def _stop_after(duration: float, stop: _Stop) -> None:
     await anyio.sleep(duration)
-    stop.fire("duration", scope)
+    stop.fire("duration")
 
 
 async def _demo(
@@ -672,17 +679,22 @@ async def _demo(
     stop = _Stop()
     async with anyio.create_task_group() as consumer:
         await consumer.start(pipeline.run)
-        async with anyio.create_task_group() as workers:
-            workers.start_soon(_stop_on_signals, stop, workers.cancel_scope)
+        async with anyio.create_task_group() as stoppers:
+            stoppers.start_soon(_stop_on_signals, stop)
             if config.duration is not None:
-                workers.start_soon(_stop_after, config.duration, stop, workers.cancel_scope)
-            for circuit in circuits:
-                workers.start_soon(circuit.drive, config.interval)
-            while True:
-                live.update(render_frame(frames.report(), width=live.console.width), refresh=True)
-                await anyio.sleep(config.refresh)
-        # Every breaker call has returned (worker threads are waited for, not abandoned), so
-        # stopping the consumer applies every signal they sent.
+                stoppers.start_soon(_stop_after, config.duration, stop)
+            async with anyio.create_task_group() as drivers:
+                for circuit in circuits:
+                    drivers.start_soon(circuit.drive, config.interval, stop.event)
+                while not stop.event.is_set():
+                    live.update(
+                        render_frame(frames.report(), width=live.console.width), refresh=True
+                    )
+                    with anyio.move_on_after(config.refresh):
+                        await stop.event.wait()
+            stoppers.cancel_scope.cancel()
+        # Every breaker call has returned (drivers finish their call, worker threads included),
+        # so stopping the consumer applies every signal they sent.
         consumer.cancel_scope.cancel()
     report = frames.report(stop.reason)
     live.update(render_frame(report, width=live.console.width), refresh=True)
