@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -65,3 +70,22 @@ class Consumer:
     async def __aexit__(self, *exc: object) -> None:
         if self._group is not None:
             await self.stop()
+
+
+def run_multiprocess_worker(code: str, directory: Path) -> Any:
+    """Run ``code`` in a new interpreter in prometheus_client's multiprocess mode.
+
+    ``PROMETHEUS_MULTIPROC_DIR`` is ``directory``, set before anything is imported, as under
+    gunicorn. The code must print one line of JSON; return it parsed.
+    """
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)

@@ -102,6 +102,13 @@ def test_the_asgi_and_health_pages_render_their_modules(site):
     assert "circuit_breaker_last_transition_timestamp_seconds" in health  # the module docstring
 
 
+def test_the_time_in_state_page_renders_its_rules_from_the_module(site):
+    html = page(site, "time_in_state")
+    assert "circuit_breaker_state_seconds_total" in html
+    assert "A late signal changes no interval." in html
+    assert "The clock may go backwards" in html
+
+
 def test_the_guarantees_page_renders_the_concurrency_model_from_the_source(site):
     html = page(site, "guarantees")
     assert "fluxgate_stream.pipeline--concurrency-model" in anchors(html)

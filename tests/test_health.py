@@ -10,12 +10,8 @@ from __future__ import annotations
 import doctest
 import gc
 import inspect
-import json
 import logging
-import os
 import re
-import subprocess
-import sys
 import threading
 import time
 import weakref
@@ -42,6 +38,8 @@ from fluxgate_stream.health import (
     collector_for,
     watch,
 )
+
+from ._helpers import run_multiprocess_worker
 
 BUFFERED = "circuit_breaker_buffered_calls"
 FAILURE = "circuit_breaker_failure_rate_ratio"
@@ -709,17 +707,7 @@ print(json.dumps(out))
 
 
 def test_in_a_real_multiprocess_worker_health_never_reaches_the_merged_scrape(tmp_path):
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
-    done = subprocess.run(
-        [sys.executable, "-c", WORKER],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    out = json.loads(done.stdout)
+    out = run_multiprocess_worker(WORKER, tmp_path)
     assert out["multiprocess"] is True
     assert out["error"] == MULTIPROCESS_MESSAGE
     assert "worker_requests_total 1.0" in out["merged"]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from fluxgate.signal import Signal
 
 from fluxgate_stream.pipeline import SignalPipeline, default_pipeline
 from fluxgate_stream.series import circuit_for
-from fluxgate_stream.states import KNOWN_STATES, check_signal, check_state
+from fluxgate_stream.states import KNOWN_STATES, check_signal, check_state, check_timestamp
 
 if TYPE_CHECKING:
     from fluxgate.state import State
@@ -78,6 +78,8 @@ class QueueingListener:
             TypeError: ``signal`` is not a ``fluxgate.signal.Signal``; nothing is queued.
             ValueError: its ``old_state`` or ``new_state`` is not a fluxgate state; nothing is
                 queued.
+            TypeError, ValueError: the circuit counts time in state and ``signal.timestamp`` is
+                not a finite number; nothing is queued.
         """
         # Fast path first (one class check, two set lookups); check_signal explains failures.
         try:
@@ -90,7 +92,10 @@ class QueueingListener:
             fast = False
         if not fast:
             check_signal(signal)
-        self._pipeline.submit(self._target, signal)
+        target = self._target
+        if target.timed:
+            check_timestamp(signal)
+        self._pipeline.submit(target, signal)
 
     def close(self) -> None:
         """Drop every series of this listener's ``circuit_name``. Idempotent.
@@ -123,11 +128,18 @@ class PrometheusListener(QueueingListener):
         initial_state: the state a circuit without series shows from construction on, so that
             circuits which never tripped are counted by ``sum(circuit_breaker_state) by (state)``.
             ``None`` turns this off (upstream's behaviour: no series before the first transition).
+        time_in_state: also export ``circuit_breaker_state_seconds_total{circuit_name,state}``,
+            the seconds the circuit has spent in each state, from the signals' timestamps, the
+            current state counted up to each scrape (see ``fluxgate_stream.time_in_state``).
+            Off by default, so that the drop-in exports exactly upstream's series. Once on for
+            a (registry, name), it stays on for every listener of that circuit.
 
     Raises:
-        TypeError: ``name`` is not a ``str``, or ``pipeline`` is not a ``SignalPipeline``.
+        TypeError: ``name`` is not a ``str``, ``pipeline`` is not a ``SignalPipeline``, or
+            ``time_in_state`` is not a ``bool``.
         ValueError: ``name`` is empty, ``initial_state`` is not a fluxgate state, or
             ``registry`` holds an unrelated collector under one of our metric names.
+        RuntimeError: ``time_in_state`` is true in prometheus_client's multiprocess mode.
 
     Example:
         >>> from prometheus_client import CollectorRegistry
@@ -154,9 +166,13 @@ class PrometheusListener(QueueingListener):
         *,
         pipeline: SignalPipeline | None = None,
         initial_state: State | None = "closed",
+        time_in_state: bool = False,
     ) -> None:
         check_name(name)
         self._pipeline = resolve_pipeline(pipeline)
         if initial_state is not None:
             check_state(initial_state, "initial_state")
-        self._target = circuit_for(registry, name, initial_state)
+        timed = cast("object", time_in_state)  # checked at run time: callers may not be typed
+        if not isinstance(timed, bool):
+            raise TypeError(f"time_in_state must be a bool, got {type(timed).__name__}")
+        self._target = circuit_for(registry, name, initial_state, time_in_state=time_in_state)

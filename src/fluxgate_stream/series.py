@@ -23,6 +23,7 @@ Module state that identifies series (the families and their circuits) survives
 
 from __future__ import annotations
 
+import time
 import warnings
 import weakref
 from typing import TYPE_CHECKING, TypeVar, cast
@@ -32,6 +33,7 @@ from prometheus_client import values as _values
 
 from fluxgate_stream.states import ALL_STATES
 from fluxgate_stream.tally import APPLY_LOCK
+from fluxgate_stream.time_in_state import MULTIPROCESS_MESSAGE, StateClock, StateSecondsCollector
 
 with warnings.catch_warnings():
     # In multiprocess mode, upstream's import-time clear() of its (empty) metrics warns that
@@ -42,6 +44,8 @@ with warnings.catch_warnings():
     from fluxgate.listeners import prometheus as _upstream
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from fluxgate.state import State
 
     from fluxgate_stream.tally import Pending
@@ -86,11 +90,14 @@ class Circuit:
         state_seq: sequence number of the signal that set ``state`` (-1: set by construction).
         closed_seq: sequence number of the latest applied ``close()`` (-1: never closed);
             signals older than it are void, their series having been dropped.
+        clock: its time in each state, once a listener asked for it (see ``time_in_state``).
+        timed: ``clock is not None``, read by ``Tally.add`` for every signal.
     """
 
     __slots__ = (
         "_counters",
         "_gauges",
+        "clock",
         "closed_seq",
         "counter",
         "gauge",
@@ -98,6 +105,7 @@ class Circuit:
         "name",
         "state",
         "state_seq",
+        "timed",
     )
 
     def __init__(
@@ -110,6 +118,8 @@ class Circuit:
         self.state: State | None = None
         self.state_seq: int = -1
         self.closed_seq: int = -1
+        self.clock: StateClock | None = None
+        self.timed: bool = False
         self._gauges: dict[State, Gauge] = {}
         self._counters: dict[tuple[State, State], Counter] = {}
 
@@ -117,7 +127,7 @@ class Circuit:
         return f"<Circuit {self.name!r} state={self.state!r}>"
 
     def write(self, pending: Pending) -> None:
-        """Apply a tally's record: close first, then the latest state, then the counts.
+        """Apply a tally's record: close first, then the latest state, the counts and the time.
 
         Caller must hold APPLY_LOCK.
         """
@@ -127,6 +137,15 @@ class Circuit:
             self.show(pending.state, pending.state_seq)
         for (old, new), n in pending.counts.items():
             self.count(old, new, n)
+        span = pending.span
+        if span is not None and self.clock is not None:
+            self.clock.merge(span)
+
+    def start_clock(self, now: float) -> None:
+        """Count time in state from ``now`` on, in the state shown. Caller must hold APPLY_LOCK."""
+        if self.clock is None:
+            self.clock = StateClock(self.state, now, self.state_seq)
+            self.timed = True
 
     def show(self, state: State, seq: int) -> None:
         """Set the gauge to 1 for ``state``, 0 for the other five. Caller must hold APPLY_LOCK."""
@@ -166,15 +185,17 @@ class Circuit:
                     self.counter.remove(self.name, state, new)
             self._gauges.clear()
             self._counters.clear()
+        if self.clock is not None:
+            self.clock.reset()
         self.state = None
         self.state_seq = -1
         self.closed_seq = max(self.closed_seq, seq)
 
 
 class _Family:
-    """The gauge and counter of one registry, its circuits by name, and its cap on their number."""
+    """The metrics of one registry, its circuits by name, and its cap on their number."""
 
-    __slots__ = ("circuits", "counter", "gauge", "max_circuits", "multiprocess")
+    __slots__ = ("circuits", "counter", "gauge", "max_circuits", "multiprocess", "seconds")
 
     def __init__(self, gauge: Gauge, counter: Counter, *, multiprocess: bool = False) -> None:
         self.gauge: Gauge = gauge
@@ -182,6 +203,28 @@ class _Family:
         self.multiprocess: bool = multiprocess
         self.circuits: dict[str, Circuit] = {}
         self.max_circuits: int | None = None
+        #: The time-in-state collector, registered with the first timed circuit.
+        self.seconds: StateSecondsCollector | None = None
+
+    def clocks(self) -> Iterator[tuple[str, StateClock]]:
+        """Every timed circuit's name and clock. Caller must hold APPLY_LOCK."""
+        for circuit in self.circuits.values():
+            if circuit.clock is not None:
+                yield circuit.name, circuit.clock
+
+    def count_seconds(self, registry: CollectorRegistry) -> None:
+        """Register the time-in-state collector unless done. Caller must hold APPLY_LOCK.
+
+        Raises:
+            RuntimeError: prometheus_client runs in multiprocess mode.
+            ValueError: ``registry`` already holds another collector named like our counter.
+        """
+        if self.multiprocess:
+            raise RuntimeError(MULTIPROCESS_MESSAGE)
+        if self.seconds is None:
+            seconds = StateSecondsCollector(self.clocks, APPLY_LOCK)
+            registry.register(seconds)
+            self.seconds = seconds
 
 
 # Keyed weakly so that a test's throw-away registry takes its circuits with it. Both survive
@@ -272,22 +315,31 @@ def _existing_or_new(
 
 
 def circuit_for(
-    registry: CollectorRegistry | None, name: str, initial_state: State | None
+    registry: CollectorRegistry | None,
+    name: str,
+    initial_state: State | None,
+    *,
+    time_in_state: bool = False,
 ) -> Circuit:
     """Return the one ``Circuit`` for ``name`` in ``registry`` (``None``: the default registry).
 
     A circuit that has never had a series shows ``initial_state`` from now on (unless it is
     ``None``), so a circuit that never trips is still counted by ``sum(circuit_breaker_state)``.
-    Any real transition outranks it, even one queued earlier.
+    Any real transition outranks it, even one queued earlier. With ``time_in_state``, the
+    circuit counts its time in each state from now on (``fluxgate_stream.time_in_state``).
 
     Raises:
         ValueError: the registry holds an unrelated collector named like one of ours, or ``name``
             is not valid UTF-8 text (it could not be exposed, and would break every scrape).
         CircuitLimitError: ``name`` is new and the registry already holds as many circuit names
             as ``limit_circuits()`` allows.
+        RuntimeError: ``time_in_state`` in prometheus_client's multiprocess mode.
     """
+    registry = REGISTRY if registry is None else registry
     with APPLY_LOCK:
-        family = _family(REGISTRY if registry is None else registry)
+        family = _family(registry)
+        if time_in_state:
+            family.count_seconds(registry)  # first: a failure leaves no circuit behind
         circuit = family.circuits.get(name)
         if circuit is None:
             _check_new_name(family, name)
@@ -296,6 +348,8 @@ def circuit_for(
             )
         if initial_state is not None and circuit.state is None and circuit.closed_seq < 0:
             circuit.show(initial_state, -1)
+        if time_in_state:
+            circuit.start_clock(time.time())
         return circuit
 
 

@@ -59,6 +59,8 @@ class _SinkTarget:
 
     __slots__ = ("closed_seq", "name", "sink")
 
+    timed = False  # a sink gets transitions, not time in state
+
     def __init__(self, name: str, sink: SignalSink) -> None:
         self.name = name
         self.sink = sink

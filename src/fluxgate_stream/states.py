@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import cast, get_args
 
 from fluxgate.signal import Signal
 from fluxgate.state import State
 
-__all__ = ["ALL_STATES", "KNOWN_STATES", "check_signal", "check_state"]
+__all__ = ["ALL_STATES", "KNOWN_STATES", "check_signal", "check_state", "check_timestamp"]
 
 ALL_STATES: tuple[State, ...] = get_args(State)
 """fluxgate's states in declaration order: closed, open, half_open, metrics_only, disabled,
@@ -46,3 +47,19 @@ def check_signal(signal: object) -> Signal:
     check_state(signal.old_state, "Signal.old_state")
     check_state(signal.new_state, "Signal.new_state")
     return signal
+
+
+def check_timestamp(signal: Signal) -> None:
+    """Check that a signal's ``timestamp`` is a finite number of seconds (for time in state).
+
+    Raises:
+        TypeError: ``signal.timestamp`` is not an ``int`` or a ``float`` (a ``bool`` is neither).
+        ValueError: it is infinite or NaN.
+    """
+    timestamp = cast("object", signal.timestamp)  # checked at run time: Signal does not
+    if isinstance(timestamp, bool) or not isinstance(timestamp, (int, float)):
+        raise TypeError(
+            f"Signal.timestamp must be a number of seconds, got {type(timestamp).__name__}"
+        )
+    if not math.isfinite(timestamp):
+        raise ValueError(f"Signal.timestamp must be finite, got {timestamp!r}")

@@ -5,7 +5,8 @@ and hand it to ``apply``: there is no second copy of the apply logic.
 
 A ``Tally`` keeps, per circuit, only what the metrics need: the latest state (by sequence
 number, so "latest state wins" whatever path a signal took), the number of transitions per
-(old_state, new_state), and whether a ``close()`` came first. Its size is bounded by the number
+(old_state, new_state), whether a ``close()`` came first and, for circuits that count time in
+state, their signals' timestamps folded into a ``Span``. Its size is bounded by the number
 of circuits (times 36 label sets), never by the number of signals.
 """
 
@@ -14,6 +15,8 @@ from __future__ import annotations
 import logging
 import threading
 from typing import TYPE_CHECKING, Protocol
+
+from fluxgate_stream.time_in_state import Span
 
 if TYPE_CHECKING:
     from fluxgate.signal import Signal
@@ -40,6 +43,11 @@ class Target(Protocol):
         ...
 
     @property
+    def timed(self) -> bool:
+        """Whether the consumer folds this target's signal timestamps into ``Pending.span``."""
+        ...
+
+    @property
     def closed_seq(self) -> int:
         """Sequence number of the latest applied ``close()``; older signals are void."""
         ...
@@ -62,15 +70,17 @@ class Pending:
         state: the latest new state among the transitions, or ``None`` if there were none.
         state_seq: the sequence number of that transition.
         counts: the number of transitions per (old_state, new_state).
+        span: for a timed target, the transitions' timestamps folded; else ``None``.
     """
 
-    __slots__ = ("close_seq", "counts", "state", "state_seq")
+    __slots__ = ("close_seq", "counts", "span", "state", "state_seq")
 
     def __init__(self) -> None:
         self.close_seq: int = -1
         self.state: State | None = None
         self.state_seq: int = -1
         self.counts: dict[tuple[State, State], int] = {}
+        self.span: Span | None = None
 
 
 class Tally:
@@ -104,12 +114,19 @@ class Tally:
                 pending.state = None
                 pending.state_seq = -1
                 pending.counts.clear()
+                pending.span = None
             return
         if seq > pending.state_seq:
             pending.state = signal.new_state
             pending.state_seq = seq
         key = (signal.old_state, signal.new_state)
         pending.counts[key] = pending.counts.get(key, 0) + 1
+        if circuit.timed:
+            span = pending.span
+            if span is None:
+                pending.span = Span(seq, signal)
+            else:
+                span.extend(seq, signal)
 
 
 #: Targets whose last write failed, with the number of failed writes since: a failure is logged
