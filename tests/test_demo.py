@@ -168,11 +168,24 @@ def test_the_demo_trips_real_breakers_and_exports_everything(backend):
         if line.split() and line.split()[0] in CIRCUITS
     }
     for name, circuit in report["circuits"].items():
-        # ... state, opened, half-open, closed, operator, ok, failed, rejected
-        assert rows[name][-8] == circuit["exported_state"]
-        assert int(rows[name][-7]) == sum(
+        # ... state, opened, half-open, closed, operator, % open, ok, failed, rejected
+        assert rows[name][-9] == circuit["exported_state"]
+        assert int(rows[name][-8]) == sum(
             n for pair, n in circuit["transitions"].items() if pair.endswith("->open")
         )
+        # time in state: counted from the listener's creation, so about the whole run
+        seconds = circuit["exported_seconds"]
+        assert set(seconds) == {
+            "closed",
+            "open",
+            "half_open",
+            "metrics_only",
+            "disabled",
+            "forced_open",
+        }
+        assert report["elapsed"] - 1.0 < sum(seconds.values()) < report["elapsed"] + 0.05
+        assert rows[name][-4] == f"{seconds['open'] / sum(seconds.values()):.1%}"
+        assert (seconds["open"] > 0) == (int(rows[name][-8]) > 0)  # open time iff it opened
 
 
 def test_a_mismatch_between_breakers_and_export_is_reported(monkeypatch):
@@ -217,14 +230,14 @@ def test_a_narrow_console_gets_the_compact_table():
         "api", "thread", "outage", "half_open", None, {}, {}, {"ok": 0, "failed": 0, "rejected": 0}
     )
     report = DemoReport("http://x/metrics", "trio", 2.0, 10.0, (circuit,), stopped_by="SIGINT")
-    for width, cells in ((80, ["api", "?", "0", "0", "0", "0"]), (140, None)):
+    for width, cells in ((80, ["api", "?", "0", "0", "0", "0", "-"]), (140, None)):
         out = io.StringIO()
         Console(file=out, width=width, color_system=None).print(render_frame(report, width=width))
         text = out.getvalue()
         title = "fluxgate-stream demo on trio: stopped by SIGINT after 2.0 s (schedule x10)"
         assert title in " ".join(text.split())
         row = next(line.split() for line in text.splitlines() if line.startswith("  api"))
-        expected = cells or ["api", "thread", "outage", "?", "0", "0", "0", "0", "0", "0", "0"]
+        expected = cells or ["api", "thread", "outage", "?", "0", "0", "0", "0", "-", "0", "0", "0"]
         assert len(max(text.splitlines(), key=len)) <= width
         assert row == expected
 

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from fluxgate_stream import ALL_STATES, health
+from fluxgate_stream.time_in_state import SECONDS_NAME
 
 from ._prom import DEPLOY, require_module, require_tool
 
@@ -53,7 +54,7 @@ def board() -> dict[str, Any]:
 def panels() -> dict[str, dict[str, Any]]:
     """The dashboard's panels (rows excluded) by title."""
     found = {p["title"]: p for p in board()["panels"] if p["type"] != "row"}
-    assert len(found) == 9, sorted(found)
+    assert len(found) == 11, sorted(found)
     return found
 
 
@@ -172,7 +173,7 @@ def test_dashboard_adds_a_state_timeline_and_a_transitions_table():
 def test_dashboard_adds_a_health_row_read_from_the_breakers_at_scrape_time():
     dashboard = board()
     rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
-    assert rows[-1] == "Health at scrape time: $circuit"
+    assert rows[-2] == "Health at scrape time: $circuit"
     by_title = panels()
     selected = 'circuit_name=~"$circuit"'
 
@@ -232,6 +233,39 @@ def test_the_health_panels_query_only_metrics_the_health_module_exports():
         assert used <= exported, (title, used - exported)
 
 
+def test_dashboard_adds_a_time_in_state_row():
+    dashboard = board()
+    rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
+    assert rows[-1] == "Time in state: $circuit"
+    by_title = panels()
+    selected = 'circuit_name=~"$circuit"'
+
+    time_open = by_title["Fraction of time open (5m)"]
+    assert time_open["type"] == "timeseries"
+    (target,) = time_open["targets"]
+    assert target["expr"] == (
+        "max by (circuit_name) "
+        f'(rate(circuit_breaker_state_seconds_total{{state="open", {selected}}}[5m]))'
+    )
+    defaults = time_open["fieldConfig"]["defaults"]
+    assert (defaults["unit"], defaults["min"], defaults["max"]) == ("percentunit", 0, 1)
+
+    in_state = by_title["Time in each state over the time range"]
+    assert in_state["type"] == "bargauge"
+    (target,) = in_state["targets"]
+    assert target["expr"] == (
+        "sum by (circuit_name, state) "
+        f"(increase(circuit_breaker_state_seconds_total{{{selected}}}[$__range])) > 0"
+    )
+    assert target["instant"] is True
+    assert target["legendFormat"] == "{{circuit_name}}: {{state}}"
+    assert in_state["fieldConfig"]["defaults"]["unit"] == "s"
+    # both query the metric that time_in_state=True exports
+    for panel in (time_open, in_state):
+        (target,) = panel["targets"]
+        assert set(re.findall(r"circuit_breaker_\w+", target["expr"])) == {f"{SECONDS_NAME}_total"}
+
+
 def test_timeline_shows_the_most_severe_state_first():
     generator = load_generator()
     assert sorted(generator.SEVERITY) == sorted(ALL_STATES)
@@ -261,7 +295,7 @@ def test_every_query_uses_the_datasource_variable():
 def test_dashboard_ids_are_unique_and_the_uid_is_stable():
     dashboard = board()
     ids = [p["id"] for p in dashboard["panels"]]
-    assert ids == list(range(1, 13))
+    assert ids == list(range(1, 16))
     assert dashboard["uid"] == "fluxgate-stream"
     assert "id" not in dashboard  # importing creates a new dashboard, keyed by uid
 

@@ -12,7 +12,10 @@ Through Prometheus' HTTP API we then check that:
   pending/firing state;
 * every breaker's health (``fluxgate_stream.health.watch``), read at scrape time, reaches
   Prometheus exactly, and the README's health queries (failure rate, slow-call rate, reopens,
-  time since the last transition, health joined with state) answer what the breakers did.
+  time since the last transition, health joined with state) answer what the breakers did;
+* every circuit's time in state (``time_in_state=True``) reaches Prometheus exactly for the
+  states it has left (OPEN episodes of microseconds included), and the README's "fraction of
+  time open" query answers which circuits were open, and for how much of the time.
 
 Prometheus learns nothing between two scrapes, so the test waits on scrapes (``ScrapeWatch``),
 never on the clock.
@@ -156,7 +159,7 @@ def make_breakers(
             tripper=MinRequests(1) & FailureRate(0.5),
             retry=Always(),
             permit=All() if probes else Random(0.0),
-            listeners=[PrometheusListener(name, registry, pipeline=pipeline)],
+            listeners=[PrometheusListener(name, registry, pipeline=pipeline, time_in_state=True)],
         )
 
     on_asyncio = backend == "asyncio"
@@ -174,7 +177,9 @@ def make_breakers(
             window=CountWindow(10),
             tripper=MinRequests(10)
             & (FailureRate(0.5) | SlowRate(0.9, threshold=SLOW) | SlowRate(0.9, threshold=60.0)),
-            listeners=[PrometheusListener("profile_api", registry, pipeline=pipeline)],
+            listeners=[
+                PrometheusListener("profile_api", registry, pipeline=pipeline, time_in_state=True)
+            ],
         ),
     )
     for name in FINAL_STATES:
@@ -387,6 +392,55 @@ def check_health_queries(
     return ok, answers
 
 
+# -- time in state ---------------------------------------------------------------------------------
+
+SECONDS = "circuit_breaker_state_seconds_total"
+# The README's query: the fraction of the window each circuit spent open.
+TIME_OPEN = 'rate(circuit_breaker_state_seconds_total{state="open"}[1m])'
+# Over a window that Prometheus' data covers whole (rate() divides by the window's length).
+TIME_FORCED_OPEN = 'rate(circuit_breaker_state_seconds_total{state="forced_open"}[10s])'
+
+
+def seconds_exported(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
+    """One scrape's time-in-state samples, by (circuit, state)."""
+    return {
+        (sample.labels["circuit_name"], sample.labels["state"]): sample.value
+        for family in registry.collect()
+        for sample in family.samples
+        if sample.name == SECONDS
+    }
+
+
+def check_time_in_state(
+    server: PrometheusServer, registry: CollectorRegistry
+) -> tuple[bool, dict[str, Any]]:
+    """Prometheus holds every closed interval exactly; the fraction-open query is right."""
+    stored = {
+        (row["metric"]["circuit_name"], row["metric"]["state"]): float(row["value"][1])
+        for row in server.query(SECONDS)
+    }
+    exported = seconds_exported(registry)  # after Prometheus' samples: never less than them
+    answers: dict[str, Any] = {SECONDS: stored}
+    ok = set(stored) == {(name, state) for name in FINAL_STATES for state in ALL_STATES}
+    for (name, state), value in stored.items():
+        if state == FINAL_STATES[name]:  # still accruing: up to the last scrape
+            ok &= 0 < value <= exported[name, state]
+        else:  # left for good: Prometheus holds exactly the sum of the intervals
+            ok &= value == exported[name, state]
+    answers[TIME_OPEN] = fraction = by("circuit_name", server.query(TIME_OPEN))
+    ok &= set(fraction) == set(FINAL_STATES)
+    # Open at some point of the last minute: the four that tripped in phase two; pricing_api's
+    # and search_api's opens lasted microseconds, far shorter than the 1 s scrape interval.
+    ok &= {name for name, value in fraction.items() if value > 0} == TRIPPING
+    ok &= all(fraction[name] < 0.01 for name in ("pricing_api", "search_api"))
+    ok &= all(0 < fraction[name] <= 1.05 for name in ("payment_api", "shipping_api"))
+    answers[TIME_FORCED_OPEN] = forced = by("circuit_name", server.query(TIME_FORCED_OPEN))
+    # forced open since phase one, before Prometheus first saw it: all of the time
+    ok &= 0.95 <= forced["ledger_api"] <= 1.05
+    ok &= all(value == 0 for name, value in forced.items() if name != "ledger_api")
+    return ok, answers
+
+
 # -- the dashboard's queries ----------------------------------------------------------------------
 
 
@@ -419,7 +473,7 @@ def check_dashboard(server: PrometheusServer) -> tuple[bool, dict[str, Any]]:
     answers: dict[str, Any] = {}
     ok = True
     targets = list(dashboard_targets())
-    assert len(targets) == 9, targets
+    assert len(targets) == 11, targets
     for title, target in targets:
         expr = grafana_to_promql(target["expr"])
         if target.get("instant"):
@@ -481,6 +535,16 @@ def check_dashboard(server: PrometheusServer) -> tuple[bool, dict[str, Any]]:
         for labels, v in answers["Time since the last transition"].items()
     }
     ok &= set(since) == set(FINAL_STATES) and all(v >= 0 for v in since.values())
+    # Time in state panels: every circuit that tripped spent a share of the 5 minutes open.
+    time_open = answers["Fraction of time open (5m)"]
+    ok &= set(time_open) == set(FINAL_STATES)
+    ok &= {name for name, value in time_open.items() if value > 0} == TRIPPING
+    in_state = {
+        (dict(labels)["circuit_name"], dict(labels)["state"])
+        for labels in answers["Time in each state over the time range"]
+    }
+    ok &= set(FINAL_STATES.items()) <= in_state
+    ok &= {name for name, _ in in_state} == set(FINAL_STATES)
     return ok, answers
 
 
@@ -598,6 +662,7 @@ async def test_real_prometheus_answers_the_spec_dashboard_and_alert_queries(
         await until(health_matches, "every breaker's health")
         await until(lambda: check_health_queries(server, breakers), "the README's health queries")
 
+        await until(lambda: check_time_in_state(server, registry), "every circuit's time in state")
         await until(lambda: check_spec_queries(server), "the spec page's PromQL answers")
         await until(lambda: check_dashboard(server), "the dashboard's panels")
         await until(lambda: check_dashboard_variable(server), "the dashboard's circuit list")

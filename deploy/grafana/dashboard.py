@@ -10,7 +10,9 @@ every circuit. The second row follows the circuits picked in the ``circuit`` var
 timeline and a table of the transitions in the dashboard's time range. The third row shows the
 same circuits' health, read from their breakers' windows at scrape time
 (``fluxgate_stream.health.watch``): failure rate, slow-call rate, average latency, and the time
-since each last changed state.
+since each last changed state. The fourth row shows where the same circuits spent their time
+(``PrometheusListener(..., time_in_state=True)``): the fraction of time open, which catches
+OPEN episodes shorter than the scrape interval, and the seconds in each state over the range.
 """
 
 from __future__ import annotations
@@ -105,6 +107,18 @@ AVERAGE_LATENCY = f"max by (circuit_name) (circuit_breaker_average_latency_secon
 SINCE_TRANSITION = (
     "time() - max by (circuit_name) "
     f"(circuit_breaker_last_transition_timestamp_seconds{{{CIRCUITS}}})"
+)
+
+
+# Time in state (PrometheusListener(..., time_in_state=True)): the worst replica's fraction of
+# the last 5 minutes spent open, and every state's seconds in the dashboard's range.
+TIME_OPEN = (
+    "max by (circuit_name) "
+    f'(rate(circuit_breaker_state_seconds_total{{state="open", {CIRCUITS}}}[5m]))'
+)
+TIME_IN_STATE = (
+    "sum by (circuit_name, state) "
+    f"(increase(circuit_breaker_state_seconds_total{{{CIRCUITS}}}[$__range])) > 0"
 )
 
 
@@ -326,20 +340,20 @@ def _average_latency() -> timeseries.Panel:
     )
 
 
-def _since_transition() -> bargauge.Panel:
+def _bar_panel(
+    panel_id: int, title: str, description: str, target: Dataquery, decimals: int
+) -> bargauge.Panel:
+    """A horizontal bar gauge of seconds, one bar per series of an instant query."""
     return (
         bargauge.Panel()
-        .id(12)
-        .title("Time since the last transition")
-        .description(
-            "How long each selected circuit has been in its current state (its most recently "
-            "changed replica), from circuit_breaker_last_transition_timestamp_seconds."
-        )
+        .id(panel_id)
+        .title(title)
+        .description(description)
         .datasource(DATASOURCE)
-        .with_target(_query(SINCE_TRANSITION, legend="{{circuit_name}}", instant=True))
+        .with_target(target)
         .unit("s")
         .min(0)
-        .decimals(0)
+        .decimals(decimals)
         .display_mode(common.BarGaugeDisplayMode.BASIC)
         .orientation(common.VizOrientation.HORIZONTAL)
         .reduce_options(
@@ -347,6 +361,40 @@ def _since_transition() -> bargauge.Panel:
         )
         .height(8)
         .span(12)
+    )
+
+
+def _since_transition() -> bargauge.Panel:
+    return _bar_panel(
+        12,
+        "Time since the last transition",
+        "How long each selected circuit has been in its current state (its most recently "
+        "changed replica), from circuit_breaker_last_transition_timestamp_seconds.",
+        _query(SINCE_TRANSITION, legend="{{circuit_name}}", instant=True),
+        0,
+    )
+
+
+def _time_open() -> timeseries.Panel:
+    return _window_panel(
+        14,
+        "Fraction of time open (5m)",
+        "The share of the last 5 minutes each selected circuit spent OPEN (worst replica), "
+        "from circuit_breaker_state_seconds_total: exact even for OPEN episodes shorter than "
+        "the scrape interval, which the state gauge cannot see.",
+        _query(TIME_OPEN, legend="{{circuit_name}}"),
+        "percentunit",
+    )
+
+
+def _time_in_state() -> bargauge.Panel:
+    return _bar_panel(
+        15,
+        "Time in each state over the time range",
+        "Seconds each selected circuit spent in each state during the dashboard's time range "
+        "(summed over replicas), from circuit_breaker_state_seconds_total.",
+        _query(TIME_IN_STATE, legend="{{circuit_name}}: {{state}}", instant=True),
+        1,
     )
 
 
@@ -358,8 +406,8 @@ def build() -> dash.Dashboard:
         .uid(UID)
         .description(
             "State and transitions of fluxgate circuit breakers, as exported by fluxgate-stream "
-            "(or fluxgate's own PrometheusListener), and their health at scrape time "
-            "(fluxgate_stream.health)."
+            "(or fluxgate's own PrometheusListener), their health at scrape time "
+            "(fluxgate_stream.health) and their time in each state (time_in_state=True)."
         )
         .tags(["fluxgate", "circuit-breaker", "prometheus"])
         .editable()
@@ -397,6 +445,9 @@ def build() -> dash.Dashboard:
         .with_panel(_slow_call_rate())
         .with_panel(_average_latency())
         .with_panel(_since_transition())
+        .with_row(dash.Row("Time in state: $circuit").id(13))
+        .with_panel(_time_open())
+        .with_panel(_time_in_state())
     )
 
 

@@ -23,7 +23,7 @@ _STYLES = {
 }
 _OPERATOR_STATES = ("forced_open", "metrics_only", "disabled")
 #: The least console width that shows every column.
-WIDE = 116
+WIDE = 120
 
 
 def _into(circuit: CircuitReport, *states: str) -> int:
@@ -33,8 +33,12 @@ def _into(circuit: CircuitReport, *states: str) -> int:
     )
 
 
+def _percent(share: float | None) -> str:
+    return "-" if share is None else f"{share:.1%}"
+
+
 def render_frame(report: DemoReport, *, width: int = 120) -> Table:
-    """Render one frame: every circuit's exported state and transition counts.
+    """Render one frame: every circuit's exported state, transition counts and time open.
 
     Below ``WIDE`` columns of ``width``, the frame leaves out how each breaker runs, its
     dependency's phase and the call counts.
@@ -51,7 +55,7 @@ def render_frame(report: DemoReport, *, width: int = 120) -> Table:
         >>> with console.capture() as capture:
         ...     console.print(render_frame(report, width=80))
         >>> [line.split() for line in capture.get().splitlines() if "api" in line]
-        [['api', 'open', '1', '0', '0', '0']]
+        [['api', 'open', '1', '0', '0', '0', '-']]
     """
     wide = width >= WIDE
     running = (
@@ -71,7 +75,7 @@ def render_frame(report: DemoReport, *, width: int = 120) -> Table:
         table.add_column("runs", no_wrap=True)
         table.add_column("dependency", no_wrap=True)
     table.add_column("state", no_wrap=True)
-    for header in ("opened", "half-open", "closed", "operator"):
+    for header in ("opened", "half-open", "closed", "operator", "% open"):
         table.add_column(header, justify="right", no_wrap=True)
     if wide:
         for header in ("ok", "failed", "rejected"):
@@ -87,6 +91,7 @@ def render_frame(report: DemoReport, *, width: int = 120) -> Table:
             str(_into(circuit, "half_open")),
             str(_into(circuit, "closed")),
             str(_into(circuit, *_OPERATOR_STATES)),
+            _percent(circuit.open_share),
         ]
         if wide:
             row += [str(circuit.calls[key]) for key in ("ok", "failed", "rejected")]

@@ -338,7 +338,10 @@ class _Circuit:
             tripper = tripper | SlowRate(0.5, threshold=scenario.slow_threshold)
         tripper = MinRequests(5) & tripper
         cooldown = Cooldown(3.0 / clock.speed)  # 3 schedule seconds
-        listeners = (PrometheusListener(scenario.name, registry, pipeline=pipeline), self.witness)
+        listener = PrometheusListener(
+            scenario.name, registry, pipeline=pipeline, time_in_state=True
+        )
+        listeners = (listener, self.witness)
         self._breaker: _OnTask | _OnThread
         if scenario.runs_on == "task":
             breaker = async_breaker(
@@ -431,10 +434,12 @@ class Exported:
     Attributes:
         states: every state whose ``circuit_breaker_state`` series is 1 (exactly one if healthy).
         transitions: ``circuit_breaker_state_transition_total`` by (old_state, new_state).
+        seconds: ``circuit_breaker_state_seconds_total`` by state (empty unless timed).
     """
 
     states: list[str] = field(default_factory=list[str])
     transitions: dict[tuple[str, str], int] = field(default_factory=dict[tuple[str, str], int])
+    seconds: dict[str, float] = field(default_factory=dict[str, float])
 
     @property
     def state(self) -> str | None:
@@ -462,6 +467,9 @@ def read_exported(registry: CollectorRegistry) -> dict[str, Exported]:
                 exported = circuits.setdefault(sample.labels["circuit_name"], Exported())
                 key = (sample.labels["old_state"], sample.labels["new_state"])
                 exported.transitions[key] = int(sample.value)
+            elif sample.name == "circuit_breaker_state_seconds_total":
+                exported = circuits.setdefault(sample.labels["circuit_name"], Exported())
+                exported.seconds[sample.labels["state"]] = sample.value
     return circuits
 
 
@@ -481,6 +489,7 @@ class CircuitReport:
         transitions: transitions the breaker reported, by ``"old->new"``.
         exported_transitions: transitions exported, by ``"old->new"`` (zeros left out).
         calls: ``ok``, ``failed`` and ``rejected`` call counts.
+        exported_seconds: exported seconds in each state (``time_in_state=True``).
     """
 
     name: str
@@ -491,6 +500,13 @@ class CircuitReport:
     transitions: dict[str, int]
     exported_transitions: dict[str, int]
     calls: dict[str, int]
+    exported_seconds: dict[str, float] = field(default_factory=dict[str, float])
+
+    @property
+    def open_share(self) -> float | None:
+        """The exported share of time spent open so far, or ``None`` before any time counts."""
+        total = math.fsum(self.exported_seconds.values())
+        return self.exported_seconds.get("open", 0.0) / total if total > 0 else None
 
     @property
     def matches(self) -> bool:
@@ -542,6 +558,7 @@ class DemoReport:
                         "transitions": circuit.transitions,
                         "exported_transitions": circuit.exported_transitions,
                         "calls": circuit.calls,
+                        "exported_seconds": circuit.exported_seconds,
                         "matches": circuit.matches,
                     }
                     for circuit in self.circuits
@@ -590,6 +607,7 @@ class _Frames:
                         "failed": circuit.calls.failed,
                         "rejected": circuit.calls.rejected,
                     },
+                    exported_seconds=dict(seen.seconds),
                 )
             )
         return DemoReport(
