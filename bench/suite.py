@@ -30,9 +30,11 @@ from bench.harness import (
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "report.md"
 
 #: Companion benchmarks, each a module with ``run(quick) -> str`` returning a Markdown table:
-#: an anyio circuit breaker's per-call overhead, and the health collector's scrape cost.
+#: an anyio circuit breaker's per-call overhead, the health collector's scrape cost, and what
+#: time in state costs.
 BREAKER_BENCH_MODULE = "bench.bench_breaker"
 HEALTH_BENCH_MODULE = "bench.bench_health"
+TIME_IN_STATE_BENCH_MODULE = "bench.bench_time_in_state"
 
 #: Targets from the issue (medians, ratios vs upstream in the same run).
 LOOP_RATIO_TARGET = 50.0
@@ -573,6 +575,13 @@ def health_section(*, quick: bool) -> str:
     )
 
 
+def time_in_state_section(*, quick: bool) -> str:
+    """Section 9: ``bench.bench_time_in_state``."""
+    return companion_section(
+        "9. Time in state: cost, off vs on", TIME_IN_STATE_BENCH_MODULE, quick=quick
+    )
+
+
 def render(
     cfg: Config,
     results: dict[str, BackendResults],
@@ -610,6 +619,7 @@ def render(
         breakers_section(cfg, results),
         anyio_breaker_section(quick=cfg.quick),
         health_section(quick=cfg.quick),
+        time_in_state_section(quick=cfg.quick),
     ]
     return "\n\n".join(sections) + "\n"
 

@@ -27,6 +27,7 @@ SECTIONS = (
     "## 6. Real breakers",
     "## 7. anyio circuit breaker: per-call overhead",
     "## 8. Breaker health collector: scrape cost",
+    "## 9. Time in state: cost, off vs on",
 )
 
 
@@ -57,7 +58,7 @@ def _rows(report: str, section: str) -> list[list[str]]:
         if line.startswith("| ")
     ]
     # Drop each table's header row (the one right after a non-table line).
-    headers = {tuple(r) for r in rows if r and r[0] in ("Backend", "Target", "circuits")}
+    headers = {tuple(r) for r in rows if r and r[0] in ("Backend", "Target", "circuits", "measure")}
     return [r for r in rows if tuple(r) not in headers]
 
 
@@ -154,3 +155,17 @@ def test_a_broken_breaker_benchmark_is_not_hidden(monkeypatch):
     monkeypatch.setattr(suite, "BREAKER_BENCH_MODULE", "bench.no_such_package.sub")
     with pytest.raises(ModuleNotFoundError, match=r"^No module named 'bench\.no_such_package'$"):
         suite.anyio_breaker_section(quick=True)
+
+
+def test_time_in_state_is_measured_off_and_on(report):
+    written, _ = report
+    rows = _rows(written, SECTIONS[9])
+    assert [row[0].split(",")[0] for row in rows] == [
+        "loop-thread producer",
+        "drain of 10",
+        "direct apply (no consumer)",
+        "scrape of 1",
+    ]
+    # the scrape with time in state on carries six more series per circuit: about twice the bytes
+    off_kib, on_kib = (int(cell.split(", ")[1].removesuffix(" KiB")) for cell in rows[3][1:3])
+    assert 1.8 < on_kib / off_kib < 2.2
