@@ -94,7 +94,10 @@ class QueueingListener:
             check_signal(signal)
         target = self._target
         if target.timed:
-            check_timestamp(signal)
+            timestamp = signal.timestamp
+            # A finite float passes (x - x is 0.0; for inf and nan it is nan, which is true).
+            if timestamp.__class__ is not float or timestamp - timestamp:
+                check_timestamp(signal)
         self._pipeline.submit(target, signal)
 
     def close(self) -> None:
