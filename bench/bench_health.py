@@ -205,12 +205,19 @@ def run(quick: bool) -> str:  # noqa: FBT001 - the suite calls run(quick) positi
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def companion_main(
+    run: Callable[[bool], str], description: str, argv: Sequence[str] | None = None
+) -> int:
+    """The command line of a companion benchmark: ``[--quick]``, then print ``run(quick)``."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="few rounds: a smoke run")
     args = parser.parse_args(argv)
     print(run(args.quick))
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return companion_main(run, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ trio; the suite's other sections compare the backends).
 
 from __future__ import annotations
 
-import argparse
 import gc
 import time
 from collections.abc import Sequence
@@ -25,7 +24,7 @@ import anyio
 from fluxgate.signal import Signal
 from prometheus_client import CollectorRegistry, generate_latest
 
-from bench.bench_health import _fmt_ns, _table, _time
+from bench.bench_health import _fmt_ns, _table, _time, companion_main
 from fluxgate_stream import PrometheusListener, SignalPipeline
 
 CIRCUITS = 100
@@ -190,11 +189,7 @@ def run(quick: bool) -> str:  # noqa: FBT001 - the suite calls run(quick) positi
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="few rounds: a smoke run")
-    args = parser.parse_args(argv)
-    print(run(args.quick))
-    return 0
+    return companion_main(run, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":
