@@ -173,7 +173,8 @@ def test_the_demo_trips_real_breakers_and_exports_everything(backend):
         assert int(rows[name][-8]) == sum(
             n for pair, n in circuit["transitions"].items() if pair.endswith("->open")
         )
-        # time in state: counted from the listener's creation, so about the whole run
+        # time in state: counted from the listener's creation, so about the whole run (a
+        # frame read between a transition and its apply holds the old state a little longer)
         seconds = circuit["exported_seconds"]
         assert set(seconds) == {
             "closed",
@@ -183,7 +184,7 @@ def test_the_demo_trips_real_breakers_and_exports_everything(backend):
             "disabled",
             "forced_open",
         }
-        assert report["elapsed"] - 1.0 < sum(seconds.values()) < report["elapsed"] + 0.05
+        assert report["elapsed"] - 1.0 < sum(seconds.values()) < report["elapsed"] + 0.5
         assert rows[name][-4] == f"{seconds['open'] / sum(seconds.values()):.1%}"
         assert (seconds["open"] > 0) == (int(rows[name][-8]) > 0)  # open time iff it opened
 

@@ -9,15 +9,15 @@ import time
 import anyio
 import pytest
 from fluxgate.signal import Signal
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Gauge
 
 from fluxgate_stream import ALL_STATES, PrometheusListener, SignalPipeline, series
 from fluxgate_stream.anyio_breaker import AnyioCircuitBreaker
-from fluxgate_stream.series import circuit_for
+from fluxgate_stream.series import Circuit, circuit_for
 from fluxgate_stream.tally import Tally, apply
-from fluxgate_stream.time_in_state import MULTIPROCESS_MESSAGE
+from fluxgate_stream.time_in_state import MULTIPROCESS_MESSAGE, Span, StateClock
 
 from ._breakers import Recorder, adrive, async_breaker, drive, quick, sync_breaker
 from ._helpers import Consumer, run_multiprocess_worker
@@ -44,7 +44,20 @@ def truth(signals: list[Signal]) -> dict[str, float]:
     return out
 
 
-def at(old: str, new: str, timestamp: float) -> Signal:
+def let_time_pass(seconds: float) -> None:
+    """Wall time must pass for a clock to count it; nothing else is waited for."""
+    time.sleep(seconds)  # sleep-ok: the point is that wall time passes, not to wait for work
+
+
+def accruing(registry: CollectorRegistry, name: str) -> set[str]:
+    """The states of circuit ``name`` whose seconds grow while 20 ms pass."""
+    before = seconds(registry, name)
+    let_time_pass(0.02)
+    after = seconds(registry, name)
+    return {state for state in ALL_STATES if (after[state] or 0.0) > (before[state] or 0.0)}
+
+
+def at(old: str, new: str, timestamp: object) -> Signal:
     return Signal(old_state=old, new_state=new, timestamp=timestamp)  # type: ignore[arg-type]  # states checked by the listener
 
 
@@ -68,9 +81,7 @@ def test_a_new_circuit_counts_its_initial_state_from_creation(registry):
     now = time.time()
     assert first == {**dict.fromkeys(ALL_STATES, 0.0), "closed": first["closed"]}
     assert 0.0 <= first["closed"] <= now - before
-    deadline = now + 10.0
-    while time.time() < now + 0.05:  # poll the clock: 50 ms must pass
-        assert time.time() < deadline
+    let_time_pass(0.05)
     assert seconds(registry, "payment_api")["closed"] >= first["closed"] + 0.05
 
 
@@ -222,18 +233,20 @@ def test_a_plain_script_counts_through_the_sync_fallback(registry):
 # -- the rules: order, late signals, the clock, monotonic export -------------------------------
 
 
-def timed_circuit(registry: CollectorRegistry, name: str = "c"):
+def timed_circuit(registry: CollectorRegistry, name: str = "c") -> Circuit:
     return circuit_for(registry, name, None, time_in_state=True)
 
 
-def apply_items(*items: tuple[int, object, Signal | None], in_order: bool = True) -> None:
+def apply_items(*items: tuple[int, Circuit, Signal | None], in_order: bool = True) -> None:
     """One tally of explicitly numbered items, applied as a batch is (sorted by sequence).
 
+    Sequence numbers count from when the circuit's timing began (as if queued after it).
     ``in_order=False`` adds them as given, as the overflow ledger does with what threads queue.
     """
     tally = Tally()
-    for item in sorted(items, key=lambda item: item[0]) if in_order else items:
-        tally.add(item)  # type: ignore[arg-type]  # a real Circuit is a Target
+    for seq, circuit, signal in sorted(items, key=lambda item: item[0]) if in_order else items:
+        assert circuit.clock is not None
+        tally.add((circuit.clock.start_seq + seq, circuit, signal))
     assert apply(tally) == 0
 
 
@@ -344,6 +357,7 @@ def test_close_drops_the_series_and_the_next_transition_starts_from_zero(registr
     assert values["closed"] == 0.0  # nothing before the first transition after close()
 
 
+@settings(max_examples=150, deadline=None, derandomize=True, database=None)
 @given(
     steps=st.lists(
         st.tuples(
@@ -366,7 +380,7 @@ def test_property_totals_are_exact_whatever_the_batches(steps):
         clock += step
         signals.append(at(state, new, clock))
         state = new
-    batch: list[tuple[int, object, Signal]] = []
+    batch: list[tuple[int, Circuit, Signal | None]] = []
     for seq, (signal, (_, _, cut)) in enumerate(zip(signals, steps, strict=True)):
         batch.append((seq, circuit, signal))
         if cut:
@@ -380,6 +394,69 @@ def test_property_totals_are_exact_whatever_the_batches(steps):
         if each != state:
             assert values[each] == pytest.approx(expected[each], abs=1e-6), each
     assert values[state] >= expected[state]
+
+
+# -- timing turned on late, bad timestamps queued earlier, shared circuits ----------------------
+
+
+@pytest.mark.anyio
+async def test_a_bad_timestamp_queued_before_timing_neither_kills_the_consumer_nor_the_batch(
+    anyio_backend, registry
+):
+    pipeline = SignalPipeline()
+    plain = PrometheusListener("c", registry, pipeline=pipeline)
+    other = PrometheusListener("other", registry, pipeline=pipeline)
+    async with Consumer(pipeline):
+        plain(at("closed", "open", time.time()))
+        plain(at("open", "half_open", None))  # accepted: the circuit is untimed when queued
+        other(at("closed", "open", time.time()))  # another circuit, in the same batch
+        PrometheusListener("c", registry, pipeline=pipeline, time_in_state=True)
+        before_apply = time.time()
+        await pipeline.flush()
+        after_apply = time.time()
+        assert pipeline.running
+        assert shown(registry, "other") == "open"
+        assert shown(registry, "c") == "half_open"
+        # the signal without a usable time is placed when it was applied
+        assert accruing(registry, "c") == {"half_open"}
+        values = seconds(registry, "c")
+        assert values["open"] <= after_apply - before_apply + 0.001
+
+
+@pytest.mark.anyio
+async def test_signals_queued_before_timing_move_the_clock_with_the_gauge(anyio_backend, registry):
+    # max_buffer_size=1: the stream takes what it can, the overflow ledger the rest
+    pipeline = SignalPipeline(max_buffer_size=1)
+    plain = PrometheusListener("c", registry, pipeline=pipeline)
+    async with Consumer(pipeline):
+        plain(at("closed", "open", time.time() - 100.0))
+        plain(at("open", "half_open", time.time() - 50.0))
+        plain(at("half_open", "forced_open", time.time() - 40.0))
+        assert pipeline.stats()["overflow"] >= 1
+        started = time.time()
+        PrometheusListener("c", registry, pipeline=pipeline, time_in_state=True)
+        await pipeline.flush()
+        assert shown(registry, "c") == "forced_open"
+        assert accruing(registry, "c") == {"forced_open"}
+        values = seconds(registry, "c")
+    # nothing before timing began is counted: not the 50 s open, nor the 10 s half-open
+    assert sum(value or 0.0 for value in values.values()) <= time.time() - started
+
+
+def test_an_initial_state_shown_later_is_counted_from_then(registry):
+    PrometheusListener("c", registry, initial_state=None, time_in_state=True)
+    assert seconds(registry, "c") == dict.fromkeys(ALL_STATES)
+    PrometheusListener("c", registry)  # initial_state="closed": the gauge now shows closed
+    assert shown(registry, "c") == "closed"
+    assert accruing(registry, "c") == {"closed"}
+
+
+def test_a_scrape_after_the_clock_went_back_counts_from_the_new_reading():
+    clock = StateClock(None, 1000.0, -1, 0)
+    clock.merge(Span(1, 1000.0, "open"))  # open since t=1000
+    assert clock.sample(1100.0) == {**dict.fromkeys(ALL_STATES, 0.0), "open": 100.0}
+    assert clock.sample(600.0)["open"] == 100.0  # stepped back 500 s: held, never less
+    assert clock.sample(700.0)["open"] == 200.0  # 100 s more since the new reading
 
 
 # -- bad input, conflicts, modes ----------------------------------------------------------------

@@ -93,7 +93,7 @@ class QueueingListener:
         if not fast:
             check_signal(signal)
         target = self._target
-        if target.timed:
+        if target.clock is not None:
             timestamp = signal.timestamp
             # A finite float passes (x - x is 0.0; for inf and nan it is nan, which is true).
             if timestamp.__class__ is not float or timestamp - timestamp:

@@ -39,7 +39,7 @@ import anyio
 from anyio import WouldBlock
 from anyio.lowlevel import checkpoint, current_token
 
-from fluxgate_stream.tally import APPLY_LOCK, Item, Tally, apply
+from fluxgate_stream.tally import APPLY_LOCK, SEQUENCE, Item, Tally, apply
 
 if TYPE_CHECKING:
     from anyio.abc import TaskStatus
@@ -55,10 +55,8 @@ __all__ = ["SignalPipeline", "default_pipeline"]
 #: batches it yields to the event loop.
 MAX_BATCH: Final = 4096
 
-# next() on itertools.count is atomic under the GIL. The counter survives ``importlib.reload``
-# (the module's namespace is reused): restarting it would make every circuit that applied signal n
-# before the reload ignore, as "older", the signals numbered below n after it.
-_SEQ: itertools.count[int] = globals().get("_SEQ") or itertools.count()
+#: The process-wide sequence numbers (``tally.SEQUENCE``), under the name the hot paths use.
+_SEQ: itertools.count[int] = SEQUENCE
 _get_ident = threading.get_ident
 
 

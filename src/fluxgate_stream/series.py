@@ -32,7 +32,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 from prometheus_client import values as _values
 
 from fluxgate_stream.states import ALL_STATES
-from fluxgate_stream.tally import APPLY_LOCK
+from fluxgate_stream.tally import APPLY_LOCK, SEQUENCE
 from fluxgate_stream.time_in_state import MULTIPROCESS_MESSAGE, StateClock, StateSecondsCollector
 
 with warnings.catch_warnings():
@@ -91,7 +91,6 @@ class Circuit:
         closed_seq: sequence number of the latest applied ``close()`` (-1: never closed);
             signals older than it are void, their series having been dropped.
         clock: its time in each state, once a listener asked for it (see ``time_in_state``).
-        timed: ``clock is not None``, read by ``Tally.add`` for every signal.
     """
 
     __slots__ = (
@@ -105,7 +104,6 @@ class Circuit:
         "name",
         "state",
         "state_seq",
-        "timed",
     )
 
     def __init__(
@@ -119,7 +117,6 @@ class Circuit:
         self.state_seq: int = -1
         self.closed_seq: int = -1
         self.clock: StateClock | None = None
-        self.timed: bool = False
         self._gauges: dict[State, Gauge] = {}
         self._counters: dict[tuple[State, State], Counter] = {}
 
@@ -137,15 +134,21 @@ class Circuit:
             self.show(pending.state, pending.state_seq)
         for (old, new), n in pending.counts.items():
             self.count(old, new, n)
-        span = pending.span
-        if span is not None and self.clock is not None:
-            self.clock.merge(span)
+        clock = self.clock
+        if clock is not None:
+            if pending.span is not None:
+                clock.merge(pending.span)
+            if clock.seq < self.state_seq and self.state is not None:
+                # The gauge moved on a signal no span carried (queued before timing was on, or
+                # with a timestamp that is not a finite number): the clock follows it.
+                clock.follow(self.state, self.state_seq, pending.state_time, time.time())
 
     def start_clock(self, now: float) -> None:
         """Count time in state from ``now`` on, in the state shown. Caller must hold APPLY_LOCK."""
         if self.clock is None:
-            self.clock = StateClock(self.state, now, self.state_seq)
-            self.timed = True
+            self.clock = StateClock(self.state, now, self.state_seq, next(SEQUENCE))
+        elif self.state is not None:
+            self.clock.begin(self.state, now)
 
     def show(self, state: State, seq: int) -> None:
         """Set the gauge to 1 for ``state``, 0 for the other five. Caller must hold APPLY_LOCK."""
@@ -348,8 +351,8 @@ def circuit_for(
             )
         if initial_state is not None and circuit.state is None and circuit.closed_seq < 0:
             circuit.show(initial_state, -1)
-        if time_in_state:
-            circuit.start_clock(time.time())
+        if time_in_state or circuit.clock is not None:
+            circuit.start_clock(time.time())  # or, if timed already, count the initial state
         return circuit
 
 

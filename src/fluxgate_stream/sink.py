@@ -59,7 +59,7 @@ class _SinkTarget:
 
     __slots__ = ("closed_seq", "name", "sink")
 
-    timed = False  # a sink gets transitions, not time in state
+    clock = None  # a sink gets transitions, not time in state
 
     def __init__(self, name: str, sink: SignalSink) -> None:
         self.name = name

@@ -12,17 +12,18 @@ of circuits (times 36 label sets), never by the number of signals.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from typing import TYPE_CHECKING, Protocol
-
-from fluxgate_stream.time_in_state import Span
 
 if TYPE_CHECKING:
     from fluxgate.signal import Signal
     from fluxgate.state import State
 
-__all__ = ["APPLY_LOCK", "Item", "Pending", "Tally", "Target", "apply"]
+    from fluxgate_stream.time_in_state import Span, StateClock
+
+__all__ = ["APPLY_LOCK", "SEQUENCE", "Item", "Pending", "Tally", "Target", "apply"]
 
 #: Serialises every write to the metrics. Process-wide because targets (a registry's circuits)
 #: are shared by every pipeline that writes to them. Never held across an ``await``, and never
@@ -30,6 +31,13 @@ __all__ = ["APPLY_LOCK", "Item", "Pending", "Tally", "Target", "apply"]
 #: module's namespace survives a reload), so code loaded before and after a reload excludes each
 #: other.
 APPLY_LOCK: threading.RLock = globals().get("APPLY_LOCK") or threading.RLock()
+
+#: Numbers every queued item and ``close()``, across every path and pipeline of the process, so
+#: that "older" means the same thing everywhere. ``next()`` on it is atomic under the GIL. It
+#: survives ``importlib.reload`` (the module's namespace is reused): restarting it would make
+#: every circuit that applied item n before the reload ignore, as "older", the items numbered
+#: below n after it.
+SEQUENCE: itertools.count[int] = globals().get("SEQUENCE") or itertools.count()
 
 _log = logging.getLogger("fluxgate_stream")
 
@@ -43,8 +51,8 @@ class Target(Protocol):
         ...
 
     @property
-    def timed(self) -> bool:
-        """Whether the consumer folds this target's signal timestamps into ``Pending.span``."""
+    def clock(self) -> StateClock | None:
+        """Its time in state, if counted: signal timestamps are then folded into a ``Span``."""
         ...
 
     @property
@@ -69,16 +77,18 @@ class Pending:
         close_seq: sequence number of a ``close()`` that came before everything below, or -1.
         state: the latest new state among the transitions, or ``None`` if there were none.
         state_seq: the sequence number of that transition.
+        state_time: its ``timestamp``, as given (for time in state).
         counts: the number of transitions per (old_state, new_state).
-        span: for a timed target, the transitions' timestamps folded; else ``None``.
+        span: for a target with a clock, the transitions' timestamps folded; else ``None``.
     """
 
-    __slots__ = ("close_seq", "counts", "span", "state", "state_seq")
+    __slots__ = ("close_seq", "counts", "span", "state", "state_seq", "state_time")
 
     def __init__(self) -> None:
         self.close_seq: int = -1
         self.state: State | None = None
         self.state_seq: int = -1
+        self.state_time: object = None
         self.counts: dict[tuple[State, State], int] = {}
         self.span: Span | None = None
 
@@ -119,14 +129,12 @@ class Tally:
         if seq > pending.state_seq:
             pending.state = signal.new_state
             pending.state_seq = seq
+            pending.state_time = signal.timestamp
         key = (signal.old_state, signal.new_state)
         pending.counts[key] = pending.counts.get(key, 0) + 1
-        if circuit.timed:
-            span = pending.span
-            if span is None:
-                pending.span = Span(seq, signal)
-            else:
-                span.extend(seq, signal)
+        clock = circuit.clock
+        if clock is not None:
+            clock.fold(pending, seq, signal)
 
 
 #: Targets whose last write failed, with the number of failed writes since: a failure is logged

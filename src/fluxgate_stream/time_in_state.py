@@ -15,9 +15,10 @@ How the seconds are counted (the rules the tests check):
   its ``new_state``. When the consumer happens to apply a signal does not matter.
 * *The current state's open interval is added at scrape time* (up to ``time.time()``), so a
   circuit stuck open for an hour shows an hour, not 0.
-* *Order is sequence order*, as for the gauge: signals are taken in the order they were queued
-  (the pipeline's process-wide sequence numbers), whatever path they took, so the state that
-  accrues time is always the state the gauge shows.
+* *Order is sequence order*, as for the gauge: the consumer sorts each batch by the pipeline's
+  process-wide sequence numbers, so the state that accrues time is always the state the gauge
+  shows. (The overflow ledger, filled by several threads, folds in arrival order; a signal that
+  arrives there after a newer one is late, as below.)
 * *A late signal changes no interval.* A signal applied after a newer one of the same circuit (a
   thread preempted between queueing and handing over, or an overflow) still counts as a
   transition, but its time has already been given to the state the circuit was known to be in;
@@ -26,15 +27,20 @@ How the seconds are counted (the rules the tests check):
   the circuit was in at its start.
 * *The clock may go backwards* (``time.time()`` is the wall clock; NTP can step it): an interval
   whose end is earlier than its start counts 0 seconds, and counting resumes from the new
-  reading. Nothing is ever subtracted.
+  reading, at the next signal or scrape, whichever comes first. Nothing is ever subtracted.
 * *The exported value never decreases.* A scrape that lands between a transition and its
   application (usually well under the consumer's 1 ms batch window) counts the old state up to
   the scrape; when the transition is applied with its earlier timestamp, the export stays at what
   was shown until the exact total catches up with it (the next time that state accrues time).
+  Until then the states' sum exceeds the wall time by that lag.
 * *Start:* a circuit created with an ``initial_state`` (``"closed"`` by default) starts counting
-  in that state when the first timed listener for it is created; without one, at its first
-  transition. Turning timing on for a circuit that already has a state starts counting that
-  state at that moment.
+  in that state when the first timed listener for it is created, or when a later listener first
+  shows it; without one, at its first transition. Turning timing on for a circuit that already
+  has a state starts counting that state at that moment; signals queued before then count from
+  then at the earliest.
+* *A timestamp that is not a finite number* is refused at the call site once the circuit is
+  timed. One queued earlier by an untimed listener of the same circuit is placed at the moment
+  the consumer applies it.
 * *``close()``* drops the circuit's time series, with its other series; the next transition starts
   counting again from 0.
 
@@ -46,16 +52,20 @@ which prometheus_client's ``MultiProcessCollector`` never calls, and a file-back
 show a circuit stuck open as 0 seconds open. ``time_in_state=True`` raises ``RuntimeError``
 there.
 
-Concurrency model: every ``StateClock`` and ``Span`` is used with ``APPLY_LOCK`` held, by the
-writer applying a tally (consumer, fallback) or by a scrape. A scrape computes its samples under
-``APPLY_LOCK`` (six floats per timed circuit, no I/O) and builds the metric outside it; it never
-blocks a producer, which does not take ``APPLY_LOCK`` while a consumer runs.
+Concurrency model: a ``Span`` belongs to the tally being built, which its builder owns (the
+consumer, a fallback caller, or the overflow ledger under the pipeline's lock);
+``StateClock.fold`` writes only to that tally and reads only the clock's ``start`` and
+``start_seq``, fixed at creation. Every other use of a ``StateClock`` holds ``APPLY_LOCK``: the
+writer applying a tally, and a scrape, which computes its samples under ``APPLY_LOCK`` (six
+floats per timed circuit, no I/O) and builds the metric outside it. A scrape never blocks a
+producer, which does not take ``APPLY_LOCK`` while a consumer runs.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
@@ -69,6 +79,8 @@ if TYPE_CHECKING:
     from fluxgate.signal import Signal
     from fluxgate.state import State
 
+    from fluxgate_stream.tally import Pending
+
 __all__ = [
     "MULTIPROCESS_MESSAGE",
     "SECONDS_HELP",
@@ -76,6 +88,7 @@ __all__ = [
     "Span",
     "StateClock",
     "StateSecondsCollector",
+    "finite_time",
 ]
 
 SECONDS_NAME = "circuit_breaker_state_seconds"
@@ -98,31 +111,46 @@ class Span:
 
     __slots__ = ("first_seq", "first_time", "last_seq", "last_state", "last_time", "seconds")
 
-    def __init__(self, seq: int, signal: Signal) -> None:
+    def __init__(self, seq: int, at: float, state: State) -> None:
         self.first_seq = self.last_seq = seq
-        self.first_time = self.last_time = signal.timestamp
-        self.last_state: State = signal.new_state
+        self.first_time = self.last_time = at
+        self.last_state: State = state
         self.seconds: dict[State, float] = {}
 
-    def extend(self, seq: int, signal: Signal) -> None:
-        """Fold in a signal queued after the ones before (a late one changes no interval)."""
+    def extend(self, seq: int, at: float, state: State) -> None:
+        """Fold in a signal that arrived after the ones before (a late one changes no interval)."""
         if seq < self.last_seq:
             return
-        elapsed = signal.timestamp - self.last_time
+        elapsed = at - self.last_time
         if elapsed > 0:
-            state = self.last_state
-            self.seconds[state] = self.seconds.get(state, 0.0) + elapsed
+            last = self.last_state
+            self.seconds[last] = self.seconds.get(last, 0.0) + elapsed
         self.last_seq = seq
-        self.last_time = signal.timestamp
-        self.last_state = signal.new_state
+        self.last_time = at
+        self.last_state = state
+
+
+def finite_time(timestamp: object) -> float | None:
+    """``timestamp`` as a float if it is a finite number of seconds, else ``None``."""
+    if timestamp.__class__ is float:
+        at = cast("float", timestamp)
+        return None if at - at else at  # x - x is nan (true) for inf and nan, else 0.0
+    if isinstance(timestamp, int | float) and not isinstance(timestamp, bool):
+        at = float(timestamp)
+        return at if math.isfinite(at) else None
+    return None
 
 
 class StateClock:
     """The seconds one circuit has spent in each state, and the state it is in since when.
 
-    All methods: caller must hold APPLY_LOCK.
+    ``fold`` runs wherever a tally is built (it only reads ``start``, fixed at creation); every
+    other method: caller must hold APPLY_LOCK.
 
     Attributes:
+        start: when timing began.
+        start_seq: the sequence number taken then: a signal queued earlier (applied later)
+            counts no time before ``start``.
         state: the state accruing time now, or ``None`` before the first transition.
         since: the timestamp ``state`` began (the reference for its open interval).
         seq: the sequence number of the signal that set ``state`` (-1: set at creation).
@@ -130,14 +158,53 @@ class StateClock:
         shown: the highest value exported per state, so that the export never decreases.
     """
 
-    __slots__ = ("seconds", "seq", "shown", "since", "state")
+    __slots__ = ("seconds", "seq", "shown", "since", "start", "start_seq", "state")
 
-    def __init__(self, state: State | None, since: float, seq: int) -> None:
+    def __init__(self, state: State | None, start: float, seq: int, start_seq: int) -> None:
+        self.start = start
+        self.start_seq = start_seq
         self.state: State | None = state
-        self.since = since
+        self.since = start
         self.seq = seq
         self.seconds: dict[State, float] = {}
         self.shown: dict[State, float] = {}
+
+    def fold(self, pending: Pending, seq: int, signal: Signal) -> None:
+        """Fold a signal's timestamp into ``pending.span``, unless it is not a finite number.
+
+        A signal queued before timing began counts from ``start`` at the earliest. A signal
+        left out here (a bad timestamp, which only an untimed listener could queue) is placed
+        at the moment it is applied, by ``follow``.
+        """
+        at = finite_time(signal.timestamp)
+        if at is None:
+            return
+        if seq < self.start_seq:
+            at = max(at, self.start)
+        span = pending.span
+        if span is None:
+            pending.span = Span(seq, at, signal.new_state)
+        else:
+            span.extend(seq, at, signal.new_state)
+
+    def begin(self, state: State, now: float) -> None:
+        """Start counting ``state`` from ``now``, if nothing is counted yet (initial state)."""
+        if self.state is None and self.seq < 0 and not self.seconds:
+            self.state = state
+            self.since = max(now, self.start)
+
+    def follow(self, state: State, seq: int, timestamp: object, now: float) -> None:
+        """Move to the gauge's state, set by signal ``seq`` that no span carried.
+
+        Its time is its ``timestamp`` if that is a finite number, else ``now`` (when it is
+        applied).
+        """
+        at = finite_time(timestamp)
+        if at is None:
+            at = now
+        elif seq < self.start_seq:
+            at = max(at, self.start)
+        self.merge(Span(seq, at, state))
 
     def merge(self, span: Span) -> None:
         """Account for a span of newer signals; a span that ends before ``seq`` is late."""
@@ -172,19 +239,24 @@ class StateClock:
 
     def sample(self, now: float) -> dict[State, float] | None:
         """Seconds per state up to ``now``, never below a previous sample; ``None`` if empty."""
-        if self.state is None and not self.seconds:
+        state = self.state
+        if state is None and not self.seconds:
             return None
+        if state is not None and now < self.since:
+            # The clock went back: keep what was shown, and count on from the new reading.
+            self.seconds[state] = max(self.seconds.get(state, 0.0), self.shown.get(state, 0.0))
+            self.since = now
         values = dict.fromkeys(ALL_STATES, 0.0)
         values.update(self.seconds)
-        if self.state is not None and now > self.since:
-            values[self.state] += now - self.since
+        if state is not None:
+            values[state] += now - self.since
         shown = self.shown
-        for state, value in values.items():
-            before = shown.get(state, 0.0)
+        for each, value in values.items():
+            before = shown.get(each, 0.0)
             if value < before:
-                values[state] = before
+                values[each] = before
             else:
-                shown[state] = value
+                shown[each] = value
         return values
 
 
