@@ -20,6 +20,10 @@ Concurrency model
   cancellation there still applies it.
 * Every queued item carries a process-wide sequence number: the gauge shows the latest one applied,
   whichever path each took; counters are plain sums, so order does not matter to them.
+* A listener's call inlines ``submit()``'s loop-thread branch (one Python frame less on the
+  breaker's path): it reads ``_loop_thread``, ``_overflowing`` and ``_send_nowait`` as that branch
+  does, and hands every other case to ``submit()``, so what is said here of ``submit()`` holds for
+  it too.
 * Under trio, a Ctrl-C raises ``KeyboardInterrupt`` wherever the main thread is, unless the code
   is KI-protected: the consumer's code is, so that a batch taken off the queues is always applied
   (trio then delivers the interrupt at the main task's next checkpoint). asyncio's runner turns
@@ -195,6 +199,7 @@ class SignalPipeline:
         Never blocks on the event loop and never raises for a full buffer. Callable from any
         thread. Listeners validate their input before calling this. This is the producers' hot
         path: it is written for speed (bound methods, no helper calls on the common branches).
+        ``QueueingListener.__call__`` inlines the first branch; keep the two alike.
         """
         loop_thread = self._loop_thread
         if loop_thread == _get_ident():
