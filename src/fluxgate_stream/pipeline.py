@@ -19,7 +19,9 @@ Concurrency model
   pending ``flush()`` cancels the wait); the item it received holds in ``_held`` meanwhile, so a
   cancellation there still applies it.
 * Every queued item carries a process-wide sequence number: the gauge shows the latest one applied,
-  whichever path each took; counters are plain sums, so order does not matter to them.
+  whichever path each took; counters are plain sums, so order does not matter to them. The loop
+  thread numbers and sends its items one at a time, so the stream holds them in sequence order;
+  a batch sorts only to merge bridge items in.
 * A listener's call inlines ``submit()``'s loop-thread branch (one Python frame less on the
   breaker's path): it reads ``_loop_thread``, ``_overflowing`` and ``_send_nowait`` as that branch
   does, and hands every other case to ``submit()``, so what is said here of ``submit()`` holds for
@@ -37,6 +39,7 @@ import sys
 import threading
 from collections import deque
 from contextlib import suppress
+from itertools import repeat
 from typing import TYPE_CHECKING, Final, cast
 
 import anyio
@@ -347,27 +350,31 @@ class SignalPipeline:
         # which only holds signals newer than theirs, is applied after them.
         if stream_empty and len(bridge) < MAX_BATCH and self._overflowing:
             ledger = self._take_ledger()
-        self._apply_queued(items, ledger)
+        # The stream's items (``first`` among them) are in sequence order already, as the loop
+        # thread numbers and sends them one by one: only bridge items need merging in.
+        self._apply_queued(items, ledger, merge=bool(bridge))
         self._release_flushes()
         return bool(items) or ledger is not None
 
     def _take_stream(self, into: list[Item], limit: int) -> bool:
         """Receive up to ``limit`` items; return whether the stream ran empty. Loop thread only."""
         receive_nowait = self._receive.receive_nowait
-        taken = 0
-        empty = False
+        append = into.append
         before = len(into)
-        while taken < limit:
-            try:
+        wakes = 0
+        empty = False
+        try:  # the drain's per-item loop: kept to a call, a class check and an append
+            for _ in repeat(None, limit):
                 item = receive_nowait()
-            except WouldBlock:
-                empty = True
-                break
-            taken += 1
-            if not isinstance(item, _Wake):
-                into.append(item)
-        self._taken_from_stream += taken
-        self._signals_from_stream += len(into) - before
+                if isinstance(item, tuple):  # an Item; a _Wake (from any copy of us) is not
+                    append(item)
+                else:
+                    wakes += 1
+        except WouldBlock:
+            empty = True
+        signals = len(into) - before
+        self._taken_from_stream += signals + wakes
+        self._signals_from_stream += signals
         return empty
 
     def _take_bridge(self, limit: int | None) -> list[Item]:
@@ -389,10 +396,12 @@ class SignalPipeline:
         self._ledgers_taken += 1
         return ledger
 
-    def _apply_queued(self, items: list[Item], ledger: Tally | None) -> None:
+    def _apply_queued(self, items: list[Item], ledger: Tally | None, *, merge: bool = True) -> None:
+        """Apply ``items``, then ``ledger``; ``merge=False`` only for items already in order."""
         with APPLY_LOCK:
             if items:
-                items.sort()  # by sequence number: each path is in order already, so this merges
+                if merge:
+                    items.sort()  # by sequence number: each path is in order, so this merges
                 tally = Tally()
                 for item in items:
                     tally.add(item)
