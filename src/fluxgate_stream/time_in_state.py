@@ -112,8 +112,10 @@ class Span:
     __slots__ = ("first_seq", "first_time", "last_seq", "last_state", "last_time", "seconds")
 
     def __init__(self, seq: int, at: float, state: State) -> None:
-        self.first_seq = self.last_seq = seq
-        self.first_time = self.last_time = at
+        self.first_seq: int = seq
+        self.last_seq: int = seq
+        self.first_time: float = at
+        self.last_time: float = at
         self.last_state: State = state
         self.seconds: dict[State, float] = {}
 
@@ -161,11 +163,11 @@ class StateClock:
     __slots__ = ("seconds", "seq", "shown", "since", "start", "start_seq", "state")
 
     def __init__(self, state: State | None, start: float, seq: int, start_seq: int) -> None:
-        self.start = start
-        self.start_seq = start_seq
+        self.start: float = start
+        self.start_seq: int = start_seq
         self.state: State | None = state
-        self.since = start
-        self.seq = seq
+        self.since: float = start
+        self.seq: int = seq
         self.seconds: dict[State, float] = {}
         self.shown: dict[State, float] = {}
 
