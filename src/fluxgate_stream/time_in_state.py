@@ -17,8 +17,8 @@ How the seconds are counted (the rules the tests check):
   circuit stuck open for an hour shows an hour, not 0.
 * *Order is sequence order*, as for the gauge: the consumer takes each batch in the order of the
   pipeline's process-wide sequence numbers, so the state that accrues time is always the state
-  the gauge shows. (The overflow ledger, filled by several threads, folds in arrival order; a signal that
-  arrives there after a newer one is late, as below.)
+  the gauge shows. (The overflow ledger, filled by several threads, folds in arrival order; a
+  signal that arrives there after a newer one is late, as below.)
 * *A late signal changes no interval.* A signal applied after a newer one of the same circuit (a
   thread preempted between queueing and handing over, or an overflow) still counts as a
   transition, but its time has already been given to the state the circuit was known to be in;
