@@ -119,6 +119,10 @@ def test_upstream_listener_on_the_same_custom_registry_shares_the_series(registr
     upstream(Signal("closed", "open", 0.0))
     ours(Signal("closed", "open", 1.0))
     assert count(registry, "mixed", "closed", "open") == 2.0
+    # Upstream writes the gauge too, so ours writes all six series, never just the two it moves.
+    upstream(Signal("open", "forced_open", 2.0))
+    ours(Signal("forced_open", "half_open", 3.0))
+    assert shown(registry, "mixed") == "half_open"
 
 
 def test_default_registry_is_shared_with_upstreams_module_level_metrics():

@@ -91,6 +91,9 @@ class Circuit:
         closed_seq: sequence number of the latest applied ``close()`` (-1: never closed);
             signals older than it are void, their series having been dropped.
         clock: its time in each state, once a listener asked for it (see ``time_in_state``).
+        exclusive: whether only fluxgate-stream writes its gauge (we created the gauge). Not so
+            on the default registry, whose gauge is upstream's, nor on a registry where
+            upstream's listener registered it first.
     """
 
     __slots__ = (
@@ -99,6 +102,7 @@ class Circuit:
         "clock",
         "closed_seq",
         "counter",
+        "exclusive",
         "gauge",
         "multiprocess",
         "name",
@@ -107,12 +111,19 @@ class Circuit:
     )
 
     def __init__(
-        self, name: str, gauge: Gauge, counter: Counter, *, multiprocess: bool = False
+        self,
+        name: str,
+        gauge: Gauge,
+        counter: Counter,
+        *,
+        multiprocess: bool = False,
+        exclusive: bool = False,
     ) -> None:
         self.name: str = name
         self.gauge: Gauge = gauge
         self.counter: Counter = counter
         self.multiprocess: bool = multiprocess
+        self.exclusive: bool = exclusive
         self.state: State | None = None
         self.state_seq: int = -1
         self.closed_seq: int = -1
@@ -151,12 +162,23 @@ class Circuit:
             self.clock.begin(self.state, now)
 
     def show(self, state: State, seq: int) -> None:
-        """Set the gauge to 1 for ``state``, 0 for the other five. Caller must hold APPLY_LOCK."""
-        for each in ALL_STATES:
-            child = self._gauges.get(each)
-            if child is None:
-                child = self._gauges[each] = self.gauge.labels(self.name, each)
-            child.set(1 if each == state else 0)
+        """Set the gauge to 1 for ``state``, 0 for the other five. Caller must hold APPLY_LOCK.
+
+        When the gauge is ``exclusive`` and shows a state already, the other four are 0 already:
+        two writes move the 1. Otherwise all six are written, as upstream's listener does.
+        """
+        gauges = self._gauges
+        shown = self.state
+        if shown is not None and self.exclusive and len(gauges) == len(ALL_STATES):
+            if shown != state:
+                gauges[shown].set(0)
+                gauges[state].set(1)
+        else:
+            for each in ALL_STATES:
+                child = gauges.get(each)
+                if child is None:
+                    child = gauges[each] = self.gauge.labels(self.name, each)
+                child.set(1 if each == state else 0)
         self.state = state
         self.state_seq = seq
 
@@ -198,12 +220,29 @@ class Circuit:
 class _Family:
     """The metrics of one registry, its circuits by name, and its cap on their number."""
 
-    __slots__ = ("circuits", "counter", "gauge", "max_circuits", "multiprocess", "seconds")
+    __slots__ = (
+        "circuits",
+        "counter",
+        "exclusive",
+        "gauge",
+        "max_circuits",
+        "multiprocess",
+        "seconds",
+    )
 
-    def __init__(self, gauge: Gauge, counter: Counter, *, multiprocess: bool = False) -> None:
+    def __init__(
+        self,
+        gauge: Gauge,
+        counter: Counter,
+        *,
+        multiprocess: bool = False,
+        exclusive: bool = False,
+    ) -> None:
         self.gauge: Gauge = gauge
         self.counter: Counter = counter
         self.multiprocess: bool = multiprocess
+        #: Whether we created the gauge, so that no other writer (upstream's listener) has it.
+        self.exclusive: bool = exclusive
         self.circuits: dict[str, Circuit] = {}
         self.max_circuits: int | None = None
         #: The time-in-state collector, registered with the first timed circuit.
@@ -258,10 +297,12 @@ def _family(registry: CollectorRegistry) -> _Family:
         # Share upstream's module-level metrics: importing it registered them on REGISTRY.
         gauge: Gauge = _upstream._STATE_GAUGE  # pyright: ignore[reportPrivateUsage]  # shared on purpose, pinned fluxgate<0.10
         counter: Counter = _upstream._STATE_TRANSITION  # pyright: ignore[reportPrivateUsage]  # as above
+        exclusive = False
     else:
+        exclusive = _registered(registry, GAUGE_NAME) is None
         gauge = _existing_or_new(registry, Gauge, GAUGE_NAME, GAUGE_HELP, GAUGE_LABELS)
         counter = _existing_or_new(registry, Counter, COUNTER_NAME, COUNTER_HELP, COUNTER_LABELS)
-    family = _FAMILIES[registry] = _Family(gauge, counter)
+    family = _FAMILIES[registry] = _Family(gauge, counter, exclusive=exclusive)
     return family
 
 
@@ -283,7 +324,9 @@ def _multiprocess_family() -> _Family:
             multiprocess_mode=GAUGE_MULTIPROCESS_MODE,
         )
         counter: Counter = _upstream._STATE_TRANSITION  # pyright: ignore[reportPrivateUsage]  # shared on purpose, pinned fluxgate<0.10
-        family = _MULTIPROCESS_FAMILIES[value_class] = _Family(gauge, counter, multiprocess=True)
+        family = _MULTIPROCESS_FAMILIES[value_class] = _Family(
+            gauge, counter, multiprocess=True, exclusive=True
+        )
     return family
 
 
@@ -347,7 +390,11 @@ def circuit_for(
         if circuit is None:
             _check_new_name(family, name)
             circuit = family.circuits[name] = Circuit(
-                name, family.gauge, family.counter, multiprocess=family.multiprocess
+                name,
+                family.gauge,
+                family.counter,
+                multiprocess=family.multiprocess,
+                exclusive=family.exclusive,
             )
         if initial_state is not None and circuit.state is None and circuit.closed_seq < 0:
             circuit.show(initial_state, -1)
