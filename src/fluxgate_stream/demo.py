@@ -24,7 +24,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol, TextIO
+from typing import TYPE_CHECKING, Literal, Protocol, TextIO, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -210,6 +210,9 @@ class DependencyError(ConnectionError):
 # -- the circuits -----------------------------------------------------------------------------
 
 
+_Breaker = TypeVar("_Breaker")
+
+
 class _AsyncBreaker(Protocol):
     """What the demo needs of an async breaker: fluxgate's, or one that also runs on trio."""
 
@@ -342,25 +345,24 @@ class _Circuit:
             scenario.name, registry, pipeline=pipeline, time_in_state=True
         )
         listeners = (listener, self.witness)
-        self._breaker: _OnTask | _OnThread
-        if scenario.runs_on == "task":
-            breaker = async_breaker(
+
+        def build(kind: Callable[..., _Breaker]) -> _Breaker:
+            """The circuit's breaker: the same settings, sync or async."""
+            return kind(
                 window=CountWindow(10),
                 tripper=tripper,
                 retry=cooldown,
                 permit=PermitAll(),
                 listeners=listeners,
             )
+
+        self._breaker: _OnTask | _OnThread
+        if scenario.runs_on == "task":
+            breaker = build(async_breaker)
             self._breaker = _OnTask(breaker)
             self._info = breaker.info
         else:
-            sync_breaker = CircuitBreaker(
-                window=CountWindow(10),
-                tripper=tripper,
-                retry=cooldown,
-                permit=PermitAll(),
-                listeners=listeners,
-            )
+            sync_breaker = build(CircuitBreaker)
             self._breaker = _OnThread(sync_breaker)
             self._info = sync_breaker.info
 
