@@ -492,12 +492,10 @@ print(json.dumps(out))
 """
 
 
-@pytest.mark.parametrize("backend", ["asyncio", "trio"])
-def test_keyboard_interrupt_on_the_loop_thread_corrupts_no_circuit(backend):
-    # In a child process: a real SIGINT, taken wherever the loop thread is at the time (the
-    # consumer's batch, a producer's call, the event loop), thirty times over.
+def run_script(script: str, *args: str) -> object:
+    """Run ``script`` in a child interpreter from the project root; return its JSON output."""
     result = subprocess.run(
-        [sys.executable, "-c", INTERRUPT_SCRIPT, backend, "30"],
+        [sys.executable, "-c", script, *args],
         capture_output=True,
         text=True,
         timeout=100,
@@ -505,8 +503,14 @@ def test_keyboard_interrupt_on_the_loop_thread_corrupts_no_circuit(backend):
         cwd=Path(__file__).parent.parent,
     )
     assert result.returncode == 0, result.stderr
-    out = json.loads(result.stdout)
-    assert out == {"interrupted": 30, "wrong": []}
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_keyboard_interrupt_on_the_loop_thread_corrupts_no_circuit(backend):
+    # In a child process: a real SIGINT, taken wherever the loop thread is at the time (the
+    # consumer's batch, a producer's call, the event loop), thirty times over.
+    assert run_script(INTERRUPT_SCRIPT, backend, "30") == {"interrupted": 30, "wrong": []}
 
 
 class Abort(BaseException):
@@ -688,16 +692,11 @@ def test_producer_threads_killed_mid_call_corrupt_no_other_circuit(backend):
     # (python/cpython#74174, fixed by gh-148874) an asynchronous exception landing on a `with`
     # block's exit can leave its lock held: about one run in ten hung that way, as it would
     # with upstream's listener, which always writes under those locks.
-    result = subprocess.run(
-        [sys.executable, "-c", KILL_SCRIPT, backend, "running"],
-        capture_output=True,
-        text=True,
-        timeout=100,
-        check=False,
-        cwd=Path(__file__).parent.parent,
-    )
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"kills": 60, "wrong": [], "after": "open"}
+    assert run_script(KILL_SCRIPT, backend, "running") == {
+        "kills": 60,
+        "wrong": [],
+        "after": "open",
+    }
 
 
 # -- bad input in bulk -----------------------------------------------------------------------------
