@@ -13,7 +13,8 @@ class, on both backends, for whichever fluxgate version is installed.
 * Reused as they are: every component (windows, trackers, trippers, retries, permits), ``Record``,
   ``CallContext``, ``Signal``, ``State``, ``CallNotPermittedError``, ``CircuitBreakerInfo`` (what
   ``info()`` returns) and the module-level helpers ``_collect_slow_thresholds`` and
-  ``_classify_slow``, so slow calls are classified exactly as upstream does it.
+  ``_classify_slow`` (through ``fluxgate_stream._compat``, where every use of a dependency's
+  private API is), so slow calls are classified exactly as upstream does it.
 * Written again, on the same plan: the six state handlers, the transition bookkeeping (``reopens``,
   the failure streak, the window reset, the signal) and the listener notification. The error
   messages are upstream's, word for word.
@@ -48,11 +49,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, ClassVar, ParamSpec, TypeVar, overload
 
 import anyio
-from fluxgate.circuitbreaker import (
-    CircuitBreakerInfo,
-    _classify_slow,  # pyright: ignore[reportPrivateUsage] -- reused on purpose: upstream's slow-call rule
-    _collect_slow_thresholds,  # pyright: ignore[reportPrivateUsage] -- reused on purpose: upstream's SlowRate walk
-)
+from fluxgate.circuitbreaker import CircuitBreakerInfo
 from fluxgate.errors import CallNotPermittedError
 from fluxgate.metric import Record
 from fluxgate.permits import RampUp
@@ -61,6 +58,8 @@ from fluxgate.signal import Signal
 from fluxgate.trackers import All
 from fluxgate.trippers import CallContext, FailureRate, MinRequests
 from fluxgate.windows import CountWindow
+
+from fluxgate_stream._compat import classify_slow, collect_slow_thresholds
 
 if TYPE_CHECKING:
     from fluxgate.listeners import AsyncListener, Listener
@@ -208,7 +207,7 @@ class AnyioCircuitBreaker:
         self._retry: Retry = Cooldown(60.0) if retry is None else retry
         self._permit: Permit = RampUp(0.1, 1.0, 60.0) if permit is None else permit
         self._listeners: tuple[Listener | AsyncListener, ...] = tuple(listeners)
-        self._slow_thresholds: tuple[float, ...] = _collect_slow_thresholds(self._tripper)
+        self._slow_thresholds: tuple[float, ...] = collect_slow_thresholds(self._tripper)
         self._changed_at = time.time()
         self._reopens = 0
         self._consecutive_failures = 0
@@ -496,7 +495,7 @@ class AnyioCircuitBreaker:
                 Record(
                     success=True,
                     duration=duration,
-                    slow_at=_classify_slow(duration, self._slow_thresholds),
+                    slow_at=classify_slow(duration, self._slow_thresholds),
                 )
             )
             self._consecutive_failures = 0

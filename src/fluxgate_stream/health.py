@@ -80,11 +80,16 @@ from typing import TYPE_CHECKING, Final, Protocol, cast
 
 from fluxgate.circuitbreaker import CircuitBreakerInfo
 from prometheus_client import REGISTRY, CollectorRegistry
-from prometheus_client import utils as _prometheus_utils
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
+from fluxgate_stream._compat import (
+    format_float,
+    multiprocess,
+    registered,
+    same_class,
+    slow_thresholds,
+)
 from fluxgate_stream.listener import check_name
-from fluxgate_stream.series import multiprocess
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -93,11 +98,8 @@ __all__ = ["HealthCollector", "HealthWatch", "SupportsInfo", "watch"]
 
 _log = logging.getLogger("fluxgate_stream.health")
 
-#: A threshold's label value, formatted as prometheus_client formats ``le`` (untyped upstream).
-_label: Callable[[float], str] = cast(
-    "Callable[[float], str]",
-    _prometheus_utils.floatToGoString,  # pyright: ignore[reportUnknownMemberType]  # untyped argument upstream
-)
+#: A threshold's label value, formatted as prometheus_client formats ``le``.
+_label: Callable[[float], str] = format_float
 
 BUFFERED_CALLS: Final = "circuit_breaker_buffered_calls"
 FAILURE_RATE: Final = "circuit_breaker_failure_rate_ratio"
@@ -189,15 +191,14 @@ def _thresholds(breaker: object, given: Iterable[float] | None) -> tuple[float, 
     """Return the slow-call thresholds to export for ``breaker``, sorted, without duplicates.
 
     ``given`` wins; otherwise the breaker's own (fluxgate's breakers collect their ``SlowRate``
-    thresholds into ``_slow_thresholds``, and classify every call against exactly those);
-    otherwise none.
+    thresholds, and classify every call against exactly those); otherwise none.
 
     Raises:
         TypeError: ``given`` is not an iterable of real numbers.
         ValueError: a threshold in ``given`` is not positive and finite.
     """
     if given is None:
-        found = cast("object", getattr(breaker, "_slow_thresholds", ()))
+        found = slow_thresholds(breaker)
         if not isinstance(found, tuple):
             return ()
         items = cast("tuple[object, ...]", found)
@@ -327,10 +328,6 @@ class HealthCollector:
         >>> health.names()
         []
     """
-
-    #: Lets ``watch()`` recognise a collector registered by another copy of this module
-    #: (``importlib.reload``), where ``isinstance`` would not.
-    fluxgate_stream_health: Final = True
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -506,13 +503,13 @@ def collector_for(registry: CollectorRegistry | None = None) -> HealthCollector:
     """
     target = REGISTRY if registry is None else registry
     with _registries_lock:
-        # prometheus_client has no public lookup by name; this is the dict `register()` checks.
-        existing = target._names_to_collectors.get(FAILURE_RATE)  # pyright: ignore[reportPrivateUsage]  # no public lookup
+        existing = registered(target, FAILURE_RATE)
         if existing is None:
             collector = HealthCollector()
             target.register(collector)
             return collector
-        if getattr(existing, "fluxgate_stream_health", False) is not True:
+        # A copy of this module loaded by importlib.reload reuses the collector an older one made.
+        if not same_class(existing, HealthCollector):
             raise ValueError(
                 f"registry already has a collector for {FAILURE_RATE!r} that is not "
                 "fluxgate-stream's HealthCollector"

@@ -35,7 +35,6 @@ Concurrency model
 from __future__ import annotations
 
 import itertools
-import sys
 import threading
 from collections import deque
 from contextlib import suppress
@@ -46,6 +45,7 @@ import anyio
 from anyio import WouldBlock
 from anyio.lowlevel import checkpoint, current_token
 
+from fluxgate_stream._compat import ki_protected, protect_from_keyboard_interrupt
 from fluxgate_stream.tally import APPLY_LOCK, SEQUENCE, Item, Tally, apply
 
 if TYPE_CHECKING:
@@ -239,6 +239,7 @@ class SignalPipeline:
             self._overflowing = True
             self._signals_overflowed += 1
 
+    @ki_protected
     def _apply_now(self, item: Item) -> None:
         tally = Tally()
         tally.add(item)
@@ -269,6 +270,7 @@ class SignalPipeline:
                 self._send.send_nowait(_WAKE)
                 self._wakeups += 1
 
+    @ki_protected
     def _drain_orphans(self) -> None:
         """Apply what a thread left in the bridge or ledger after the consumer stopped.
 
@@ -281,6 +283,7 @@ class SignalPipeline:
 
     # -- the consumer ----------------------------------------------------------------------------
 
+    @ki_protected
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Consume queued signals until cancelled; start it with ``await tg.start(pipeline.run)``.
 
@@ -292,7 +295,7 @@ class SignalPipeline:
         Raises:
             RuntimeError: this pipeline's consumer is already running.
         """
-        _protect_from_keyboard_interrupt()
+        protect_from_keyboard_interrupt()
         with APPLY_LOCK:
             if self._loop_thread is not None:
                 raise RuntimeError("this SignalPipeline's consumer is already running")
@@ -306,6 +309,7 @@ class SignalPipeline:
         finally:
             self._stop()
 
+    @ki_protected
     async def _consume(self) -> None:
         first: Item | None = None
         while True:
@@ -339,6 +343,7 @@ class SignalPipeline:
                 self._window = None
                 self._held = None
 
+    @ki_protected
     def _step(self, first: Item | None) -> bool:
         """Take and apply one batch; return whether there was anything. Loop thread only."""
         items: list[Item] = [] if first is None else [first]
@@ -409,6 +414,7 @@ class SignalPipeline:
             if ledger is not None:
                 self._apply(ledger)
 
+    @ki_protected
     def _stop(self) -> None:
         """Leave consumer mode and apply everything still queued. Loop thread, in ``finally``."""
         with APPLY_LOCK:  # fallback producers wait here, so they apply after all that was queued
@@ -430,6 +436,7 @@ class SignalPipeline:
 
     # -- flush -----------------------------------------------------------------------------------
 
+    @ki_protected
     async def flush(self) -> None:
         """Return once everything queued before the call has been applied to the metrics.
 
@@ -477,30 +484,6 @@ class SignalPipeline:
         self._flushes = waiting
 
 
-def _protect_from_keyboard_interrupt() -> None:
-    """Mark the consumer's code KI-protected for trio, once trio is imported.
-
-    trio keeps the mark per code object, so it costs nothing per call, and nothing on asyncio.
-    """
-    global _ki_protected  # noqa: PLW0603  # a one-time registration, as documented
-    if _ki_protected or "trio" not in sys.modules:
-        return
-    from trio.lowlevel import enable_ki_protection  # noqa: PLC0415  # trio is optional
-
-    for function in (
-        SignalPipeline.run,
-        SignalPipeline._consume,  # pyright: ignore[reportPrivateUsage]  # our own class
-        SignalPipeline._step,  # pyright: ignore[reportPrivateUsage]  # as above
-        SignalPipeline._stop,  # pyright: ignore[reportPrivateUsage]  # as above
-        SignalPipeline._drain_orphans,  # pyright: ignore[reportPrivateUsage]  # as above
-        SignalPipeline._apply_now,  # pyright: ignore[reportPrivateUsage]  # as above
-        SignalPipeline.flush,
-    ):
-        enable_ki_protection(function)
-    _ki_protected = True
-
-
-_ki_protected = False
 _default: SignalPipeline | None = None
 _default_lock = threading.Lock()
 

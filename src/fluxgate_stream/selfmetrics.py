@@ -40,11 +40,10 @@ from typing import TYPE_CHECKING, Final, cast
 
 import anyio
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
-from prometheus_client import values as _values
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from fluxgate_stream._compat import kept, multiprocess, registered, same_class, value_class
 from fluxgate_stream.pipeline import SignalPipeline, default_pipeline
-from fluxgate_stream.series import multiprocess
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -84,16 +83,14 @@ class _Collector:
     """Reads the exported pipelines' ``stats()`` at scrape time. One per registry."""
 
     def __init__(self) -> None:
-        # Named for duck-typing: a copy of this module loaded by importlib.reload finds and
-        # reuses the collector an older copy registered.
-        self.fluxgate_stream_pipelines: dict[str, weakref.ref[SignalPipeline]] = {}
+        self.pipelines: dict[str, weakref.ref[SignalPipeline]] = {}
 
     def describe(self) -> list[Metric]:
         return list(self._families({}))
 
     def collect(self) -> Iterator[Metric]:
         snapshots: dict[str, dict[str, int]] = {}
-        for name, ref in list(self.fluxgate_stream_pipelines.items()):
+        for name, ref in list(self.pipelines.items()):
             pipeline = ref()
             if pipeline is not None:
                 snapshots[name] = _snapshot(pipeline)
@@ -120,14 +117,14 @@ class _Collector:
 
 def _collector_for(registry: CollectorRegistry) -> _Collector:
     """Return the registry's collector, registering one first if it has none. Holds ``_lock``."""
-    # prometheus_client has no public lookup by name; this is the dict `register()` checks.
-    existing = registry._names_to_collectors.get(PREFIX + "queue_depth")  # pyright: ignore[reportPrivateUsage]  # no public lookup
+    existing = registered(registry, PREFIX + "queue_depth")
     if existing is None:
         collector = _Collector()
         registry.register(collector)
         return collector
-    if not isinstance(getattr(existing, "fluxgate_stream_pipelines", None), dict):
-        raise ValueError(  # noqa: TRY004  # a registry conflict, as prometheus_client's own ValueError
+    # A copy of this module loaded by importlib.reload reuses the collector an older one made.
+    if not same_class(existing, _Collector):
+        raise ValueError(  # a registry conflict, as prometheus_client's own ValueError
             f"registry already has a collector for {PREFIX + 'queue_depth'!r} "
             "that is not fluxgate-stream's"
         )
@@ -176,17 +173,17 @@ class _FileMetrics:
 # One set per process (keyed by prometheus_client's value class, which multiprocess mode fixes),
 # kept across importlib.reload: two counter objects for one file-backed value would overwrite
 # each other's increments.
-_FILE_METRICS: weakref.WeakKeyDictionary[type, _FileMetrics] = (
-    globals().get("_FILE_METRICS") or weakref.WeakKeyDictionary()
+_FILE_METRICS: weakref.WeakKeyDictionary[type, _FileMetrics] = kept(
+    "selfmetrics.file_metrics", weakref.WeakKeyDictionary[type, _FileMetrics]
 )
 
 
 def _file_metrics() -> _FileMetrics:
     """Return this process's file-backed self-metrics, creating them once. Holds ``_lock``."""
-    value_class = cast("type", _values.ValueClass)
-    metrics = _FILE_METRICS.get(value_class)
+    values = value_class()
+    metrics = _FILE_METRICS.get(values)
     if metrics is None:
-        metrics = _FILE_METRICS[value_class] = _FileMetrics()
+        metrics = _FILE_METRICS[values] = _FileMetrics()
     return metrics
 
 
@@ -288,13 +285,9 @@ def export_metrics(
         64.0
     """
     target = default_pipeline() if pipeline is None else pipeline
-    kind = type(cast("object", target))
-    # By name too: after importlib.reload, pipelines made before it are of the previous class.
-    if not issubclass(kind, SignalPipeline) and (kind.__module__, kind.__qualname__) != (
-        SignalPipeline.__module__,
-        SignalPipeline.__qualname__,
-    ):
-        raise TypeError(f"pipeline must be a SignalPipeline, got {kind.__name__}")
+    # After importlib.reload, pipelines made before it are of the previous class.
+    if not same_class(target, SignalPipeline):
+        raise TypeError(f"pipeline must be a SignalPipeline, got {type(target).__name__}")
     label = cast("object", name)
     if not isinstance(label, str):
         raise TypeError(f"name must be a str, got {type(label).__name__}")
@@ -304,5 +297,5 @@ def export_metrics(
     if not mode:
         with _lock:
             collector = _collector_for(REGISTRY if registry is None else registry)
-            collector.fluxgate_stream_pipelines[name] = weakref.ref(target)
+            collector.pipelines[name] = weakref.ref(target)
     return PipelineMetrics(target, name, multiprocess=mode)

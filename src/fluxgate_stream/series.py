@@ -24,24 +24,23 @@ Module state that identifies series (the families and their circuits) survives
 from __future__ import annotations
 
 import time
-import warnings
 import weakref
 from typing import TYPE_CHECKING, TypeVar, cast
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
-from prometheus_client import values as _values
 
+from fluxgate_stream._compat import (
+    kept,
+    labelnames,
+    multiprocess,
+    registered,
+    upstream_state_gauge,
+    upstream_transition_counter,
+    value_class,
+)
 from fluxgate_stream.states import ALL_STATES
 from fluxgate_stream.tally import APPLY_LOCK, SEQUENCE
 from fluxgate_stream.time_in_state import MULTIPROCESS_MESSAGE, StateClock, StateSecondsCollector
-
-with warnings.catch_warnings():
-    # In multiprocess mode, upstream's import-time clear() of its (empty) metrics warns that
-    # clearing is not implemented there. It clears nothing; the user did not ask for it.
-    warnings.filterwarnings(
-        "ignore", "Clearing labels has not been implemented in multi-process mode", UserWarning
-    )
-    from fluxgate.listeners import prometheus as _upstream
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -63,15 +62,6 @@ COUNTER_LABELS = ("circuit_name", "old_state", "new_state")
 #: How the state gauges of several processes combine in multiprocess mode: summed over the live
 #: processes, so each series counts the workers whose circuit is in that state.
 GAUGE_MULTIPROCESS_MODE = "livesum"
-
-
-def multiprocess() -> bool:
-    """Whether prometheus_client runs in multiprocess mode.
-
-    That is, ``PROMETHEUS_MULTIPROC_DIR`` was set when prometheus_client was imported, so metric
-    values live in per-process files that a ``MultiProcessCollector`` merges at scrape time.
-    """
-    return bool(getattr(_values.ValueClass, "_multiprocess", False))
 
 
 class CircuitLimitError(ValueError):
@@ -269,21 +259,16 @@ class _Family:
             self.seconds = seconds
 
 
-# Keyed weakly so that a test's throw-away registry takes its circuits with it. Both survive
-# importlib.reload, so a reload neither forgets circuits (their sequence numbers, their cap) nor
-# creates a second metric object for the same series.
-_FAMILIES: weakref.WeakKeyDictionary[CollectorRegistry, _Family] = (
-    globals().get("_FAMILIES") or weakref.WeakKeyDictionary()
+# Keyed weakly so that a test's throw-away registry takes its circuits with it. Both are kept
+# across importlib.reload, so a reload neither forgets circuits (their sequence numbers, their
+# cap) nor creates a second metric object for the same series.
+_FAMILIES: weakref.WeakKeyDictionary[CollectorRegistry, _Family] = kept(
+    "circuits.families", weakref.WeakKeyDictionary[CollectorRegistry, _Family]
 )
 # Multiprocess mode's one family, keyed by prometheus_client's value class (fixed per process).
-_MULTIPROCESS_FAMILIES: weakref.WeakKeyDictionary[type, _Family] = (
-    globals().get("_MULTIPROCESS_FAMILIES") or weakref.WeakKeyDictionary()
+_MULTIPROCESS_FAMILIES: weakref.WeakKeyDictionary[type, _Family] = kept(
+    "circuits.multiprocess_families", weakref.WeakKeyDictionary[type, _Family]
 )
-
-
-def _registered(registry: CollectorRegistry, name: str) -> object | None:
-    # prometheus_client has no public lookup by name; this is the dict `register()` checks.
-    return registry._names_to_collectors.get(name)  # pyright: ignore[reportPrivateUsage]  # no public lookup
 
 
 def _family(registry: CollectorRegistry) -> _Family:
@@ -295,11 +280,11 @@ def _family(registry: CollectorRegistry) -> _Family:
         return family
     if registry is REGISTRY:
         # Share upstream's module-level metrics: importing it registered them on REGISTRY.
-        gauge: Gauge = _upstream._STATE_GAUGE  # pyright: ignore[reportPrivateUsage]  # shared on purpose, pinned fluxgate<0.10
-        counter: Counter = _upstream._STATE_TRANSITION  # pyright: ignore[reportPrivateUsage]  # as above
+        gauge = upstream_state_gauge()
+        counter = upstream_transition_counter()
         exclusive = False
     else:
-        exclusive = _registered(registry, GAUGE_NAME) is None
+        exclusive = registered(registry, GAUGE_NAME) is None
         gauge = _existing_or_new(registry, Gauge, GAUGE_NAME, GAUGE_HELP, GAUGE_LABELS)
         counter = _existing_or_new(registry, Counter, COUNTER_NAME, COUNTER_HELP, COUNTER_LABELS)
     family = _FAMILIES[registry] = _Family(gauge, counter, exclusive=exclusive)
@@ -313,8 +298,8 @@ def _multiprocess_family() -> _Family:
     gauge, whose mode is "all", holds the name on the default registry); its counter is
     upstream's, so that one object, never two, writes each counter value of this process.
     """
-    value_class = cast("type", _values.ValueClass)
-    family = _MULTIPROCESS_FAMILIES.get(value_class)
+    values = value_class()
+    family = _MULTIPROCESS_FAMILIES.get(values)
     if family is None:
         gauge = Gauge(
             GAUGE_NAME,
@@ -323,8 +308,8 @@ def _multiprocess_family() -> _Family:
             registry=None,
             multiprocess_mode=GAUGE_MULTIPROCESS_MODE,
         )
-        counter: Counter = _upstream._STATE_TRANSITION  # pyright: ignore[reportPrivateUsage]  # shared on purpose, pinned fluxgate<0.10
-        family = _MULTIPROCESS_FAMILIES[value_class] = _Family(
+        counter = upstream_transition_counter()
+        family = _MULTIPROCESS_FAMILIES[values] = _Family(
             gauge, counter, multiprocess=True, exclusive=True
         )
     return family
@@ -346,7 +331,7 @@ def _existing_or_new(
         ValueError: the registry holds a collector of another kind, or with other labels, under
             ``name``.
     """
-    existing = _registered(registry, name)
+    existing = registered(registry, name)
     if existing is None:
         return kind(name, documentation, labels, registry=registry)
     if not isinstance(existing, kind):
@@ -354,7 +339,7 @@ def _existing_or_new(
             f"registry already has a {type(existing).__name__} named {name!r}; "
             f"fluxgate-stream needs a {kind.__name__} there"
         )
-    found = cast("tuple[str, ...]", existing._labelnames)  # pyright: ignore[reportPrivateUsage, reportUnknownMemberType]  # no public accessor
+    found = labelnames(existing)
     if found != labels:
         raise ValueError(f"registry's {name!r} has labels {found}; fluxgate-stream needs {labels}")
     return existing

@@ -17,6 +17,8 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Protocol
 
+from fluxgate_stream._compat import kept
+
 if TYPE_CHECKING:
     from fluxgate.signal import Signal
     from fluxgate.state import State
@@ -27,17 +29,15 @@ __all__ = ["APPLY_LOCK", "SEQUENCE", "Item", "Pending", "Tally", "Target", "appl
 
 #: Serialises every write to the metrics. Process-wide because targets (a registry's circuits)
 #: are shared by every pipeline that writes to them. Never held across an ``await``, and never
-#: taken by a producer while a consumer runs. ``importlib.reload`` keeps the same lock (the
-#: module's namespace survives a reload), so code loaded before and after a reload excludes each
-#: other.
-APPLY_LOCK: threading.RLock = globals().get("APPLY_LOCK") or threading.RLock()
+#: taken by a producer while a consumer runs. Kept across ``importlib.reload``, so code loaded
+#: before and after a reload excludes each other.
+APPLY_LOCK: threading.RLock = kept("apply.lock", threading.RLock)
 
 #: Numbers every queued item and ``close()``, across every path and pipeline of the process, so
-#: that "older" means the same thing everywhere. ``next()`` on it is atomic under the GIL. It
-#: survives ``importlib.reload`` (the module's namespace is reused): restarting it would make
-#: every circuit that applied item n before the reload ignore, as "older", the items numbered
-#: below n after it.
-SEQUENCE: itertools.count[int] = globals().get("SEQUENCE") or itertools.count()
+#: that "older" means the same thing everywhere. ``next()`` on it is atomic under the GIL. Kept
+#: across ``importlib.reload``: restarting it would make every circuit that applied item n
+#: before the reload ignore, as "older", the items numbered below n after it.
+SEQUENCE: itertools.count[int] = kept("apply.sequence", itertools.count)
 
 _log = logging.getLogger("fluxgate_stream")
 
@@ -139,8 +139,8 @@ class Tally:
 
 #: Targets whose last write failed, with the number of failed writes since: a failure is logged
 #: once, when its streak starts; the streak's length is logged when the target recovers. Only
-#: failing targets are held. Guarded by APPLY_LOCK; survives ``importlib.reload`` like the lock.
-_failing: dict[Target, int] = globals().get("_failing") or {}
+#: failing targets are held. Guarded by APPLY_LOCK; kept across ``importlib.reload``.
+_failing: dict[Target, int] = kept("apply.failing", dict[Target, int])
 
 
 def apply(tally: Tally) -> int:

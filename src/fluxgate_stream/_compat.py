@@ -1,0 +1,209 @@
+"""Every use of a dependency's private API, and how module state survives ``importlib.reload``.
+
+Nothing else in the package reads a dependency's private names: when a new release of one of
+them breaks something here, this file is where it shows. Each use names the versions it was
+checked against: the lowest that ``pyproject.toml`` allows and the latest tested
+(``make test-lowest`` runs the suite against the lowest).
+
+=====================================  =========================================================
+use                                    checked against
+=====================================  =========================================================
+``_names_to_collectors`` (a registry)  prometheus-client 0.20.0 and 0.26.0
+``MetricWrapperBase._labelnames``      prometheus-client 0.20.0 and 0.26.0
+``values.ValueClass._multiprocess``    prometheus-client 0.20.0 and 0.26.0 (absent: not
+                                       multiprocess)
+``utils.floatToGoString`` (untyped)    prometheus-client 0.20.0 and 0.26.0
+``fluxgate.listeners.prometheus``      fluxgate 0.9.4 (``<0.10`` is pinned)
+``_STATE_GAUGE``, ``_STATE_TRANSITION``
+``fluxgate.circuitbreaker``            fluxgate 0.9.4
+``_classify_slow``,
+``_collect_slow_thresholds``, a
+breaker's ``_slow_thresholds``
+``trio.lowlevel.enable_ki_protection`` trio 0.27.0 and 0.35.0 (public, but since 0.27 it marks
+                                       the code object, so it can be applied after definition)
+=====================================  =========================================================
+
+Reload survival: ``importlib.reload`` re-runs a module in its old namespace, so module state made
+with ``kept()`` (the apply lock, the sequence numbers, the per-registry families...) is found
+again instead of made anew; and objects made before a reload are instances of the previous copy
+of their class, which ``same_class()`` recognises by module and qualified name.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar, cast
+
+from prometheus_client import utils as _prometheus_utils
+from prometheus_client import values as _values
+
+with warnings.catch_warnings():
+    # In multiprocess mode, upstream's import-time clear() of its (empty) metrics warns that
+    # clearing is not implemented there. It clears nothing; the user did not ask for it.
+    warnings.filterwarnings(
+        "ignore", "Clearing labels has not been implemented in multi-process mode", UserWarning
+    )
+    from fluxgate.listeners import prometheus as _upstream
+
+from fluxgate import circuitbreaker as _circuitbreaker
+
+if TYPE_CHECKING:
+    from fluxgate.trippers import Tripper
+    from prometheus_client import CollectorRegistry, Counter, Gauge
+    from prometheus_client.metrics import MetricWrapperBase
+
+__all__ = [
+    "classify_slow",
+    "collect_slow_thresholds",
+    "format_float",
+    "kept",
+    "ki_protected",
+    "labelnames",
+    "multiprocess",
+    "protect_from_keyboard_interrupt",
+    "registered",
+    "same_class",
+    "slow_thresholds",
+    "upstream_state_gauge",
+    "upstream_transition_counter",
+    "value_class",
+]
+
+_T = TypeVar("_T")
+_F = TypeVar("_F", bound=Callable[..., object])
+
+# -- reload survival -------------------------------------------------------------------------------
+
+#: The objects ``kept()`` made, by key. This very dict survives a reload of this module the same
+#: way: the reloaded module finds it in its old namespace.
+_KEPT: dict[str, object] = cast("dict[str, object]", globals().get("_KEPT")) or {}
+
+
+def kept(key: str, make: Callable[[], _T]) -> _T:
+    """Return the process's one object for ``key``, made by ``make()`` the first time.
+
+    Module state that identifies something outside the module (a lock that other code holds, the
+    sequence numbers already handed out, the metric objects already registered) must not be made
+    anew when ``importlib.reload`` re-runs the module: the old and new code would then disagree.
+    """
+    try:
+        return cast("_T", _KEPT[key])
+    except KeyError:
+        made = _KEPT[key] = make()
+        return made
+
+
+def same_class(obj: object, cls: type) -> bool:
+    """Whether ``obj`` is an instance of ``cls``, or of a copy of ``cls`` from before a reload.
+
+    A copy is recognised by its module and qualified name, where ``isinstance`` would fail.
+    """
+    if isinstance(obj, cls):
+        return True
+    return any(
+        (kind.__module__, kind.__qualname__) == (cls.__module__, cls.__qualname__)
+        for kind in type(obj).__mro__
+    )
+
+
+# -- prometheus_client -----------------------------------------------------------------------------
+
+
+def registered(registry: CollectorRegistry, name: str) -> object | None:
+    """The collector registered on ``registry`` under metric name ``name``, or ``None``.
+
+    prometheus_client has no public lookup by name; this is the dict ``register()`` checks.
+    """
+    return registry._names_to_collectors.get(name)  # pyright: ignore[reportPrivateUsage]  # no public lookup
+
+
+def labelnames(metric: MetricWrapperBase) -> tuple[str, ...]:
+    """The label names a metric was created with (prometheus_client has no public accessor)."""
+    return tuple(cast("tuple[str, ...]", metric._labelnames))  # pyright: ignore[reportPrivateUsage, reportUnknownMemberType]  # no public accessor
+
+
+def value_class() -> type:
+    """prometheus_client's value class: file-backed in multiprocess mode. Fixed per process."""
+    return cast("type", _values.ValueClass)
+
+
+def multiprocess() -> bool:
+    """Whether prometheus_client runs in multiprocess mode.
+
+    That is, ``PROMETHEUS_MULTIPROC_DIR`` was set when prometheus_client was imported, so metric
+    values live in per-process files that a ``MultiProcessCollector`` merges at scrape time.
+    """
+    return bool(getattr(_values.ValueClass, "_multiprocess", False))
+
+
+#: A float formatted as prometheus_client formats ``le`` (``"0.5"``, ``"60.0"``, ``"+Inf"``).
+format_float: Callable[[float], str] = cast(
+    "Callable[[float], str]",
+    _prometheus_utils.floatToGoString,  # pyright: ignore[reportUnknownMemberType]  # untyped argument upstream
+)
+
+# -- fluxgate --------------------------------------------------------------------------------------
+
+
+def upstream_state_gauge() -> Gauge:
+    """The ``circuit_breaker_state`` gauge of fluxgate's listener, on ``REGISTRY`` since its import.
+
+    Shared on purpose: on the default registry, a process that also uses upstream's listener then
+    writes the same series instead of failing with ``Duplicated timeseries``.
+    """
+    return _upstream._STATE_GAUGE  # pyright: ignore[reportPrivateUsage]  # shared on purpose, fluxgate<0.10
+
+
+def upstream_transition_counter() -> Counter:
+    """The ``circuit_breaker_state_transition`` counter of fluxgate's listener (see above)."""
+    return _upstream._STATE_TRANSITION  # pyright: ignore[reportPrivateUsage]  # as above
+
+
+#: fluxgate's slow-call rule: the ``SlowRate`` thresholds that a call of ``duration`` reaches.
+classify_slow: Callable[[float, tuple[float, ...]], tuple[float, ...]] = (
+    _circuitbreaker._classify_slow  # pyright: ignore[reportPrivateUsage]  # upstream's rule, reused
+)
+
+
+def collect_slow_thresholds(tripper: Tripper) -> tuple[float, ...]:
+    """The ``SlowRate`` thresholds of ``tripper``, walked as fluxgate's breakers walk them."""
+    return _circuitbreaker._collect_slow_thresholds(tripper)  # pyright: ignore[reportPrivateUsage]  # upstream's walk, reused
+
+
+def slow_thresholds(breaker: object) -> object:
+    """A fluxgate breaker's own ``SlowRate`` thresholds (its ``_slow_thresholds``), or ``()``.
+
+    Any object may come in: the caller checks what comes out.
+    """
+    return cast("object", getattr(breaker, "_slow_thresholds", ()))
+
+
+# -- trio ------------------------------------------------------------------------------------------
+
+#: Functions marked with ``ki_protected``, protected once trio is imported.
+_KI_FUNCTIONS: list[Callable[..., object]] = kept("ki_functions", list[Callable[..., object]])
+
+
+def ki_protected(function: _F) -> _F:
+    """Mark ``function`` KI-protected under trio: a Ctrl-C waits for its next checkpoint.
+
+    trio is optional, so the mark is applied by ``protect_from_keyboard_interrupt()``, which the
+    consumer calls when it starts (and at once, if trio is already imported). Since trio 0.27 the
+    mark is kept per code object: it costs nothing per call, and nothing at all on asyncio.
+    """
+    _KI_FUNCTIONS.append(function)
+    if "trio" in sys.modules:
+        protect_from_keyboard_interrupt()
+    return function
+
+
+def protect_from_keyboard_interrupt() -> None:
+    """Apply trio's KI protection to every ``ki_protected`` function, if trio is imported."""
+    if not _KI_FUNCTIONS or "trio" not in sys.modules:
+        return
+    from trio.lowlevel import enable_ki_protection  # noqa: PLC0415  # trio is optional
+
+    while _KI_FUNCTIONS:
+        enable_ki_protection(_KI_FUNCTIONS.pop())
