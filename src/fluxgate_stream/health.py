@@ -70,7 +70,6 @@ port) and call its ``watch()``.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 import weakref
@@ -78,21 +77,17 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Final, Protocol, cast
 
-from fluxgate.circuitbreaker import CircuitBreakerInfo
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
-from fluxgate_stream._compat import (
-    format_float,
-    multiprocess,
-    registered,
-    same_class,
-    slow_thresholds,
-)
-from fluxgate_stream.listener import check_name
+from fluxgate_stream import _catalogue as catalogue
+from fluxgate_stream._checks import check_breaker, check_name, check_thresholds
+from fluxgate_stream._compat import format_float, multiprocess, registered, same_class
 
 if TYPE_CHECKING:
     from types import TracebackType
+
+    from fluxgate.circuitbreaker import CircuitBreakerInfo
 
 __all__ = ["HealthCollector", "HealthWatch", "SupportsInfo", "watch"]
 
@@ -101,54 +96,16 @@ _log = logging.getLogger("fluxgate_stream.health")
 #: A threshold's label value, formatted as prometheus_client formats ``le``.
 _label: Callable[[float], str] = format_float
 
-BUFFERED_CALLS: Final = "circuit_breaker_buffered_calls"
-FAILURE_RATE: Final = "circuit_breaker_failure_rate_ratio"
-SLOW_CALLS: Final = "circuit_breaker_slow_calls"
-SLOW_CALL_RATE: Final = "circuit_breaker_slow_call_rate_ratio"
-AVERAGE_LATENCY: Final = "circuit_breaker_average_latency_seconds"
-REOPENS: Final = "circuit_breaker_consecutive_reopens"
-LAST_TRANSITION: Final = "circuit_breaker_last_transition_timestamp_seconds"
+BUFFERED_CALLS: Final = catalogue.BUFFERED_CALLS.name
+FAILURE_RATE: Final = catalogue.FAILURE_RATE.name
+SLOW_CALLS: Final = catalogue.SLOW_CALLS.name
+SLOW_CALL_RATE: Final = catalogue.SLOW_CALL_RATE.name
+AVERAGE_LATENCY: Final = catalogue.AVERAGE_LATENCY.name
+REOPENS: Final = catalogue.REOPENS.name
+LAST_TRANSITION: Final = catalogue.LAST_TRANSITION.name
 
 #: (name, help, labels) of every family, in exposition order.
-FAMILIES: Final = (
-    (
-        BUFFERED_CALLS,
-        "Calls in the circuit breaker's window, by outcome (the window resets on every transition)",
-        ("circuit_name", "kind"),
-    ),
-    (
-        FAILURE_RATE,
-        "Failed calls / calls in the circuit breaker's window (absent while it is empty)",
-        ("circuit_name",),
-    ),
-    (
-        SLOW_CALLS,
-        "Calls in the circuit breaker's window that took at least threshold_seconds",
-        ("circuit_name", "threshold_seconds"),
-    ),
-    (
-        SLOW_CALL_RATE,
-        "Slow calls / calls in the circuit breaker's window, per SlowRate threshold "
-        "(absent while it is empty)",
-        ("circuit_name", "threshold_seconds"),
-    ),
-    (
-        AVERAGE_LATENCY,
-        "Average duration of the calls in the circuit breaker's window, failures counting 0 s "
-        "(absent while it is empty)",
-        ("circuit_name",),
-    ),
-    (
-        REOPENS,
-        "HALF_OPEN to OPEN reopens since the circuit breaker last closed",
-        ("circuit_name",),
-    ),
-    (
-        LAST_TRANSITION,
-        "Unix time at which the circuit breaker entered its current state",
-        ("circuit_name",),
-    ),
-)
+FAMILIES: Final = tuple((spec.name, spec.help, spec.labels) for spec in catalogue.HEALTH)
 
 MULTIPROCESS_MESSAGE: Final = (
     "watch() does not work in prometheus_client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR is "
@@ -166,56 +123,6 @@ class SupportsInfo(Protocol):
     def info(self) -> CircuitBreakerInfo:
         """Return the breaker's state, last transition time, reopen count and window metrics."""
         ...
-
-
-def _check_breaker(breaker: object) -> None:
-    """Raise unless ``breaker.info()`` answers a ``CircuitBreakerInfo`` now.
-
-    Raises:
-        TypeError: ``breaker`` has no callable ``info``, or it returned something else.
-    """
-    info = getattr(breaker, "info", None)
-    if not callable(info):
-        raise TypeError(
-            f"breaker must be a fluxgate circuit breaker (an object with an info() method), "
-            f"got {type(breaker).__name__}"
-        )
-    answer: object = info()
-    if not isinstance(answer, CircuitBreakerInfo):
-        raise TypeError(
-            f"breaker.info() must return a fluxgate CircuitBreakerInfo, got {type(answer).__name__}"
-        )
-
-
-def _thresholds(breaker: object, given: Iterable[float] | None) -> tuple[float, ...]:
-    """Return the slow-call thresholds to export for ``breaker``, sorted, without duplicates.
-
-    ``given`` wins; otherwise the breaker's own (fluxgate's breakers collect their ``SlowRate``
-    thresholds, and classify every call against exactly those); otherwise none.
-
-    Raises:
-        TypeError: ``given`` is not an iterable of real numbers.
-        ValueError: a threshold in ``given`` is not positive and finite.
-    """
-    if given is None:
-        found = slow_thresholds(breaker)
-        if not isinstance(found, tuple):
-            return ()
-        items = cast("tuple[object, ...]", found)
-        numbers = [x for x in items if isinstance(x, int | float) and not isinstance(x, bool)]
-        return tuple(sorted({float(x) for x in numbers if math.isfinite(x) and x > 0}))
-    if isinstance(given, str | bytes) or not isinstance(cast("object", given), Iterable):
-        raise TypeError(
-            f"slow_thresholds must be an iterable of numbers, got {type(given).__name__}"
-        )
-    out: set[float] = set()
-    for value in cast("Iterable[object]", given):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TypeError(f"slow_thresholds must hold numbers, got {type(value).__name__}")
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"slow_thresholds must be positive and finite, got {value!r}")
-        out.add(float(value))
-    return tuple(sorted(out))
 
 
 class HealthWatch:
@@ -367,8 +274,8 @@ class HealthCollector:
                 and not closed); a threshold is not positive and finite.
         """
         check_name(name)
-        _check_breaker(breaker)
-        return self.add(breaker, name, _thresholds(breaker, slow_thresholds))
+        check_breaker(breaker)
+        return self.add(breaker, name, check_thresholds(breaker, slow_thresholds))
 
     def add(self, breaker: SupportsInfo, name: str, thresholds: tuple[float, ...]) -> HealthWatch:
         """``watch()`` once its arguments are checked (the module's ``watch()`` checks them first).
@@ -569,8 +476,8 @@ def watch(
         True
     """
     check_name(name)
-    _check_breaker(breaker)
-    thresholds = _thresholds(breaker, slow_thresholds)
+    check_breaker(breaker)
+    thresholds = check_thresholds(breaker, slow_thresholds)
     if _multiprocess_mode():
         raise RuntimeError(MULTIPROCESS_MESSAGE)
     return collector_for(registry).add(breaker, name, thresholds)

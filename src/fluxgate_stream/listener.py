@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from anyio import WouldBlock
 from fluxgate.signal import Signal
 
-from fluxgate_stream.pipeline import SignalPipeline, default_pipeline
+from fluxgate_stream._checks import (
+    KNOWN_STATES,
+    check_bool,
+    check_name,
+    check_signal,
+    check_state,
+    check_timestamp,
+)
+from fluxgate_stream.pipeline import SignalPipeline, resolve_pipeline
 from fluxgate_stream.series import circuit_for
-from fluxgate_stream.states import KNOWN_STATES, check_signal, check_state, check_timestamp
 from fluxgate_stream.tally import SEQUENCE
 
 if TYPE_CHECKING:
@@ -19,36 +26,10 @@ if TYPE_CHECKING:
 
     from fluxgate_stream.tally import Item, Target
 
-__all__ = ["PrometheusListener", "QueueingListener", "check_name", "resolve_pipeline"]
+# check_name and resolve_pipeline, once defined here, are still importable from this module.
+__all__ = ["PrometheusListener", "QueueingListener"]
 
 _get_ident = threading.get_ident
-
-
-def check_name(name: object) -> str:
-    """Return ``name`` if it is a usable ``circuit_name``.
-
-    Raises:
-        TypeError: ``name`` is not a ``str``.
-        ValueError: ``name`` is empty.
-    """
-    if not isinstance(name, str):
-        raise TypeError(f"name must be a str, got {type(name).__name__}")
-    if not name:
-        raise ValueError("name must be a non-empty str")
-    return name
-
-
-def resolve_pipeline(pipeline: object) -> SignalPipeline:
-    """Return ``pipeline``, or the default pipeline for ``None``.
-
-    Raises:
-        TypeError: ``pipeline`` is neither ``None`` nor a ``SignalPipeline``.
-    """
-    if pipeline is None:
-        return default_pipeline()
-    if not isinstance(pipeline, SignalPipeline):
-        raise TypeError(f"pipeline must be a SignalPipeline, got {type(pipeline).__name__}")
-    return pipeline
 
 
 class QueueingListener:
@@ -195,7 +176,5 @@ class PrometheusListener(QueueingListener):
         self._pipeline = resolve_pipeline(pipeline)
         if initial_state is not None:
             check_state(initial_state, "initial_state")
-        timed = cast("object", time_in_state)  # checked at run time: callers may not be typed
-        if not isinstance(timed, bool):
-            raise TypeError(f"time_in_state must be a bool, got {type(timed).__name__}")
+        check_bool(time_in_state, "time_in_state")
         self._target = circuit_for(registry, name, initial_state, time_in_state=time_in_state)

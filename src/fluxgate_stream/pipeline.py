@@ -45,7 +45,8 @@ import anyio
 from anyio import WouldBlock
 from anyio.lowlevel import checkpoint, current_token
 
-from fluxgate_stream._compat import ki_protected, protect_from_keyboard_interrupt
+from fluxgate_stream._checks import check_count, check_seconds
+from fluxgate_stream._compat import ki_protected, protect_from_keyboard_interrupt, same_class
 from fluxgate_stream.tally import APPLY_LOCK, SEQUENCE, Item, Tally, apply
 
 if TYPE_CHECKING:
@@ -115,21 +116,9 @@ class SignalPipeline:
     """
 
     def __init__(self, max_buffer_size: int = 1024, *, batch_window: float = 0.001) -> None:
-        # Both checked at run time: callers may not be type-checked.
-        size = cast("object", max_buffer_size)
-        if isinstance(size, bool) or not isinstance(size, int):
-            raise TypeError(f"max_buffer_size must be an int, got {type(size).__name__}")
-        if max_buffer_size < 1:
-            raise ValueError(f"max_buffer_size must be at least 1, got {max_buffer_size}")
-        window = cast("object", batch_window)
-        if isinstance(window, bool) or not isinstance(window, (int, float)):
-            raise TypeError(
-                f"batch_window must be a number of seconds, got {type(window).__name__}"
-            )
-        if not 0 <= window < float("inf"):
-            raise ValueError(f"batch_window must be a finite number of seconds >= 0, got {window}")
+        check_count(max_buffer_size, "max_buffer_size")
         self.max_buffer_size: Final = max_buffer_size
-        self.batch_window: Final = float(window)
+        self.batch_window: Final = check_seconds(batch_window, "batch_window", zero=True)
         # Each run() gets a fresh stream and closes it when it ends; until then, a closed one.
         self._send, self._receive = self._new_stream()  # loop thread only
         self._send.close()
@@ -486,6 +475,20 @@ class SignalPipeline:
 
 _default: SignalPipeline | None = None
 _default_lock = threading.Lock()
+
+
+def resolve_pipeline(pipeline: object) -> SignalPipeline:
+    """Return ``pipeline``, or the default pipeline for ``None``: the ``pipeline=`` argument.
+
+    Raises:
+        TypeError: ``pipeline`` is neither ``None`` nor a ``SignalPipeline``.
+    """
+    if pipeline is None:
+        return default_pipeline()
+    # After importlib.reload, pipelines made before it are of the previous class.
+    if not same_class(pipeline, SignalPipeline):
+        raise TypeError(f"pipeline must be a SignalPipeline, got {type(pipeline).__name__}")
+    return cast("SignalPipeline", pipeline)
 
 
 def default_pipeline() -> SignalPipeline:

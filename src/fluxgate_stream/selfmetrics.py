@@ -14,7 +14,9 @@ metric                                            type     meaning
                                                            consumer: applied in the caller)
 ``fluxgate_stream_batches_total``                 counter  tallies applied
 ``fluxgate_stream_apply_errors_total``            counter  circuit writes that raised
-``fluxgate_stream_wakeups_total``                 counter  cross-thread wake-ups delivered
+``fluxgate_stream_wakeups_total``                 counter  wake-ups of a sleeping consumer: by a
+                                                           signal from another thread, or by
+                                                           a ``flush()``
 ``fluxgate_stream_queue_depth``                   gauge    items in the stream and the bridge
 ``fluxgate_stream_buffer_size``                   gauge    ``max_buffer_size``
 ``fluxgate_stream_consumer_running``              gauge    1 while a consumer runs, else 0
@@ -42,8 +44,10 @@ import anyio
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from fluxgate_stream import _catalogue as catalogue
+from fluxgate_stream._checks import check_name, check_seconds
 from fluxgate_stream._compat import kept, multiprocess, registered, same_class, value_class
-from fluxgate_stream.pipeline import SignalPipeline, default_pipeline
+from fluxgate_stream.pipeline import SignalPipeline, resolve_pipeline
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -53,22 +57,21 @@ if TYPE_CHECKING:
 __all__ = ["PipelineMetrics", "export_metrics"]
 
 PREFIX: Final = "fluxgate_stream_"
-#: The paths of ``fluxgate_stream_signals_total``, each a key of ``SignalPipeline.stats()``.
-PATHS: Final = ("stream", "bridge", "overflow", "direct")
+#: The paths of ``fluxgate_stream_signals_total``, each a field of ``PipelineStatistics``.
+PATHS: Final = catalogue.PATHS
 #: Counters other than the per-path one: (stats key, metric name without ``_total``, help).
-COUNTERS: Final = (
-    ("batches", PREFIX + "batches", "Tallies of signals applied to the metrics"),
-    ("apply_errors", PREFIX + "apply_errors", "Circuit metric writes that raised"),
-    ("wakeups", PREFIX + "wakeups", "Cross-thread wake-ups of a sleeping consumer"),
+COUNTERS: Final = tuple(
+    (spec.name.removeprefix(PREFIX), spec.name, spec.help)
+    for spec in (catalogue.BATCHES, catalogue.APPLY_ERRORS, catalogue.WAKEUPS)
 )
 #: Gauges: (stats key, metric name, help).
 GAUGES: Final = (
-    ("queued", PREFIX + "queue_depth", "Signals waiting in the stream and the thread bridge"),
-    ("buffer_size", PREFIX + "buffer_size", "Capacity of the stream, and of the thread bridge"),
-    ("running", PREFIX + "consumer_running", "1 while the pipeline's consumer runs, else 0"),
+    ("queued", catalogue.QUEUE_DEPTH.name, catalogue.QUEUE_DEPTH.help),
+    ("buffer_size", catalogue.BUFFER_SIZE.name, catalogue.BUFFER_SIZE.help),
+    ("running", catalogue.CONSUMER_RUNNING.name, catalogue.CONSUMER_RUNNING.help),
 )
-SIGNALS: Final = PREFIX + "signals"
-SIGNALS_HELP: Final = "Signals and close() calls taken, by path"
+SIGNALS: Final = catalogue.SIGNALS.name
+SIGNALS_HELP: Final = catalogue.SIGNALS.help
 
 _lock = threading.Lock()  # guards exports and multiprocess publishing
 
@@ -117,7 +120,7 @@ class _Collector:
 
 def _collector_for(registry: CollectorRegistry) -> _Collector:
     """Return the registry's collector, registering one first if it has none. Holds ``_lock``."""
-    existing = registered(registry, PREFIX + "queue_depth")
+    existing = registered(registry, catalogue.QUEUE_DEPTH.name)
     if existing is None:
         collector = _Collector()
         registry.register(collector)
@@ -125,7 +128,7 @@ def _collector_for(registry: CollectorRegistry) -> _Collector:
     # A copy of this module loaded by importlib.reload reuses the collector an older one made.
     if not same_class(existing, _Collector):
         raise ValueError(  # a registry conflict, as prometheus_client's own ValueError
-            f"registry already has a collector for {PREFIX + 'queue_depth'!r} "
+            f"registry already has a collector for {catalogue.QUEUE_DEPTH.name!r} "
             "that is not fluxgate-stream's"
         )
     return cast("_Collector", existing)
@@ -234,8 +237,7 @@ class PipelineMetrics:
         Raises:
             ValueError: ``interval`` is not positive.
         """
-        if not interval > 0:
-            raise ValueError(f"interval must be positive, got {interval!r}")
+        check_seconds(interval, "interval", zero=False)
         if not self.multiprocess:
             task_status.started()
             return
@@ -284,15 +286,8 @@ def export_metrics(
         >>> registry.get_sample_value("fluxgate_stream_buffer_size", {"pipeline": "default"})
         64.0
     """
-    target = default_pipeline() if pipeline is None else pipeline
-    # After importlib.reload, pipelines made before it are of the previous class.
-    if not same_class(target, SignalPipeline):
-        raise TypeError(f"pipeline must be a SignalPipeline, got {type(target).__name__}")
-    label = cast("object", name)
-    if not isinstance(label, str):
-        raise TypeError(f"name must be a str, got {type(label).__name__}")
-    if not name:
-        raise ValueError("name must be a non-empty str")
+    target = resolve_pipeline(pipeline)
+    check_name(name)
     mode = multiprocess()
     if not mode:
         with _lock:

@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import time
 import weakref
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
+from fluxgate_stream._catalogue import ALL_STATES, STATE, TRANSITIONS
+from fluxgate_stream._checks import check_count
 from fluxgate_stream._compat import (
     kept,
     labelnames,
@@ -38,7 +40,6 @@ from fluxgate_stream._compat import (
     upstream_transition_counter,
     value_class,
 )
-from fluxgate_stream.states import ALL_STATES
 from fluxgate_stream.tally import APPLY_LOCK, SEQUENCE
 from fluxgate_stream.time_in_state import MULTIPROCESS_MESSAGE, StateClock, StateSecondsCollector
 
@@ -53,12 +54,12 @@ __all__ = ["Circuit", "CircuitLimitError", "circuit_for", "limit_circuits", "mul
 
 _Metric = TypeVar("_Metric", Gauge, Counter)
 
-GAUGE_NAME = "circuit_breaker_state"
-GAUGE_HELP = "Current state of the circuit breaker"
-COUNTER_NAME = "circuit_breaker_state_transition"
-COUNTER_HELP = "Count of state transitions for circuit breakers"
-GAUGE_LABELS = ("circuit_name", "state")
-COUNTER_LABELS = ("circuit_name", "old_state", "new_state")
+GAUGE_NAME = STATE.name
+GAUGE_HELP = STATE.help
+COUNTER_NAME = TRANSITIONS.name
+COUNTER_HELP = TRANSITIONS.help
+GAUGE_LABELS = STATE.labels
+COUNTER_LABELS = TRANSITIONS.labels
 #: How the state gauges of several processes combine in multiprocess mode: summed over the live
 #: processes, so each series counts the workers whose circuit is in that state.
 GAUGE_MULTIPROCESS_MODE = "livesum"
@@ -441,10 +442,6 @@ def limit_circuits(max_circuits: int | None, registry: CollectorRegistry | None 
         ...
         fluxgate_stream.series.CircuitLimitError: this registry already has 2 circuit names, ...
     """
-    value = cast("object", max_circuits)  # checked at run time: callers may not be type-checked
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-        raise TypeError(f"max_circuits must be an int or None, got {type(value).__name__}")
-    if max_circuits is not None and max_circuits < 1:
-        raise ValueError(f"max_circuits must be at least 1, got {max_circuits}")
+    check_count(max_circuits, "max_circuits", optional=True)
     with APPLY_LOCK:
         _family(REGISTRY if registry is None else registry).max_circuits = max_circuits

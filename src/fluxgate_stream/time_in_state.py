@@ -70,7 +70,7 @@ from typing import TYPE_CHECKING, cast
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from fluxgate_stream.states import ALL_STATES
+from fluxgate_stream._catalogue import ALL_STATES, STATE_SECONDS
 
 if TYPE_CHECKING:
     import threading
@@ -91,8 +91,8 @@ __all__ = [
     "finite_time",
 ]
 
-SECONDS_NAME = "circuit_breaker_state_seconds"
-SECONDS_HELP = "Seconds circuit breakers have spent in each state"
+SECONDS_NAME = STATE_SECONDS.name
+SECONDS_HELP = STATE_SECONDS.help
 MULTIPROCESS_MESSAGE = (
     "time_in_state=True does not work in prometheus_client's multiprocess mode "
     "(PROMETHEUS_MULTIPROC_DIR is set): the current state's open interval is added at scrape "
@@ -283,7 +283,7 @@ class StateSecondsCollector(Collector):
 
     def describe(self) -> Iterator[CounterMetricFamily]:
         """The family without samples, so that registering checks for a name clash only."""
-        yield CounterMetricFamily(SECONDS_NAME, SECONDS_HELP, labels=("circuit_name", "state"))
+        yield CounterMetricFamily(SECONDS_NAME, SECONDS_HELP, labels=STATE_SECONDS.labels)
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         """One sample per state of every timed circuit, open intervals up to now."""
@@ -294,7 +294,7 @@ class StateSecondsCollector(Collector):
                 values = clock.sample(now)
                 if values is not None:
                     rows.append((name, values))
-        family = CounterMetricFamily(SECONDS_NAME, SECONDS_HELP, labels=("circuit_name", "state"))
+        family = CounterMetricFamily(SECONDS_NAME, SECONDS_HELP, labels=STATE_SECONDS.labels)
         for name, values in rows:
             for state, value in values.items():
                 family.add_metric((name, state), value)
