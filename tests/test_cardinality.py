@@ -9,9 +9,9 @@ import pytest
 from fluxgate.signal import Signal
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from fluxgate_stream import PrometheusListener, SignalPipeline
-from fluxgate_stream.series import CircuitLimitError, circuit_for, limit_circuits
-from fluxgate_stream.tally import APPLY_LOCK
+from fluxgate_stream import CircuitLimitError, PrometheusListener, SignalPipeline, limit_circuits
+from fluxgate_stream._apply import APPLY_LOCK
+from fluxgate_stream._circuits import circuit_for
 
 from ._metrics import samples, shown
 
@@ -75,7 +75,7 @@ def test_each_registry_has_its_own_cap(registry):
 
 
 def test_the_default_registry_can_be_capped():
-    from fluxgate_stream.series import _family  # noqa: PLC0415  # to count what other tests left
+    from fluxgate_stream._circuits import _family  # noqa: PLC0415  # to count what other tests left
 
     with APPLY_LOCK:
         known = len(_family(REGISTRY).circuits)

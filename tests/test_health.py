@@ -684,7 +684,7 @@ from fluxgate import CircuitBreaker
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from fluxgate_stream.health import HealthCollector, watch
-from fluxgate_stream.series import multiprocess
+from fluxgate_stream._compat import multiprocess
 
 out = {"multiprocess": multiprocess()}
 cb = CircuitBreaker()

@@ -24,9 +24,9 @@ from prometheus_client import CollectorRegistry, start_http_server, values
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.parser import text_string_to_metric_families
 
-from fluxgate_stream import ALL_STATES, PrometheusListener, SignalPipeline
+from fluxgate_stream import ALL_STATES, PrometheusListener, SignalPipeline, limit_circuits
+from fluxgate_stream._compat import multiprocess
 from fluxgate_stream.selfmetrics import export_metrics
-from fluxgate_stream.series import limit_circuits, multiprocess
 
 from ._helpers import Consumer
 
@@ -36,7 +36,7 @@ import anyio
 from fluxgate.signal import Signal
 from fluxgate_stream import PrometheusListener, SignalPipeline
 from fluxgate_stream.selfmetrics import export_metrics
-from fluxgate_stream.series import multiprocess
+from fluxgate_stream._compat import multiprocess
 
 k, final, backend = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 assert multiprocess()

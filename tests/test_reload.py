@@ -14,9 +14,8 @@ import pytest
 from fluxgate.signal import Signal
 from prometheus_client import REGISTRY
 
-from fluxgate_stream import PrometheusListener, SignalPipeline
+from fluxgate_stream import CircuitLimitError, PrometheusListener, SignalPipeline, limit_circuits
 from fluxgate_stream.selfmetrics import export_metrics
-from fluxgate_stream.series import CircuitLimitError, limit_circuits
 
 from ._helpers import Consumer
 from ._metrics import count, shown
@@ -29,7 +28,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 import fluxgate.listeners.prometheus as upstream
 import fluxgate_stream
 import fluxgate_stream.selfmetrics
-import fluxgate_stream.series
+import fluxgate_stream._circuits
 
 custom = CollectorRegistry()
 OPEN, HALF, CLOSE = (Signal(*t, 0.0) for t in [("closed", "open"), ("open", "half_open"),
@@ -48,7 +47,7 @@ for listener in old.values():
     listener.close()  # the circuits have applied sequence numbers in the hundreds
 fluxgate_stream.selfmetrics.export_metrics(pipeline, custom)
 fluxgate_stream.selfmetrics.export_metrics(pipeline)
-fluxgate_stream.series.limit_circuits(1, custom)
+fluxgate_stream._circuits.limit_circuits(1, custom)
 names = {"custom": "kept", "default": "reload_kept"}
 
 
@@ -67,7 +66,10 @@ def shown(where):
     return ones[0] if len(ones) == 1 else ones
 
 
-DEPENDENCIES = ["tally", "states", "series", "pipeline", "listener", "sink", "selfmetrics"]
+DEPENDENCIES = [
+    "_catalogue", "_compat", "_checks", "_apply", "time_in_state", "_circuits", "pipeline",
+    "listener", "sink", "health", "selfmetrics",
+]
 
 
 def dependency_order(names):

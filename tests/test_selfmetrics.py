@@ -12,8 +12,8 @@ from fluxgate.signal import Signal
 from prometheus_client import REGISTRY, CollectorRegistry, Gauge, generate_latest
 
 from fluxgate_stream import PrometheusListener, SignalPipeline, StreamingListener, Transitions
+from fluxgate_stream._apply import APPLY_LOCK
 from fluxgate_stream.selfmetrics import PipelineMetrics, export_metrics
-from fluxgate_stream.tally import APPLY_LOCK
 
 from ._helpers import Consumer, in_thread, wait_until
 

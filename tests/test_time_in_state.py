@@ -13,10 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Gauge
 
-from fluxgate_stream import ALL_STATES, PrometheusListener, SignalPipeline, series
+from fluxgate_stream import ALL_STATES, PrometheusListener, SignalPipeline
+from fluxgate_stream import _circuits as series
+from fluxgate_stream._apply import Tally, apply
+from fluxgate_stream._circuits import Circuit, circuit_for
 from fluxgate_stream.anyio_breaker import AnyioCircuitBreaker
-from fluxgate_stream.series import Circuit, circuit_for
-from fluxgate_stream.tally import Tally, apply
 from fluxgate_stream.time_in_state import MULTIPROCESS_MESSAGE, Span, StateClock
 
 from ._breakers import Recorder, adrive, async_breaker, drive, quick, sync_breaker

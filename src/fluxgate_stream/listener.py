@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from anyio import WouldBlock
 from fluxgate.signal import Signal
 
+from fluxgate_stream._apply import SEQUENCE
 from fluxgate_stream._checks import (
     KNOWN_STATES,
     check_bool,
@@ -16,15 +17,14 @@ from fluxgate_stream._checks import (
     check_state,
     check_timestamp,
 )
+from fluxgate_stream._circuits import circuit_for
 from fluxgate_stream.pipeline import SignalPipeline, resolve_pipeline
-from fluxgate_stream.series import circuit_for
-from fluxgate_stream.tally import SEQUENCE
 
 if TYPE_CHECKING:
     from fluxgate.state import State
     from prometheus_client import CollectorRegistry
 
-    from fluxgate_stream.tally import Item, Target
+    from fluxgate_stream._apply import Item, Target
 
 # check_name and resolve_pipeline, once defined here, are still importable from this module.
 __all__ = ["PrometheusListener", "QueueingListener"]
@@ -79,7 +79,7 @@ class QueueingListener:
         if not fast:
             check_signal(signal)
         target = self._target
-        if target.clock is not None:
+        if target.fold is not None:  # the target reads timestamps (time in state)
             timestamp = signal.timestamp
             # A finite float passes (x - x is 0.0; for inf and nan it is nan, which is true).
             if timestamp.__class__ is not float or timestamp - timestamp:

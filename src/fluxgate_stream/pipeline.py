@@ -45,9 +45,9 @@ import anyio
 from anyio import WouldBlock
 from anyio.lowlevel import checkpoint, current_token
 
+from fluxgate_stream._apply import APPLY_LOCK, SEQUENCE, Item, Tally, apply
 from fluxgate_stream._checks import check_count, check_seconds
 from fluxgate_stream._compat import ki_protected, protect_from_keyboard_interrupt, same_class
-from fluxgate_stream.tally import APPLY_LOCK, SEQUENCE, Item, Tally, apply
 
 if TYPE_CHECKING:
     from anyio.abc import TaskStatus
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
     from fluxgate.signal import Signal
 
-    from fluxgate_stream.tally import Target
+    from fluxgate_stream._apply import Target
 
 __all__ = ["SignalPipeline", "default_pipeline"]
 

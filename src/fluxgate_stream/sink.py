@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 
     from fluxgate.state import State
 
+    from fluxgate_stream._apply import Pending
     from fluxgate_stream.pipeline import SignalPipeline
-    from fluxgate_stream.tally import Pending
 
 __all__ = ["SignalSink", "StreamingListener", "Transitions"]
 
@@ -59,7 +59,7 @@ class _SinkTarget:
 
     __slots__ = ("closed_seq", "name", "sink")
 
-    clock = None  # a sink gets transitions, not time in state
+    fold = None  # no per-signal hook: a sink gets the coalesced transitions only
 
     def __init__(self, name: str, sink: SignalSink) -> None:
         self.name = name

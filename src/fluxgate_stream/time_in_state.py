@@ -79,7 +79,7 @@ if TYPE_CHECKING:
     from fluxgate.signal import Signal
     from fluxgate.state import State
 
-    from fluxgate_stream.tally import Pending
+    from fluxgate_stream._apply import Pending
 
 __all__ = [
     "MULTIPROCESS_MESSAGE",
@@ -172,7 +172,7 @@ class StateClock:
         self.shown: dict[State, float] = {}
 
     def fold(self, pending: Pending, seq: int, signal: Signal) -> None:
-        """Fold a signal's timestamp into ``pending.span``, unless it is not a finite number.
+        """Fold a signal's timestamp into ``pending.folded`` (a ``Span``), unless not finite.
 
         A signal queued before timing began counts from ``start`` at the earliest. A signal
         left out here (a bad timestamp, which only an untimed listener could queue) is placed
@@ -183,9 +183,9 @@ class StateClock:
             return
         if seq < self.start_seq:
             at = max(at, self.start)
-        span = pending.span
+        span = cast("Span | None", pending.folded)  # only this method writes it
         if span is None:
-            pending.span = Span(seq, at, signal.new_state)
+            pending.folded = Span(seq, at, signal.new_state)
         else:
             span.extend(seq, at, signal.new_state)
 

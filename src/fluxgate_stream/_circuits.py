@@ -1,4 +1,4 @@
-"""The Prometheus series of each circuit: one gauge and one counter per registry.
+"""The Prometheus series of each circuit: one gauge and one counter per registry, and the cap.
 
 Metric names, help texts and labels are upstream's (``fluxgate.listeners.prometheus``), so
 fluxgate-stream is a drop-in replacement. On the default registry we *share* upstream's
@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import time
 import weakref
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
+from fluxgate_stream._apply import APPLY_LOCK, SEQUENCE
 from fluxgate_stream._catalogue import ALL_STATES, STATE, TRANSITIONS
 from fluxgate_stream._checks import check_count
 from fluxgate_stream._compat import (
@@ -40,17 +41,18 @@ from fluxgate_stream._compat import (
     upstream_transition_counter,
     value_class,
 )
-from fluxgate_stream.tally import APPLY_LOCK, SEQUENCE
 from fluxgate_stream.time_in_state import MULTIPROCESS_MESSAGE, StateClock, StateSecondsCollector
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
+    from fluxgate.signal import Signal
     from fluxgate.state import State
 
-    from fluxgate_stream.tally import Pending
+    from fluxgate_stream._apply import Pending
+    from fluxgate_stream.time_in_state import Span
 
-__all__ = ["Circuit", "CircuitLimitError", "circuit_for", "limit_circuits", "multiprocess"]
+__all__ = ["Circuit", "CircuitLimitError", "circuit_for", "limit_circuits"]
 
 _Metric = TypeVar("_Metric", Gauge, Counter)
 
@@ -82,6 +84,8 @@ class Circuit:
         closed_seq: sequence number of the latest applied ``close()`` (-1: never closed);
             signals older than it are void, their series having been dropped.
         clock: its time in each state, once a listener asked for it (see ``time_in_state``).
+        fold: the clock's ``fold`` once there is a clock (the apply core's per-signal hook,
+            which folds the signals' timestamps into a ``Span``), else ``None``.
         exclusive: whether only fluxgate-stream writes its gauge (we created the gauge). Not so
             on the default registry, whose gauge is upstream's, nor on a registry where
             upstream's listener registered it first.
@@ -94,6 +98,7 @@ class Circuit:
         "closed_seq",
         "counter",
         "exclusive",
+        "fold",
         "gauge",
         "multiprocess",
         "name",
@@ -119,6 +124,7 @@ class Circuit:
         self.state_seq: int = -1
         self.closed_seq: int = -1
         self.clock: StateClock | None = None
+        self.fold: Callable[[Pending, int, Signal], None] | None = None
         self._gauges: dict[State, Gauge] = {}
         self._counters: dict[tuple[State, State], Counter] = {}
 
@@ -138,8 +144,9 @@ class Circuit:
             self.count(old, new, n)
         clock = self.clock
         if clock is not None:
-            if pending.span is not None:
-                clock.merge(pending.span)
+            span = cast("Span | None", pending.folded)  # what clock.fold made
+            if span is not None:
+                clock.merge(span)
             if clock.seq < self.state_seq and self.state is not None:
                 # The gauge moved on a signal no span carried (queued before timing was on, or
                 # with a timestamp that is not a finite number): the clock follows it.
@@ -149,6 +156,7 @@ class Circuit:
         """Count time in state from ``now`` on, in the state shown. Caller must hold APPLY_LOCK."""
         if self.clock is None:
             self.clock = StateClock(self.state, now, self.state_seq, next(SEQUENCE))
+            self.fold = self.clock.fold
         elif self.state is not None:
             self.clock.begin(self.state, now)
 
@@ -440,7 +448,7 @@ def limit_circuits(max_circuits: int | None, registry: CollectorRegistry | None 
         >>> PrometheusListener("tenant_c", registry)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        fluxgate_stream.series.CircuitLimitError: this registry already has 2 circuit names, ...
+        fluxgate_stream._circuits.CircuitLimitError: this registry already has 2 circuit names, ...
     """
     check_count(max_circuits, "max_circuits", optional=True)
     with APPLY_LOCK:

@@ -1,13 +1,16 @@
-"""Coalescing signals, and the one synchronous apply core every path ends in.
+"""The apply core: signals coalesced per target in a ``Tally``, and the one ``apply`` of it.
 
 The consumer's batches, the overflow ledger and the synchronous fallback all build a ``Tally``
 and hand it to ``apply``: there is no second copy of the apply logic.
 
-A ``Tally`` keeps, per circuit, only what the metrics need: the latest state (by sequence
+A ``Tally`` keeps, per target, only what the metrics need: the latest state (by sequence
 number, so "latest state wins" whatever path a signal took), the number of transitions per
-(old_state, new_state), whether a ``close()`` came first and, for circuits that count time in
-state, their signals' timestamps folded into a ``Span``. Its size is bounded by the number
-of circuits (times 36 label sets), never by the number of signals.
+(old_state, new_state), whether a ``close()`` came first and, for a target with a ``fold`` hook
+(a circuit that counts time in state), whatever that hook folds the signals into. Its size is
+bounded by the number of targets (times 36 label sets), never by the number of signals.
+
+What a target does with its record is its own business (``Target.write``): this module knows
+nothing of gauges, counters or clocks.
 """
 
 from __future__ import annotations
@@ -20,10 +23,10 @@ from typing import TYPE_CHECKING, Protocol
 from fluxgate_stream._compat import kept
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from fluxgate.signal import Signal
     from fluxgate.state import State
-
-    from fluxgate_stream.time_in_state import Span, StateClock
 
 __all__ = ["APPLY_LOCK", "SEQUENCE", "Item", "Pending", "Tally", "Target", "apply"]
 
@@ -51,8 +54,13 @@ class Target(Protocol):
         ...
 
     @property
-    def clock(self) -> StateClock | None:
-        """Its time in state, if counted: signal timestamps are then folded into a ``Span``."""
+    def fold(self) -> Callable[[Pending, int, Signal], None] | None:
+        """A per-signal hook, or ``None``: ``fold(pending, seq, signal)`` for every transition.
+
+        Called as each signal is added to a tally, by whoever builds it (see ``Tally``); it may
+        keep what it wants in ``pending.folded``. A target with a hook reads each signal's
+        ``timestamp``, so listeners check timestamps at the call site for it.
+        """
         ...
 
     @property
@@ -77,12 +85,12 @@ class Pending:
         close_seq: sequence number of a ``close()`` that came before everything below, or -1.
         state: the latest new state among the transitions, or ``None`` if there were none.
         state_seq: the sequence number of that transition.
-        state_time: its ``timestamp``, as given (for time in state).
+        state_time: its ``timestamp``, as given.
         counts: the number of transitions per (old_state, new_state).
-        span: for a target with a clock, the transitions' timestamps folded; else ``None``.
+        folded: what the target's ``fold`` hook made of the transitions, or ``None``.
     """
 
-    __slots__ = ("close_seq", "counts", "span", "state", "state_seq", "state_time")
+    __slots__ = ("close_seq", "counts", "folded", "state", "state_seq", "state_time")
 
     def __init__(self) -> None:
         self.close_seq: int = -1
@@ -90,7 +98,7 @@ class Pending:
         self.state_seq: int = -1
         self.state_time: object = None
         self.counts: dict[tuple[State, State], int] = {}
-        self.span: Span | None = None
+        self.folded: object = None
 
 
 class Tally:
@@ -124,7 +132,7 @@ class Tally:
                 pending.state = None
                 pending.state_seq = -1
                 pending.counts.clear()
-                pending.span = None
+                pending.folded = None
             return
         if seq > pending.state_seq:
             pending.state = signal.new_state
@@ -132,9 +140,9 @@ class Tally:
             pending.state_time = signal.timestamp
         key = (signal.old_state, signal.new_state)
         pending.counts[key] = pending.counts.get(key, 0) + 1
-        clock = circuit.clock
-        if clock is not None:
-            clock.fold(pending, seq, signal)
+        fold = circuit.fold
+        if fold is not None:
+            fold(pending, seq, signal)
 
 
 #: Targets whose last write failed, with the number of failed writes since: a failure is logged
