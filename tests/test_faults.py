@@ -149,7 +149,7 @@ async def test_consumer_cancelled_mid_batch_again_and_again_loses_nothing(
     assert restarts >= 20
     assert cancelled_in_batch >= 10
     assert pipeline.stats()["queued"] == 0
-    assert not pipeline._overflowing
+    assert not pipeline._state.overflowing
 
 
 # -- start/stop races ------------------------------------------------------------------------------
@@ -372,7 +372,7 @@ async def test_flush_during_shutdown_and_after_stop_returns(anyio_backend, regis
         async with anyio.create_task_group() as tasks:
             async with anyio.create_task_group() as consumer:
                 await consumer.start(pipeline.run)
-                await wait_until(lambda: pipeline._sleeping)
+                await wait_until(lambda: pipeline._state.sleeping)
                 for _ in range(100):
                     listener(OPEN)
                 for _ in range(50):
@@ -416,8 +416,8 @@ def interrupt_after(batches, as_taken):
     # interrupt then lands while that batch is being applied.
     while pipeline.stats()["batches"] < batches:
         pass
-    taken = pipeline._taken_from_stream
-    while as_taken and pipeline._taken_from_stream == taken:
+    taken = pipeline._state.taken_from_stream
+    while as_taken and pipeline._state.taken_from_stream == taken:
         pass
     os.kill(os.getpid(), signal.SIGINT)
 
@@ -464,7 +464,7 @@ for round in range(rounds):
     inflight.clear()
     assert not pipeline.running
     assert pipeline.stats()["queued"] == 0
-    assert not pipeline._overflowing
+    assert not pipeline._state.overflowing
 
 values = {}
 for family in registry.collect():
@@ -537,7 +537,7 @@ async def test_a_write_raising_a_base_exception_writes_the_rest_of_its_batch_fir
     with pytest.raises(BaseExceptionGroup) as caught:  # noqa: PT012  # the consumer's group
         async with anyio.create_task_group() as tg:
             await tg.start(pipeline.run)
-            await wait_until(lambda: pipeline._sleeping)
+            await wait_until(lambda: pipeline._state.sleeping)
             bomb(OPEN)  # first in its batch, so the batch's other circuits come after it
             produce(send, truth, 400, 1)
             await anyio.to_thread.run_sync(produce, send, truth, 200, 3)  # and from the bridge

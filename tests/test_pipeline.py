@@ -86,12 +86,12 @@ async def test_batches_coalesce_but_keep_exact_counts_and_the_latest_state(anyio
     pipeline = SignalPipeline(max_buffer_size=10_000)
     listeners = [PrometheusListener(f"c{i}", registry, pipeline=pipeline) for i in range(3)]
     async with Consumer(pipeline):
-        await wait_until(lambda: pipeline._sleeping)
+        await wait_until(lambda: pipeline._state.sleeping)
         for listener in listeners:
             flap(listener, 1000)
         listeners[1](OPEN)
         # All wait in the buffer, but for the first if it went straight to the waiting consumer.
-        assert pipeline._send.statistics().current_buffer_used in (9000, 9001)
+        assert pipeline._state.send.statistics().current_buffer_used in (9000, 9001)
         assert count(registry, "c0", "closed", "open") is None
         await pipeline.flush()
         for i in range(3):
@@ -139,13 +139,13 @@ async def test_full_buffer_on_the_loop_thread_neither_blocks_nor_loses(anyio_bac
         flap(a, 500)
         b(OPEN)
         a(OPEN)
-        assert pipeline._send.statistics().current_buffer_used == 2
-        assert pipeline._overflowing
+        assert pipeline._state.send.statistics().current_buffer_used == 2
+        assert pipeline._state.overflowing
         await pipeline.flush()
         assert count(registry, "a", "closed", "open") == 501.0
         assert count(registry, "a", "half_open", "closed") == 500.0
         assert (shown(registry, "a"), shown(registry, "b")) == ("open", "open")
-        assert not pipeline._overflowing
+        assert not pipeline._state.overflowing
 
 
 async def test_threads_feed_the_consumer_through_the_bridge(anyio_backend, registry):
@@ -170,10 +170,10 @@ async def test_a_thread_wakes_a_sleeping_consumer_once_not_per_signal(anyio_back
     pipeline = SignalPipeline(max_buffer_size=10_000)
     listener = PrometheusListener("wake", registry, pipeline=pipeline)
     async with Consumer(pipeline):
-        await wait_until(lambda: pipeline._sleeping)
+        await wait_until(lambda: pipeline._state.sleeping)
         in_thread(flap, listener, 1000)  # the loop is blocked: the consumer cannot wake between
-        assert len(pipeline._bridge) == 3000
-        await wait_until(lambda: not pipeline._bridge)
+        assert len(pipeline._state.bridge) == 3000
+        await wait_until(lambda: not pipeline._state.bridge)
         assert pipeline.stats()["wakeups"] == 1
         await pipeline.flush()
         assert count(registry, "wake", "closed", "open") == 1000.0
@@ -184,8 +184,8 @@ async def test_a_full_bridge_overflows_into_the_ledger(anyio_backend, registry):
     listener = PrometheusListener("spill", registry, pipeline=pipeline)
     async with Consumer(pipeline):
         in_thread(flap, listener, 100)
-        assert len(pipeline._bridge) == 4
-        assert pipeline._overflowing
+        assert len(pipeline._state.bridge) == 4
+        assert pipeline._state.overflowing
         in_thread(listener, REOPEN)
         await pipeline.flush()
     assert count(registry, "spill", "half_open", "closed") == 100.0
@@ -364,7 +364,7 @@ async def test_the_batch_window_gathers_a_trickle_into_one_batch(anyio_backend, 
     pipeline = SignalPipeline(batch_window=3600.0)  # only flush() ends this window
     listener = PrometheusListener("trickle", registry, pipeline=pipeline)
     async with Consumer(pipeline):
-        await wait_until(lambda: pipeline._sleeping)
+        await wait_until(lambda: pipeline._state.sleeping)
         batches = pipeline.stats()["batches"]
         for _ in range(50):
             listener(OPEN)

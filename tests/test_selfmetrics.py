@@ -60,7 +60,7 @@ async def test_self_metrics_follow_stats_on_every_path(anyio_backend, registry):
     listener(OPEN)  # no consumer: direct
     async with Consumer(pipeline):
         assert value(registry, "fluxgate_stream_consumer_running") == 1.0
-        await wait_until(lambda: pipeline._sleeping)
+        await wait_until(lambda: pipeline._state.sleeping)
         in_thread(lambda: [listener(OPEN) for _ in range(10)])  # 4 bridge, then overflow
         assert value(registry, "fluxgate_stream_queue_depth") == 4.0  # read while queued
         for _ in range(6):

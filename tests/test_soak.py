@@ -107,10 +107,11 @@ class Soak:
     def watch(self) -> None:
         """Note how full the queues are; on the loop thread, between everything else."""
         pipeline, largest = self.pipeline, self.largest
-        largest["stream"] = max(largest["stream"], pipeline._send.statistics().current_buffer_used)
-        largest["bridge"] = max(largest["bridge"], len(pipeline._bridge))
-        with pipeline._lock:
-            largest["ledger"] = max(largest["ledger"], len(pipeline._ledger.pending))
+        used = pipeline._state.send.statistics().current_buffer_used
+        largest["stream"] = max(largest["stream"], used)
+        largest["bridge"] = max(largest["bridge"], len(pipeline._state.bridge))
+        with pipeline._state.lock:
+            largest["ledger"] = max(largest["ledger"], len(pipeline._state.ledger.pending))
 
     def thread_producer(self, plan: Plan) -> None:
         for _ in range(self.share // 1000):

@@ -157,7 +157,7 @@ def apply(tally: Tally) -> int:
     One target's failure (a user's sink raising, a metric write failing) never stops the others.
     A target's failure is logged once, with its circuit name and traceback, when a streak of
     failures starts; further failures of the same target are only counted (the return value,
-    which the pipeline adds to ``stats()["apply_errors"]``) until a write succeeds, which logs a
+    which the pipeline adds to ``statistics().apply_errors``) until a write succeeds, which logs a
     warning with the number of failed writes. A ``BaseException`` that is not an ``Exception``
     (``KeyboardInterrupt``, ``SystemExit``) raised by a target is neither logged nor counted: the
     other targets are written first, then it propagates.

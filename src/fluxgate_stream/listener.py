@@ -18,6 +18,7 @@ from fluxgate_stream._checks import (
     check_timestamp,
 )
 from fluxgate_stream._circuits import circuit_for
+from fluxgate_stream._queue import PipelineState
 from fluxgate_stream.pipeline import SignalPipeline, resolve_pipeline
 
 if TYPE_CHECKING:
@@ -35,14 +36,21 @@ _get_ident = threading.get_ident
 class QueueingListener:
     """Base of listeners whose writes run on a pipeline's consumer instead of the caller's path.
 
-    Subclasses set ``_target`` (what the consumer writes to) and ``_pipeline``; this class gives
-    them the fluxgate ``Listener`` call and ``close()``.
+    Subclasses call ``_attach()`` with their pipeline and ``_target`` (what the consumer writes
+    to); this class gives them the fluxgate ``Listener`` call and ``close()``.
     """
 
-    __slots__ = ("_pipeline", "_target")
+    __slots__ = ("_pipeline", "_state", "_target")
 
     _pipeline: SignalPipeline
+    _state: PipelineState  # the pipeline's, shared with its consumer (see fluxgate_stream._queue)
     _target: Target
+
+    def _attach(self, pipeline: SignalPipeline, target: Target) -> None:
+        """Queue to ``pipeline`` (from ``resolve_pipeline``) for ``target``."""
+        self._pipeline = pipeline
+        self._state = PipelineState.of(pipeline)
+        self._target = target
 
     @property
     def name(self) -> str:
@@ -84,22 +92,19 @@ class QueueingListener:
             # A finite float passes (x - x is 0.0; for inf and nan it is nan, which is true).
             if timestamp.__class__ is not float or timestamp - timestamp:
                 check_timestamp(signal)
-        pipeline = self._pipeline
-        # SignalPipeline.submit()'s loop-thread branch, inlined: on the breaker's hottest path a
+        state = self._state
+        # PipelineState.submit()'s loop-thread branch, inlined: on the breaker's hottest path a
         # second Python frame costs more than the branch itself. Same reads in the same order,
         # so the pipeline's concurrency model holds as written there; every other case goes
         # through submit().
-        if (
-            pipeline._loop_thread == _get_ident()  # pyright: ignore[reportPrivateUsage]  # inlined submit()
-            and not pipeline._overflowing  # pyright: ignore[reportPrivateUsage]  # as above
-        ):
+        if state.loop_thread == _get_ident() and not state.overflowing:
             item: Item = (next(SEQUENCE), target, signal)
             try:
-                pipeline._send_nowait(item)  # pyright: ignore[reportPrivateUsage]  # as above
+                state.send_nowait(item)
             except WouldBlock:
-                pipeline._overflow(item)  # pyright: ignore[reportPrivateUsage]  # as above
+                state.overflow(item)
             return
-        pipeline.submit(target, signal)
+        state.submit(target, signal)
 
     def close(self) -> None:
         """Drop every series of this listener's ``circuit_name``. Idempotent.
@@ -107,7 +112,7 @@ class QueueingListener:
         Ordered after this listener's signals already queued; the series return on the next
         transition.
         """
-        self._pipeline.submit(self._target, None)
+        self._state.submit(self._target, None)
 
 
 class PrometheusListener(QueueingListener):
@@ -173,8 +178,10 @@ class PrometheusListener(QueueingListener):
         time_in_state: bool = False,
     ) -> None:
         check_name(name)
-        self._pipeline = resolve_pipeline(pipeline)
+        resolved = resolve_pipeline(pipeline)
         if initial_state is not None:
             check_state(initial_state, "initial_state")
         check_bool(time_in_state, "time_in_state")
-        self._target = circuit_for(registry, name, initial_state, time_in_state=time_in_state)
+        self._attach(
+            resolved, circuit_for(registry, name, initial_state, time_in_state=time_in_state)
+        )

@@ -1,7 +1,7 @@
 """Self-metrics: the pipeline's own health, exported next to the circuits' metrics.
 
-``export_metrics(pipeline, registry)`` exports what ``SignalPipeline.stats()`` counts, under the
-``fluxgate_stream_`` prefix with a ``pipeline`` label:
+``export_metrics(pipeline, registry)`` exports what ``SignalPipeline.statistics()`` counts,
+under the ``fluxgate_stream_`` prefix with a ``pipeline`` label:
 
 ================================================  =======  ====================================
 metric                                            type     meaning
@@ -22,9 +22,9 @@ metric                                            type     meaning
 ``fluxgate_stream_consumer_running``              gauge    1 while a consumer runs, else 0
 ================================================  =======  ====================================
 
-In one process, a collector reads ``stats()`` when the registry is scraped: nothing is added to
-the producers' or the consumer's path. Nothing is exported unless you ask, so that a registry
-holds exactly upstream's two metrics by default.
+In one process, a collector reads ``statistics()`` when the registry is scraped: nothing is
+added to the producers' or the consumer's path. Nothing is exported unless you ask, so that a
+registry holds exactly upstream's two metrics by default.
 
 In prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``), custom collectors are
 never read (the scraper merges the workers' files), so the same metrics are file-backed instead
@@ -47,43 +47,45 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from fluxgate_stream import _catalogue as catalogue
 from fluxgate_stream._checks import check_name, check_seconds
 from fluxgate_stream._compat import kept, multiprocess, registered, same_class, value_class
-from fluxgate_stream.pipeline import SignalPipeline, resolve_pipeline
+from fluxgate_stream.pipeline import PipelineStatistics, SignalPipeline, resolve_pipeline
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from anyio.abc import TaskStatus
+
+    from fluxgate_stream._catalogue import MetricSpec
 
 __all__ = ["PipelineMetrics", "export_metrics"]
 
 PREFIX: Final = "fluxgate_stream_"
-#: The paths of ``fluxgate_stream_signals_total``, each a field of ``PipelineStatistics``.
-PATHS: Final = catalogue.PATHS
-#: Counters other than the per-path one: (stats key, metric name without ``_total``, help).
-COUNTERS: Final = tuple(
-    (spec.name.removeprefix(PREFIX), spec.name, spec.help)
-    for spec in (catalogue.BATCHES, catalogue.APPLY_ERRORS, catalogue.WAKEUPS)
+
+
+def _paths(stats: PipelineStatistics) -> tuple[tuple[str, int], ...]:
+    """``fluxgate_stream_signals_total``'s value per ``path`` label value."""
+    return (
+        ("stream", stats.stream),
+        ("bridge", stats.bridge),
+        ("overflow", stats.overflow),
+        ("direct", stats.direct),
+    )
+
+
+#: Every self-metric but the per-path counter, and how a snapshot gives its value.
+_READINGS: Final[tuple[tuple[MetricSpec, Callable[[PipelineStatistics], int]], ...]] = (
+    (catalogue.BATCHES, lambda stats: stats.batches),
+    (catalogue.APPLY_ERRORS, lambda stats: stats.apply_errors),
+    (catalogue.WAKEUPS, lambda stats: stats.wakeups),
+    (catalogue.QUEUE_DEPTH, lambda stats: stats.queued),
+    (catalogue.BUFFER_SIZE, lambda stats: stats.max_buffer_size),
+    (catalogue.CONSUMER_RUNNING, lambda stats: int(stats.running)),
 )
-#: Gauges: (stats key, metric name, help).
-GAUGES: Final = (
-    ("queued", catalogue.QUEUE_DEPTH.name, catalogue.QUEUE_DEPTH.help),
-    ("buffer_size", catalogue.BUFFER_SIZE.name, catalogue.BUFFER_SIZE.help),
-    ("running", catalogue.CONSUMER_RUNNING.name, catalogue.CONSUMER_RUNNING.help),
-)
-SIGNALS: Final = catalogue.SIGNALS.name
-SIGNALS_HELP: Final = catalogue.SIGNALS.help
 
 _lock = threading.Lock()  # guards exports and multiprocess publishing
 
 
-def _snapshot(pipeline: SignalPipeline) -> dict[str, int]:
-    stats = pipeline.stats()
-    stats["buffer_size"] = pipeline.max_buffer_size
-    return stats
-
-
 class _Collector:
-    """Reads the exported pipelines' ``stats()`` at scrape time. One per registry."""
+    """Reads the exported pipelines' ``statistics()`` at scrape time. One per registry."""
 
     def __init__(self) -> None:
         self.pipelines: dict[str, weakref.ref[SignalPipeline]] = {}
@@ -92,30 +94,27 @@ class _Collector:
         return list(self._families({}))
 
     def collect(self) -> Iterator[Metric]:
-        snapshots: dict[str, dict[str, int]] = {}
+        snapshots: dict[str, PipelineStatistics] = {}
         for name, ref in list(self.pipelines.items()):
             pipeline = ref()
             if pipeline is not None:
-                snapshots[name] = _snapshot(pipeline)
+                snapshots[name] = pipeline.statistics()
         return self._families(snapshots)
 
     @staticmethod
-    def _families(snapshots: dict[str, dict[str, int]]) -> Iterator[Metric]:
-        signals = CounterMetricFamily(SIGNALS, SIGNALS_HELP, labels=("pipeline", "path"))
+    def _families(snapshots: dict[str, PipelineStatistics]) -> Iterator[Metric]:
+        spec = catalogue.SIGNALS
+        signals = CounterMetricFamily(spec.name, spec.help, labels=spec.labels)
         for name, stats in snapshots.items():
-            for path in PATHS:
-                signals.add_metric((name, path), float(stats[path]))
+            for path, value in _paths(stats):
+                signals.add_metric((name, path), float(value))
         yield signals
-        for key, metric, documentation in COUNTERS:
-            counter = CounterMetricFamily(metric, documentation, labels=("pipeline",))
+        for spec, read in _READINGS:
+            kind = CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily
+            family = kind(spec.name, spec.help, labels=spec.labels)
             for name, stats in snapshots.items():
-                counter.add_metric((name,), float(stats[key]))
-            yield counter
-        for key, metric, documentation in GAUGES:
-            gauge = GaugeMetricFamily(metric, documentation, labels=("pipeline",))
-            for name, stats in snapshots.items():
-                gauge.add_metric((name,), float(stats[key]))
-            yield gauge
+                family.add_metric((name,), float(read(stats)))
+            yield family
 
 
 def _collector_for(registry: CollectorRegistry) -> _Collector:
@@ -138,38 +137,42 @@ class _FileMetrics:
     """Multiprocess mode: the self-metrics as file-backed metrics, and what was published."""
 
     def __init__(self) -> None:
-        self.signals = Counter(SIGNALS, SIGNALS_HELP, ("pipeline", "path"), registry=None)
-        self.counters = {
-            key: Counter(metric, documentation, ("pipeline",), registry=None)
-            for key, metric, documentation in COUNTERS
-        }
-        self.gauges = {
-            key: Gauge(
-                metric, documentation, ("pipeline",), registry=None, multiprocess_mode="livesum"
+        spec = catalogue.SIGNALS
+        self.signals = Counter(spec.name, spec.help, spec.labels, registry=None)
+        self.metrics: dict[MetricSpec, Counter | Gauge] = {
+            spec: Counter(spec.name, spec.help, spec.labels, registry=None)
+            if spec.kind == "counter"
+            else Gauge(
+                spec.name, spec.help, spec.labels, registry=None, multiprocess_mode="livesum"
             )
-            for key, metric, documentation in GAUGES
+            for spec, _ in _READINGS
         }
-        # Per pipeline name: the pipeline last published under it, and its counters then.
-        self.published: dict[str, tuple[weakref.ref[SignalPipeline], dict[str, int]]] = {}
+        # Per pipeline name: the pipeline last published under it, and its statistics then.
+        self.published: dict[str, tuple[weakref.ref[SignalPipeline], PipelineStatistics]] = {}
 
     def publish(self, name: str, pipeline: SignalPipeline) -> None:
-        """Write ``pipeline``'s stats under ``name``. Caller holds ``_lock``."""
-        stats = _snapshot(pipeline)
-        last: dict[str, int] = {}
+        """Write ``pipeline``'s statistics under ``name``. Caller holds ``_lock``."""
+        stats = pipeline.statistics()
+        last: PipelineStatistics | None = None
         previous = self.published.get(name)
         if previous is not None and previous[0]() is pipeline:
             last = previous[1]  # else another pipeline now has this name: its counts start at 0
         # Every series exists from the first publish on, at 0 if need be.
-        for path in PATHS:
+        before = dict(_paths(last)) if last is not None else {}
+        for path, value in _paths(stats):
             child = self.signals.labels(name, path)
-            if stats[path] > last.get(path, 0):
-                child.inc(stats[path] - last.get(path, 0))
-        for key, counter in self.counters.items():
-            child = counter.labels(name)
-            if stats[key] > last.get(key, 0):
-                child.inc(stats[key] - last.get(key, 0))
-        for key, gauge in self.gauges.items():
-            gauge.labels(name).set(stats[key])
+            if value > before.get(path, 0):
+                child.inc(value - before.get(path, 0))
+        for spec, read in _READINGS:
+            metric = self.metrics[spec]
+            value = read(stats)
+            if isinstance(metric, Gauge):
+                metric.labels(name).set(value)
+                continue
+            child = metric.labels(name)
+            was = read(last) if last is not None else 0
+            if value > was:
+                child.inc(value - was)
         self.published[name] = (weakref.ref(pipeline), stats)
 
 
@@ -194,7 +197,7 @@ class PipelineMetrics:
     """A pipeline's self-metrics, exported under a ``pipeline`` label; see ``export_metrics``.
 
     Attributes:
-        pipeline: the pipeline whose ``stats()`` are exported.
+        pipeline: the pipeline whose ``statistics()`` are exported.
         name: its ``pipeline`` label value.
         multiprocess: whether prometheus_client runs in multiprocess mode, where the metrics
             hold what ``publish()`` last wrote instead of being read at scrape time.

@@ -12,7 +12,9 @@ import types
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from fluxgate_stream.listener import QueueingListener, check_name, resolve_pipeline
+from fluxgate_stream._checks import check_name
+from fluxgate_stream.listener import QueueingListener
+from fluxgate_stream.pipeline import resolve_pipeline
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -124,5 +126,4 @@ class StreamingListener(QueueingListener):
             raise TypeError(
                 f"sink must have a write(transitions) method, got {type(sink).__name__}"
             )
-        self._pipeline = resolve_pipeline(pipeline)
-        self._target = _SinkTarget(name, sink)
+        self._attach(resolve_pipeline(pipeline), _SinkTarget(name, sink))
