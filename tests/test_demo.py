@@ -22,9 +22,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
-from fluxgate_stream import PrometheusListener, __main__
-from fluxgate_stream._demo_view import render_frame
-from fluxgate_stream.demo import (
+from fluxgate_stream import PrometheusListener
+from fluxgate_stream.demo import _cli as __main__
+from fluxgate_stream.demo._app import (
     SCENARIOS,
     CircuitReport,
     DemoConfig,
@@ -36,6 +36,7 @@ from fluxgate_stream.demo import (
     read_exported,
     run_demo,
 )
+from fluxgate_stream.demo._view import render_frame
 
 CIRCUITS = [scenario.name for scenario in SCENARIOS]
 THREADED = {scenario.name for scenario in SCENARIOS if scenario.runs_on == "thread"}
@@ -192,7 +193,7 @@ def test_the_demo_trips_real_breakers_and_exports_everything(backend):
 def test_a_mismatch_between_breakers_and_export_is_reported(monkeypatch):
     # If the export lost a signal, the demo must say so and exit 1. Simulate the loss by
     # reading back an empty registry.
-    monkeypatch.setattr("fluxgate_stream.demo.read_exported", lambda _registry: {})
+    monkeypatch.setattr("fluxgate_stream.demo._app.read_exported", lambda _registry: {})
     out = io.StringIO()
     config = DemoConfig(port=0, duration=0.3, speed=10.0, scenarios=SCENARIOS[:1])
     assert run_demo(config, console=Console(file=out, width=140)) == 1
@@ -220,7 +221,7 @@ def test_main_reports_an_interrupt_it_could_not_handle(monkeypatch, caplog):
     def interrupted(*_args: object, **_kwargs: object) -> int:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("fluxgate_stream.demo.run_demo", interrupted)
+    monkeypatch.setattr("fluxgate_stream.demo._app.run_demo", interrupted)
     with caplog.at_level(logging.WARNING, logger="fluxgate_stream"):
         assert __main__.main(["demo", "--port", "0"]) == 130
     assert caplog.messages == ["interrupted before the demo could stop cleanly"]
@@ -376,8 +377,8 @@ def test_main_reports_a_port_in_use(caplog):
 )
 def test_main_names_a_missing_optional_dependency(monkeypatch, capsys, module, args, message):
     monkeypatch.setitem(sys.modules, module, None)  # importing it now fails, as if not installed
-    monkeypatch.delitem(sys.modules, "fluxgate_stream.demo", raising=False)
-    monkeypatch.delitem(sys.modules, "fluxgate_stream._demo_view", raising=False)
+    for loaded in ("_app", "_report", "_view"):
+        monkeypatch.delitem(sys.modules, f"fluxgate_stream.demo.{loaded}", raising=False)
     assert __main__.main(args) == 2
     assert capsys.readouterr().err == message + "\n"
 

@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
-    from fluxgate_stream.demo import CircuitReport, DemoReport
+    from fluxgate_stream.demo._report import CircuitReport, DemoReport
 
 __all__ = ["render_frame"]
 
@@ -44,7 +44,7 @@ def render_frame(report: DemoReport, *, width: int = 120) -> Table:
     dependency's phase and the call counts.
 
     Example:
-        >>> from fluxgate_stream.demo import CircuitReport, DemoReport
+        >>> from fluxgate_stream.demo._report import CircuitReport, DemoReport
         >>> from rich.console import Console
         >>> circuit = CircuitReport(
         ...     "api", "task", "outage", "open", "open", {"closed->open": 1},
