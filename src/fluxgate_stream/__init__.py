@@ -13,13 +13,14 @@ Quick start:
 from __future__ import annotations
 
 from importlib.metadata import version as _version
+from types import FunctionType
 
 from fluxgate_stream._catalogue import ALL_STATES
 from fluxgate_stream._circuits import CircuitLimitError, limit_circuits
 from fluxgate_stream.anyio_breaker import AnyioCircuitBreaker
 from fluxgate_stream.health import HealthCollector, HealthWatch, watch
 from fluxgate_stream.listener import PrometheusListener, QueueingListener
-from fluxgate_stream.pipeline import SignalPipeline, default_pipeline
+from fluxgate_stream.pipeline import PipelineStatistics, SignalPipeline, default_pipeline
 from fluxgate_stream.selfmetrics import PipelineMetrics, export_metrics
 from fluxgate_stream.sink import SignalSink, StreamingListener, Transitions
 
@@ -32,6 +33,7 @@ __all__ = [
     "HealthCollector",
     "HealthWatch",
     "PipelineMetrics",
+    "PipelineStatistics",
     "PrometheusListener",
     "QueueingListener",
     "SignalPipeline",
@@ -44,3 +46,19 @@ __all__ = [
     "limit_circuits",
     "watch",
 ]
+
+
+def _fix_module_metadata() -> None:
+    """Give every public class and function ``__module__ = "fluxgate_stream"``, as trio does.
+
+    They are documented, imported and shown (reprs, tracebacks) under the package, whatever
+    module defines them; the modules behind them are free to move.
+    """
+    namespace = globals()
+    for name in __all__:
+        value = namespace[name]
+        if isinstance(value, type | FunctionType) and value.__module__.startswith(__name__ + "."):
+            value.__module__ = __name__
+
+
+_fix_module_metadata()

@@ -98,14 +98,18 @@ def kept(key: str, make: Callable[[], _T]) -> _T:
 def same_class(obj: object, cls: type) -> bool:
     """Whether ``obj`` is an instance of ``cls``, or of a copy of ``cls`` from before a reload.
 
-    A copy is recognised by its module and qualified name, where ``isinstance`` would fail.
+    A copy is recognised by its top-level package and qualified name, where ``isinstance`` would
+    fail. (The package only: public classes are re-exported with ``__module__`` set to the
+    package, so a class and its reloaded copy may name different modules of it.)
     """
     if isinstance(obj, cls):
         return True
-    return any(
-        (kind.__module__, kind.__qualname__) == (cls.__module__, cls.__qualname__)
-        for kind in type(obj).__mro__
-    )
+    origin = _origin(cls)
+    return any(_origin(kind) == origin for kind in type(obj).__mro__)
+
+
+def _origin(kind: type) -> tuple[str, str]:
+    return kind.__module__.partition(".")[0], kind.__qualname__
 
 
 # -- prometheus_client -----------------------------------------------------------------------------
