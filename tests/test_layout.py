@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import graphlib
 import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from fluxgate.signal import Signal
@@ -32,6 +35,39 @@ PUBLIC_MODULES = {
 def test_every_module_but_the_documented_ones_is_private():
     found = {info.name for info in pkgutil.iter_modules(fluxgate_stream.__path__)}
     assert {name for name in found if not name.startswith("_")} == PUBLIC_MODULES
+
+
+def runtime_imports(path: Path, package: Path) -> set[str]:
+    """The package's modules that ``path`` imports when it is imported (not for type checking)."""
+    found: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            continue
+        for inner in ast.walk(node):
+            if not isinstance(inner, ast.ImportFrom) or inner.module is None:
+                continue
+            if inner.module == "fluxgate_stream":  # names, or submodules (``import _catalogue``)
+                for alias in inner.names:
+                    is_module = (package / f"{alias.name}.py").exists()
+                    found.add(f"fluxgate_stream.{alias.name}" if is_module else inner.module)
+            elif inner.module.startswith("fluxgate_stream."):
+                found.add(inner.module)
+    return found
+
+
+def test_the_modules_import_each_other_without_a_circle():
+    root = Path(fluxgate_stream.__file__).parent
+    graph = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        graph[name] = runtime_imports(path, root) - {name}
+    assert len(graph) > 15
+    order = list(graphlib.TopologicalSorter(graph).static_order())  # CycleError for a circle
+    library = [name for name in graph if ".demo" not in name and not name.endswith("__main__")]
+    for name in library:
+        assert not any(".demo" in module for module in graph[name]), name
+    assert order
 
 
 def test_public_names_are_the_packages_own():

@@ -51,6 +51,7 @@ from grafana_foundation_sdk.models.piechart import PieChartLabels, PieChartType
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 from fluxgate_stream import ALL_STATES
+from fluxgate_stream import _catalogue as catalogue
 
 OUTPUT = Path(__file__).with_name("fluxgate-stream.json")
 
@@ -58,12 +59,15 @@ UID = "fluxgate-stream"
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 CIRCUITS = 'circuit_name=~"$circuit"'
 
+# Every metric name comes from the library's catalogue, spelled there once.
+STATE = catalogue.STATE.sample
+TRANSITIONS_TOTAL = catalogue.TRANSITIONS.sample
+STATE_SECONDS_TOTAL = catalogue.STATE_SECONDS.sample
+
 # The queries of fluxgate's Prometheus page, word for word.
-OPEN_CIRCUITS = 'sum(circuit_breaker_state{state="open"})'
-TRIP_RATE = (
-    'sum(rate(circuit_breaker_state_transition_total{new_state="open"}[5m])) by (circuit_name)'
-)
-STATE_OVERVIEW = "sum(circuit_breaker_state) by (state)"
+OPEN_CIRCUITS = f'sum({STATE}{{state="open"}})'
+TRIP_RATE = f'sum(rate({TRANSITIONS_TOTAL}{{new_state="open"}}[5m])) by (circuit_name)'
+STATE_OVERVIEW = f"sum({STATE}) by (state)"
 
 #: One colour per fluxgate state, in ``ALL_STATES`` order (closed, open, half_open, metrics_only,
 #: disabled, forced_open).
@@ -82,7 +86,7 @@ def state_code_query() -> str:
     disagree the most severe of their states is shown.
     """
     terms = [
-        f'(max by (circuit_name) (circuit_breaker_state{{state="{state}", {CIRCUITS}}} == 1)'
+        f'(max by (circuit_name) ({STATE}{{state="{state}", {CIRCUITS}}} == 1)'
         f" * {ALL_STATES.index(state)})"
         for state in SEVERITY
     ]
@@ -91,34 +95,29 @@ def state_code_query() -> str:
 
 TRANSITIONS = (
     "round(sum by (circuit_name, old_state, new_state) ("
-    f"increase(circuit_breaker_state_transition_total{{{CIRCUITS}}}[$__range])"
+    f"increase({TRANSITIONS_TOTAL}{{{CIRCUITS}}}[$__range])"
     ")) > 0"
 )
 
 
 # Breaker health (fluxgate_stream.health): the worst replica of each selected circuit. A circuit
 # whose window is empty exports no ratio and no average, so its line has a gap there.
-FAILURE_RATE = f"max by (circuit_name) (circuit_breaker_failure_rate_ratio{{{CIRCUITS}}})"
+FAILURE_RATE = f"max by (circuit_name) ({catalogue.FAILURE_RATE.name}{{{CIRCUITS}}})"
 SLOW_CALL_RATE = (
-    f"max by (circuit_name, threshold_seconds) (circuit_breaker_slow_call_rate_ratio{{{CIRCUITS}}})"
+    f"max by (circuit_name, threshold_seconds) ({catalogue.SLOW_CALL_RATE.name}{{{CIRCUITS}}})"
 )
-AVERAGE_LATENCY = f"max by (circuit_name) (circuit_breaker_average_latency_seconds{{{CIRCUITS}}})"
+AVERAGE_LATENCY = f"max by (circuit_name) ({catalogue.AVERAGE_LATENCY.name}{{{CIRCUITS}}})"
 # The most recent transition among a circuit's replicas.
 SINCE_TRANSITION = (
-    "time() - max by (circuit_name) "
-    f"(circuit_breaker_last_transition_timestamp_seconds{{{CIRCUITS}}})"
+    f"time() - max by (circuit_name) ({catalogue.LAST_TRANSITION.name}{{{CIRCUITS}}})"
 )
 
 
 # Time in state (PrometheusListener(..., time_in_state=True)): the worst replica's fraction of
 # the last 5 minutes spent open, and every state's seconds in the dashboard's range.
-TIME_OPEN = (
-    "max by (circuit_name) "
-    f'(rate(circuit_breaker_state_seconds_total{{state="open", {CIRCUITS}}}[5m]))'
-)
+TIME_OPEN = f'max by (circuit_name) (rate({STATE_SECONDS_TOTAL}{{state="open", {CIRCUITS}}}[5m]))'
 TIME_IN_STATE = (
-    "sum by (circuit_name, state) "
-    f"(increase(circuit_breaker_state_seconds_total{{{CIRCUITS}}}[$__range])) > 0"
+    f"sum by (circuit_name, state) (increase({STATE_SECONDS_TOTAL}{{{CIRCUITS}}}[$__range])) > 0"
 )
 
 
@@ -369,7 +368,7 @@ def _since_transition() -> bargauge.Panel:
         12,
         "Time since the last transition",
         "How long each selected circuit has been in its current state (its most recently "
-        "changed replica), from circuit_breaker_last_transition_timestamp_seconds.",
+        f"changed replica), from {catalogue.LAST_TRANSITION.name}.",
         _query(SINCE_TRANSITION, legend="{{circuit_name}}", instant=True),
         0,
     )
@@ -380,7 +379,7 @@ def _time_open() -> timeseries.Panel:
         14,
         "Fraction of time open (5m)",
         "The share of the last 5 minutes each selected circuit spent OPEN (worst replica), "
-        "from circuit_breaker_state_seconds_total: exact even for OPEN episodes shorter than "
+        f"from {STATE_SECONDS_TOTAL}: exact even for OPEN episodes shorter than "
         "the scrape interval, which the state gauge cannot see.",
         _query(TIME_OPEN, legend="{{circuit_name}}"),
         "percentunit",
@@ -392,7 +391,7 @@ def _time_in_state() -> bargauge.Panel:
         15,
         "Time in each state over the time range",
         "Seconds each selected circuit spent in each state during the dashboard's time range "
-        "(summed over replicas), from circuit_breaker_state_seconds_total.",
+        f"(summed over replicas), from {STATE_SECONDS_TOTAL}.",
         _query(TIME_IN_STATE, legend="{{circuit_name}}: {{state}}", instant=True),
         1,
     )
@@ -425,7 +424,7 @@ def build() -> dash.Dashboard:
             .label("Circuit")
             .description("The circuits shown in the per-circuit row.")
             .datasource(DATASOURCE)
-            .query("label_values(circuit_breaker_state, circuit_name)")
+            .query(f"label_values({STATE}, circuit_name)")
             .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
             .sort(VariableSort.ALPHABETICAL_CASE_INSENSITIVE_ASC)
             .multi(multi=True)
