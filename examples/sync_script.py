@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> None:
 
     url = f"http://{args.host}:{server.server_port}/metrics"
     failed, rejected = outcomes["failed"], outcomes["rejected"]
-    print(f"{failed} calls failed, {rejected} rejected; metrics on {url}", flush=True)
-    with suppress(KeyboardInterrupt):
+    with suppress(KeyboardInterrupt):  # entered before we say we are ready: Ctrl-C may follow
+        print(f"{failed} calls failed, {rejected} rejected; metrics on {url}", flush=True)
         threading.Event().wait()  # keep serving until Ctrl-C
     server.shutdown()
     server.server_close()

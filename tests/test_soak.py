@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from fluxgate_stream import PrometheusListener, SignalPipeline
 
+from ._helpers import in_thread
 from ._truth import SIGNALS, Truth, assert_exact
 
 pytestmark = [pytest.mark.anyio, pytest.mark.soak]
@@ -99,6 +100,12 @@ class Soak:
             for p in range(THREADS + LOOP_PRODUCERS)
         ]
         self.share = TOTAL // len(self.plans)
+        #: The coda's circuits: it takes every path once more, deterministically.
+        self.coda = Plan(
+            [PrometheusListener(f"coda_c{i}", registry, pipeline=self.pipeline) for i in range(2)],
+            offset=0,
+        )
+        self.coda_paths: dict[str, int] = {}
         self.largest = {"stream": 0, "bridge": 0, "ledger": 0}
         self.restarts = 0
         self.rss_before = self.peak_rss = rss()
@@ -157,8 +164,28 @@ class Soak:
             for thread in threads:
                 thread.join()
             self.done = True
+        await self.take_every_path()
         await self.pipeline.flush()
         self.peak_rss = max(self.peak_rss, rss())
+
+    async def take_every_path(self) -> None:
+        """Send on each path once more, in a known order: which paths the soak's own mix takes
+        depends on thread scheduling, so "each path was taken" is made sure of here."""
+        pipeline, plan = self.pipeline, self.coda
+        before = pipeline.statistics()
+        assert not before.running  # the restarting consumer has stopped for good
+        plan.send(1)  # no consumer: direct
+        async with anyio.create_task_group() as group:
+            await group.start(pipeline.run)
+            await pipeline.flush()  # nothing queued, no overflow
+            plan.send(1)  # the loop thread: the stream
+            in_thread(plan.send, 1)  # another thread (the loop waits for it): the bridge
+            plan.send(2 * BUFFER + 1)  # more than the stream holds, at once: the overflow ledger
+            await pipeline.flush()
+            group.cancel_scope.cancel()
+        after = pipeline.statistics()
+        for path in ("stream", "bridge", "overflow", "direct"):
+            self.coda_paths[path] = getattr(after, path) - getattr(before, path)
 
 
 async def test_soak_a_million_signals_through_a_tiny_restarting_pipeline(anyio_backend, registry):
@@ -172,8 +199,9 @@ async def test_soak_a_million_signals_through_a_tiny_restarting_pipeline(anyio_b
     for plan in soak.plans:
         assert plan.sent == soak.share
         truth.merge(plan.truth())
+    truth.merge(soak.coda.truth())
     sent = sum(truth.counts.values())
-    assert sent == soak.share * len(soak.plans) >= TOTAL - len(soak.plans)
+    assert sent - soak.coda.sent == soak.share * len(soak.plans) >= TOTAL - len(soak.plans)
     assert_exact(registry, truth)
     stats = soak.pipeline.stats()
     assert stats["stream"] + stats["bridge"] + stats["overflow"] + stats["direct"] == sent
@@ -184,6 +212,7 @@ async def test_soak_a_million_signals_through_a_tiny_restarting_pipeline(anyio_b
     assert soak.largest["bridge"] <= BUFFER + THREADS
     assert soak.largest["ledger"] <= len(soak.plans) * CIRCUITS_EACH
     assert min(stats["stream"], stats["bridge"], stats["overflow"], stats["direct"]) > 0
+    assert min(soak.coda_paths.values()) > 0, soak.coda_paths
     # Bounded memory.
     growth = soak.peak_rss - soak.rss_before
     assert growth < RSS_BUDGET, f"resident memory grew by {growth / 2**20:.1f} MiB"
