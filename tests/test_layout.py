@@ -14,7 +14,7 @@ import pytest
 from fluxgate.signal import Signal
 
 import fluxgate_stream
-from fluxgate_stream import PipelineStatistics, PrometheusListener, SignalPipeline
+from fluxgate_stream import PipelineStatistics, PrometheusListener, QueueingListener, SignalPipeline
 
 from ._helpers import Consumer
 
@@ -116,3 +116,39 @@ async def test_statistics_are_a_frozen_snapshot_that_stats_mirrors(anyio_backend
     del as_dict["max_buffer_size"]
     as_dict["running"] = int(as_dict["running"])
     assert pipeline.stats() == as_dict
+
+
+class _Recorder:
+    """A minimal ``Target``: what a user's QueueingListener subclass writes to."""
+
+    name = "recorded"
+    closed_seq = -1
+    fold = None
+
+    def __init__(self) -> None:
+        self.states: list[object] = []
+
+    def write(self, pending: object) -> None:
+        self.states.append(getattr(pending, "state", None))
+
+
+class _UsersListener(QueueingListener):
+    """Written to QueueingListener's documented protocol: set ``_target`` and ``_pipeline``."""
+
+    __slots__ = ()
+
+    def __init__(self, pipeline: SignalPipeline, target: _Recorder) -> None:
+        self._pipeline = pipeline
+        self._target = target
+
+
+@pytest.mark.anyio
+async def test_a_queueing_listener_subclass_that_sets_pipeline_and_target_works(anyio_backend):
+    pipeline, recorder = SignalPipeline(), _Recorder()
+    listener = _UsersListener(pipeline, recorder)
+    assert listener.pipeline is pipeline
+    listener(Signal("closed", "open", 0.0))  # no consumer: applied at once
+    async with Consumer(pipeline):
+        listener(Signal("open", "half_open", 0.0))
+        await pipeline.flush()
+    assert recorder.states == ["open", "half_open"]

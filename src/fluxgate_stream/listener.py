@@ -36,21 +36,25 @@ _get_ident = threading.get_ident
 class QueueingListener:
     """Base of listeners whose writes run on a pipeline's consumer instead of the caller's path.
 
-    Subclasses call ``_attach()`` with their pipeline and ``_target`` (what the consumer writes
-    to); this class gives them the fluxgate ``Listener`` call and ``close()``.
+    Subclasses set ``_target`` (what the consumer writes to) and ``_pipeline``; this class gives
+    them the fluxgate ``Listener`` call and ``close()``.
     """
 
-    __slots__ = ("_pipeline", "_state", "_target")
+    __slots__ = ("_state", "_target", "_to")
 
-    _pipeline: SignalPipeline
     _state: PipelineState  # the pipeline's, shared with its consumer (see fluxgate_stream._queue)
     _target: Target
+    _to: SignalPipeline
 
-    def _attach(self, pipeline: SignalPipeline, target: Target) -> None:
-        """Queue to ``pipeline`` (from ``resolve_pipeline``) for ``target``."""
-        self._pipeline = pipeline
+    @property
+    def _pipeline(self) -> SignalPipeline:
+        return self._to
+
+    @_pipeline.setter
+    def _pipeline(self, pipeline: SignalPipeline) -> None:
+        # Setting the pipeline, as subclasses do, also looks up the state its listeners share.
+        self._to = pipeline
         self._state = PipelineState.of(pipeline)
-        self._target = target
 
     @property
     def name(self) -> str:
@@ -178,10 +182,8 @@ class PrometheusListener(QueueingListener):
         time_in_state: bool = False,
     ) -> None:
         check_name(name)
-        resolved = resolve_pipeline(pipeline)
+        self._pipeline = resolve_pipeline(pipeline)
         if initial_state is not None:
             check_state(initial_state, "initial_state")
         check_bool(time_in_state, "time_in_state")
-        self._attach(
-            resolved, circuit_for(registry, name, initial_state, time_in_state=time_in_state)
-        )
+        self._target = circuit_for(registry, name, initial_state, time_in_state=time_in_state)

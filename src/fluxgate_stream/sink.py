@@ -126,4 +126,5 @@ class StreamingListener(QueueingListener):
             raise TypeError(
                 f"sink must have a write(transitions) method, got {type(sink).__name__}"
             )
-        self._attach(resolve_pipeline(pipeline), _SinkTarget(name, sink))
+        self._pipeline = resolve_pipeline(pipeline)
+        self._target = _SinkTarget(name, sink)
