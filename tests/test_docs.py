@@ -130,7 +130,7 @@ def test_links_to_the_readme_point_at_its_headings():
             rf"{re.escape(SOURCE_URL)}#([\w-]+)", p.read_text(encoding="utf-8")
         )
     ]
-    assert len(links) >= 15
+    assert len(links) >= 5  # the site sends readers to the README for install and quick starts
     assert [(name, a) for name, a in links if a not in headings] == []
 
 
