@@ -1,9 +1,9 @@
 """FastAPI + fluxgate-stream: the breaker's metrics at /metrics, written off the request path.
 
-Run it with::
+Run it from a checkout of fluxgate-stream (it is not on PyPI yet) with::
 
-    pip install fluxgate-stream fastapi uvicorn
-    uvicorn fastapi_app:app --port 8000
+    pip install . fastapi uvicorn
+    uvicorn --app-dir examples fastapi_app:app --port 8000
 
 then ``curl 'localhost:8000/pay?fail=true'`` three times to trip the breaker, and
 ``curl localhost:8000/metrics/`` to see ``circuit_breaker_state{circuit_name="payment_api",...}``.

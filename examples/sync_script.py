@@ -4,10 +4,10 @@ A plain script: no event loop, no consumer. ``start_http_server`` serves the met
 background thread; with no consumer running, each listener call applies to the metrics at once,
 exactly as upstream's listener does.
 
-Run it with::
+Run it from a checkout of fluxgate-stream (it is not on PyPI yet) with::
 
-    pip install fluxgate-stream
-    python sync_script.py --port 8000
+    pip install .
+    python examples/sync_script.py --port 8000
 
 then ``curl localhost:8000/metrics``. Ctrl-C stops it.
 """

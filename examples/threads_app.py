@@ -6,10 +6,10 @@ loop that ``anyio.from_thread.start_blocking_portal()`` runs in a thread of its 
 metrics. Stdlib ``wsgiref`` serves it; with Flask, route ``/metrics`` to the same
 ``make_wsgi_app()`` (``DispatcherMiddleware``) and start ``consumer_thread()`` next to ``app.run``.
 
-Run it with::
+Run it from a checkout of fluxgate-stream (it is not on PyPI yet) with::
 
-    pip install fluxgate-stream
-    python threads_app.py --port 8000
+    pip install .
+    python examples/threads_app.py --port 8000
 
 then ``curl 'localhost:8000/pay?fail=true'`` three times to trip the breaker, and
 ``curl localhost:8000/metrics``. Ctrl-C (or SIGTERM) stops it gracefully: the request in progress

@@ -130,7 +130,7 @@ def test_links_to_the_readme_point_at_its_headings():
             rf"{re.escape(SOURCE_URL)}#([\w-]+)", p.read_text(encoding="utf-8")
         )
     ]
-    assert len(links) >= 15
+    assert len(links) >= 5  # the site sends readers to the README for install and quick starts
     assert [(name, a) for name, a in links if a not in headings] == []
 
 
@@ -146,7 +146,7 @@ def test_code_blocks_in_the_docs_are_python_or_plain_text():
     ]
     # Closing fences are bare; an opening fence in another Python dialect would escape the tests.
     assert {lang for lang in fences if lang} <= {"python", "text"}
-    assert len(EXAMPLES) >= 4
+    assert len(EXAMPLES) >= 9  # the README's long-form examples moved here: none dropped
 
 
 def run(code: str) -> str:
