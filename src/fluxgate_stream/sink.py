@@ -1,9 +1,9 @@
 """Custom metrics on the consumer: ``StreamingListener`` hands coalesced transitions to your sink.
 
-The streaming form of the spec page's "Custom Metrics" section: instead of writing metrics in
-the breaker's call path, a ``SignalSink`` receives, on the pipeline's consumer, what happened to
-its circuit since the last write: the transitions counted per (old_state, new_state), the latest
-state, and whether ``close()`` came first.
+The streaming form of the "Custom Metrics" section of fluxgate's Prometheus listener
+documentation: instead of writing metrics in the breaker's call path, a ``SignalSink`` receives,
+on the pipeline's consumer, what happened to its circuit since the last write: the transitions
+counted per (old_state, new_state), the latest state, and whether ``close()`` came first.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class StreamingListener(QueueingListener):
         ValueError: ``name`` is empty.
 
     Example:
-        The spec page's custom metric, counting OPEN transitions, in streaming form:
+        fluxgate's documented custom metric, counting OPEN transitions, in streaming form:
 
         >>> from prometheus_client import CollectorRegistry, Counter
         >>> from fluxgate.signal import Signal
