@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 EXAMPLES = re.findall(
     r"```python\n(.*?)```\n(?:<!-- output:\n(.*?)-->\n)?",
     README.read_text(encoding="utf-8"),

@@ -24,8 +24,8 @@ from starlette.routing import Mount, Route
 from fluxgate_stream import ALL_STATES, PrometheusListener, SignalPipeline, default_pipeline
 from fluxgate_stream.asgi import lifespan, running
 
-from ._http import http_get, poll, scrape
-from ._metrics import count, shown
+from ..support.http import http_get, poll, scrape
+from ..support.metrics import count, shown
 
 if TYPE_CHECKING:
     from starlette.requests import Request

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from fluxgate_stream import ALL_STATES
 
-from ._metrics import samples
+from .metrics import samples
 
 #: Every transition between two different states: 30 signals.
 SIGNALS = tuple(Signal(old, new, 0.0) for old in ALL_STATES for new in ALL_STATES if old != new)
@@ -45,7 +45,7 @@ class Truth:
         self.slowest = max(self.slowest, other.slowest)
 
     def expected(self) -> dict[Sample, float]:
-        """The samples ``_metrics.samples`` must return for these circuits."""
+        """The samples ``metrics.samples`` must return for these circuits."""
         out: dict[Sample, float] = {}
         for name, shown in self.last.items():
             for state in ALL_STATES:

@@ -22,7 +22,7 @@ import pytest
 from fluxgate_stream import ALL_STATES, health
 from fluxgate_stream.time_in_state import SECONDS_NAME
 
-from ._prom import DEPLOY, require_module, require_tool
+from ..support.prom import DEPLOY, require_module, require_tool
 
 GRAFANA = DEPLOY / "grafana"
 PROMETHEUS = DEPLOY / "prometheus"

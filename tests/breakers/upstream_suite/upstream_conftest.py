@@ -1,6 +1,6 @@
 """Adapter that runs fluxgate's own ``AsyncCircuitBreaker`` tests against ``AnyioCircuitBreaker``.
 
-``tests/test_upstream_suite.py`` copies this file, as ``conftest.py``, next to fluxgate's
+``tests/breakers/test_upstream_suite.py`` copies this file, as ``conftest.py``, next to fluxgate's
 ``tests/test_circuitbreaker.py`` (taken from the fluxgate sdist at test time, never committed here)
 and runs pytest on it in a subprocess. Their file is not edited; this conftest adapts it:
 

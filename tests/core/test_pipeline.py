@@ -13,8 +13,8 @@ from prometheus_client import CollectorRegistry
 
 from fluxgate_stream import PrometheusListener, SignalPipeline, StreamingListener, Transitions
 
-from ._helpers import Consumer, in_thread, wait_until
-from ._metrics import count, samples, shown
+from ..support.helpers import Consumer, in_thread, wait_until
+from ..support.metrics import count, samples, shown
 
 pytestmark = pytest.mark.anyio
 

@@ -24,10 +24,10 @@ from fluxgate.trippers import FailureRate, MinRequests
 
 from fluxgate_stream import ALL_STATES, PrometheusListener, SignalPipeline
 
-from ._http import Samples, http_get, poll, scrape
-from ._metrics import count, samples, shown
+from ..support.http import Samples, http_get, poll, scrape
+from ..support.metrics import count, samples, shown
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 #: Runs a script as ``python script.py ...`` does from a terminal, where Ctrl-C raises
 #: KeyboardInterrupt: a test runner started in the background may pass SIGINT down ignored,

@@ -30,9 +30,9 @@ from fluxgate_stream import (
     Transitions,
 )
 
-from ._helpers import Consumer, wait_until
-from ._metrics import count, samples, shown
-from ._truth import Truth, assert_exact, produce
+from ..support.helpers import Consumer, wait_until
+from ..support.metrics import count, samples, shown
+from ..support.truth import Truth, assert_exact, produce
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -395,7 +395,7 @@ from anyio.lowlevel import checkpoint
 from prometheus_client import CollectorRegistry
 
 from fluxgate_stream import PrometheusListener, SignalPipeline
-from tests._truth import SIGNALS
+from tests.support.truth import SIGNALS
 
 backend, rounds = sys.argv[1], int(sys.argv[2])
 rng = random.Random(7)
@@ -500,7 +500,7 @@ def run_script(script: str, *args: str) -> object:
         text=True,
         timeout=100,
         check=False,
-        cwd=Path(__file__).parent.parent,
+        cwd=Path(__file__).parents[2],
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
@@ -561,8 +561,8 @@ from anyio.lowlevel import checkpoint
 from prometheus_client import CollectorRegistry
 
 from fluxgate_stream import ALL_STATES, PrometheusListener, SignalPipeline
-from tests._metrics import samples, shown
-from tests._truth import SIGNALS, Truth, observed, produce
+from tests.support.metrics import samples, shown
+from tests.support.truth import SIGNALS, Truth, observed, produce
 
 backend, consumer_runs = sys.argv[1], sys.argv[2] == "running"
 sys.setswitchinterval(1e-4)

@@ -9,9 +9,9 @@ import pytest
 
 from fluxgate_stream import PrometheusListener, SignalPipeline
 
-from ._breakers import Recorder, adrive, async_breaker, drive, sync_breaker
-from ._helpers import Consumer
-from ._metrics import count, shown
+from ..support.breakers import Recorder, adrive, async_breaker, drive, sync_breaker
+from ..support.helpers import Consumer
+from ..support.metrics import count, shown
 
 pytestmark = pytest.mark.anyio
 

@@ -15,7 +15,7 @@ import pytest
 from bench import suite
 from bench.config import QUICK
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 SECTIONS = (
     "## Targets",

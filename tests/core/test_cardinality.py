@@ -13,7 +13,7 @@ from fluxgate_stream import PrometheusListener, SignalPipeline
 from fluxgate_stream.series import CircuitLimitError, circuit_for, limit_circuits
 from fluxgate_stream.tally import APPLY_LOCK
 
-from ._metrics import samples, shown
+from ..support.metrics import samples, shown
 
 OPEN = Signal("closed", "open", 0.0)
 

@@ -3,7 +3,7 @@
 The tests come from the sdist of the installed fluxgate version, downloaded with pip at test time
 into a cache directory outside the repository (``$FLUXGATE_STREAM_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/fluxgate-stream`` or ``~/.cache/fluxgate-stream``). They are run unedited, in a
-pytest subprocess, next to ``tests/upstream_suite/upstream_conftest.py`` copied in as their
+pytest subprocess, next to ``tests/breakers/upstream_suite/upstream_conftest.py`` copied in as their
 ``conftest.py``. That conftest does the re-targeting and runs every test on asyncio and on trio.
 
 The negative control runs the same harness on upstream's own class. It shows that the harness

@@ -44,7 +44,7 @@ from fluxgate_stream import ALL_STATES, PrometheusListener, SignalPipeline
 from fluxgate_stream.anyio_breaker import AnyioCircuitBreaker
 from fluxgate_stream.health import watch
 
-from ._prom import (
+from ..support.prom import (
     DEPLOY,
     PrometheusServer,
     PromQueryError,

@@ -19,9 +19,9 @@ from fluxgate_stream.series import Circuit, circuit_for
 from fluxgate_stream.tally import Tally, apply
 from fluxgate_stream.time_in_state import MULTIPROCESS_MESSAGE, Span, StateClock
 
-from ._breakers import Recorder, adrive, async_breaker, drive, quick, sync_breaker
-from ._helpers import Consumer, run_multiprocess_worker
-from ._metrics import shown
+from ..support.breakers import Recorder, adrive, async_breaker, drive, quick, sync_breaker
+from ..support.helpers import Consumer, run_multiprocess_worker
+from ..support.metrics import shown
 
 SECONDS = "circuit_breaker_state_seconds_total"
 

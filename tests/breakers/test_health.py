@@ -39,7 +39,7 @@ from fluxgate_stream.health import (
     watch,
 )
 
-from ._helpers import run_multiprocess_worker
+from ..support.helpers import run_multiprocess_worker
 
 BUFFERED = "circuit_breaker_buffered_calls"
 FAILURE = "circuit_breaker_failure_rate_ratio"

@@ -18,8 +18,8 @@ from fluxgate_stream import PrometheusListener, SignalPipeline
 from fluxgate_stream.selfmetrics import export_metrics
 from fluxgate_stream.series import CircuitLimitError, limit_circuits
 
-from ._helpers import Consumer
-from ._metrics import count, shown
+from ..support.helpers import Consumer
+from ..support.metrics import count, shown
 
 RELOAD_SCRIPT = r"""
 import importlib, sys

@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, gener
 
 from fluxgate_stream import ALL_STATES, PrometheusListener, SignalPipeline
 
-from ._metrics import count, gauge, samples, shown
+from ..support.metrics import count, gauge, samples, shown
 
 TRANSITIONS = [
     ("closed", "open"),

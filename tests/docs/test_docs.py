@@ -18,7 +18,7 @@ import pytest
 
 import fluxgate_stream
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 PAGES = sorted(DOCS.glob("*.md"))
 EXAMPLE = re.compile(r"```python\n(.*?)```\n(?:<!-- output:\n(.*?)-->\n)?", flags=re.S)

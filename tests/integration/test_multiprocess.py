@@ -28,7 +28,7 @@ from fluxgate_stream import ALL_STATES, PrometheusListener, SignalPipeline
 from fluxgate_stream.selfmetrics import export_metrics
 from fluxgate_stream.series import limit_circuits, multiprocess
 
-from ._helpers import Consumer
+from ..support.helpers import Consumer
 
 WORKER = r"""
 import json, os, sys

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from fluxgate_stream import PrometheusListener, SignalPipeline
 
-from ._truth import SIGNALS, Truth, assert_exact
+from ..support.truth import SIGNALS, Truth, assert_exact
 
 pytestmark = [pytest.mark.anyio, pytest.mark.soak]
 

@@ -16,8 +16,8 @@ from prometheus_client import CollectorRegistry
 
 from fluxgate_stream import ALL_STATES, PrometheusListener, SignalPipeline
 
-from ._helpers import Consumer, in_thread
-from ._metrics import samples
+from ..support.helpers import Consumer, in_thread
+from ..support.metrics import samples
 
 pytestmark = pytest.mark.anyio
 

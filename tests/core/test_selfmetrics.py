@@ -15,7 +15,7 @@ from fluxgate_stream import PrometheusListener, SignalPipeline, StreamingListene
 from fluxgate_stream.selfmetrics import PipelineMetrics, export_metrics
 from fluxgate_stream.tally import APPLY_LOCK
 
-from ._helpers import Consumer, in_thread, wait_until
+from ..support.helpers import Consumer, in_thread, wait_until
 
 pytestmark = pytest.mark.anyio
 

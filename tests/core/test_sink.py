@@ -16,7 +16,7 @@ from fluxgate_stream import (
     default_pipeline,
 )
 
-from ._helpers import Consumer
+from ..support.helpers import Consumer
 
 pytestmark = pytest.mark.anyio
 
