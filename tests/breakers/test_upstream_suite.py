@@ -20,13 +20,14 @@ import importlib.metadata
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+
+from ..support.processes import run_python, start_python
 
 FLUXGATE_VERSION = importlib.metadata.version("fluxgate")
 ADAPTER = Path(__file__).parent / "upstream_suite" / "upstream_conftest.py"
@@ -45,23 +46,18 @@ def _cache_dir() -> Path:
 def _download_upstream_tests(target: Path) -> None:
     """Fetch fluxgate's sdist with pip and keep only its ``tests/test_circuitbreaker.py``."""
     with tempfile.TemporaryDirectory() as download_dir:
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--no-binary",
-                ":all:",
-                "--disable-pip-version-check",
-                "--quiet",
-                f"fluxgate=={FLUXGATE_VERSION}",
-                "-d",
-                download_dir,
-            ],
-            capture_output=True,
-            text=True,
+        proc = run_python(
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "--disable-pip-version-check",
+            "--quiet",
+            f"fluxgate=={FLUXGATE_VERSION}",
+            "-d",
+            download_dir,
             timeout=300,
             check=False,
         )
@@ -117,23 +113,18 @@ def _start_run(
     env["FLUXGATE_UPSTREAM_TARGET"] = target
     env["FLUXGATE_UPSTREAM_BACKENDS"] = backends
     env["FLUXGATE_UPSTREAM_DEADLINE"] = str(deadline)
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "-q",
-            "--tb=short" if target == "anyio" else "--tb=no",
-            "--junitxml=report.xml",
-            TEST_FILE,
-        ],
+    return start_python(
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "--tb=short" if target == "anyio" else "--tb=no",
+        "--junitxml=report.xml",
+        TEST_FILE,
         cwd=run_dir,
         env=env,
-        stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        text=True,
     )
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import subprocess
-import sys
 
 import pytest
 from fluxgate.listeners.prometheus import PrometheusListener as UpstreamListener
@@ -15,6 +13,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, gener
 from fluxgate_stream import ALL_STATES, PrometheusListener, SignalPipeline
 
 from ..support.metrics import count, gauge, samples, shown
+from ..support.processes import run_python
 
 TRANSITIONS = [
     ("closed", "open"),
@@ -165,10 +164,7 @@ for registry in (custom, REGISTRY):
 
 def test_reloading_our_modules_keeps_series_working_without_duplicate_registration():
     # In a child process: reloading modules would leave this test session with two of each class.
-    result = subprocess.run(
-        [sys.executable, "-c", RELOAD_SCRIPT], capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stderr
+    result = run_python("-c", RELOAD_SCRIPT)
     assert result.stdout.split("\n")[:2] == ["1.0 1.0", "1.0 2.0"]
 
 

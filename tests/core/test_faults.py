@@ -11,11 +11,9 @@ import json
 import logging
 import random
 import re
-import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
 import anyio
 import pytest
@@ -32,6 +30,7 @@ from fluxgate_stream import (
 
 from ..support.helpers import Consumer, wait_until
 from ..support.metrics import count, samples, shown
+from ..support.processes import ROOT, run_python
 from ..support.truth import Truth, assert_exact, produce
 
 if sys.version_info < (3, 11):
@@ -494,16 +493,7 @@ print(json.dumps(out))
 
 def run_script(script: str, *args: str) -> object:
     """Run ``script`` in a child interpreter from the project root; return its JSON output."""
-    result = subprocess.run(
-        [sys.executable, "-c", script, *args],
-        capture_output=True,
-        text=True,
-        timeout=100,
-        check=False,
-        cwd=Path(__file__).parents[2],
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    return json.loads(run_python("-c", script, *args, timeout=100, cwd=ROOT).stdout)
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])

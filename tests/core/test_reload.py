@@ -7,9 +7,6 @@ of objects created after it.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 from fluxgate.signal import Signal
 from prometheus_client import REGISTRY
@@ -20,6 +17,7 @@ from fluxgate_stream.series import CircuitLimitError, limit_circuits
 
 from ..support.helpers import Consumer
 from ..support.metrics import count, shown
+from ..support.processes import run_python
 
 RELOAD_SCRIPT = r"""
 import importlib, sys
@@ -119,14 +117,7 @@ print("ok")
 
 def test_reloading_every_module_twice_keeps_old_and_new_objects_working():
     # In a child process: a reload leaves two copies of every class behind it.
-    result = subprocess.run(
-        [sys.executable, "-W", "error", "-c", RELOAD_SCRIPT],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
+    result = run_python("-c", RELOAD_SCRIPT, warnings_as_errors=True)
     assert result.stdout == "ok\n"
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import fluxgate_stream
+
+from ..support.processes import run_python
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -35,16 +35,16 @@ SOURCE_URL = re.search(  # the project's URL, as pyproject.toml states it (no to
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     site_dir = tmp_path_factory.mktemp("site")
-    result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site_dir)],
+    result = run_python(
+        "-m",
+        "mkdocs",
+        "build",
+        "--strict",
+        "--site-dir",
+        site_dir,
         cwd=ROOT,
         env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
     )
-    assert result.returncode == 0, result.stderr
     assert "WARNING" not in result.stderr, result.stderr
     return site_dir
 
@@ -150,11 +150,7 @@ def test_code_blocks_in_the_docs_are_python_or_plain_text():
 
 
 def run(code: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+    return run_python("-c", code).stdout
 
 
 @pytest.mark.parametrize(("code", "output"), EXAMPLES)

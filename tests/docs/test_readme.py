@@ -7,11 +7,11 @@ output; the task-group example runs on trio as well as asyncio.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from ..support.processes import run_python
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 EXAMPLES = re.findall(
@@ -22,11 +22,7 @@ EXAMPLES = re.findall(
 
 
 def run(code: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+    return run_python("-c", code).stdout
 
 
 def test_the_readme_has_examples():

@@ -7,15 +7,12 @@ section is there, every run left the metrics exactly as the signals said, and th
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from bench import suite
 from bench.config import QUICK
 
-ROOT = Path(__file__).resolve().parents[2]
+from ..support.processes import ROOT, run_python
 
 SECTIONS = (
     "## Targets",
@@ -35,15 +32,7 @@ SECTIONS = (
 def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     """(the written report, what was printed) of one quick run, as a real subprocess."""
     output = tmp_path_factory.mktemp("bench") / "report.md"
-    done = subprocess.run(  # our own interpreter running our own module
-        [sys.executable, "-m", "bench", "--quick", "--output", str(output)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_python("-m", "bench", "--quick", "--output", output, cwd=ROOT, timeout=110)
     return output.read_text(encoding="utf-8"), done.stdout
 
 

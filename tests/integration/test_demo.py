@@ -10,7 +10,6 @@ import queue
 import re
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -36,6 +35,8 @@ from fluxgate_stream.demo import (
     read_exported,
     run_demo,
 )
+
+from ..support.processes import start_python
 
 CIRCUITS = [scenario.name for scenario in SCENARIOS]
 THREADED = {scenario.name for scenario in SCENARIOS if scenario.runs_on == "thread"}
@@ -387,22 +388,8 @@ def test_main_names_a_missing_optional_dependency(monkeypatch, capsys, module, a
 
 def run_until_signal(backend: str, signum: signal.Signals) -> tuple[int, dict[str, Any], str]:
     """Start the demo as users do, wait for exported opens over HTTP, then send ``signum``."""
-    process = subprocess.Popen(  # our own interpreter and module
-        [
-            sys.executable,
-            "-m",
-            "fluxgate_stream",
-            "demo",
-            "--port",
-            "0",
-            "--json",
-            *FAST,
-            "--backend",
-            backend,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    process = start_python(
+        "-m", "fluxgate_stream", "demo", "--port", "0", "--json", *FAST, "--backend", backend
     )
     lines: queue.Queue[str] = queue.Queue()
     errors: list[str] = []

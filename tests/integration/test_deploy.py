@@ -22,6 +22,7 @@ import pytest
 from fluxgate_stream import ALL_STATES, health
 from fluxgate_stream.time_in_state import SECONDS_NAME
 
+from ..support.processes import run_python
 from ..support.prom import DEPLOY, require_module, require_tool
 
 GRAFANA = DEPLOY / "grafana"
@@ -97,13 +98,7 @@ def test_generator_check_mode_reports_a_stale_file_and_rewrites_it(tmp_path, mon
 
 def test_generator_runs_as_a_script_in_check_mode():
     require_sdk()
-    result = subprocess.run(  # this interpreter, our script
-        [sys.executable, str(GRAFANA / "dashboard.py"), "--check"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    result = run_python(GRAFANA / "dashboard.py", "--check", check=False)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 

@@ -8,7 +8,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from fluxgate_stream import ALL_STATES, PrometheusListener, SignalPipeline
 
 from ..support.http import Samples, http_get, poll, scrape
 from ..support.metrics import count, samples, shown
+from ..support.processes import start_python
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -44,10 +44,8 @@ AS_FROM_A_TERMINAL = (
 class Process:
     """A child process whose output lines a test can wait for, with a deadline."""
 
-    def __init__(self, args: list[str], pass_fds: tuple[int, ...] = ()) -> None:
-        self.popen = subprocess.Popen(  # our own interpreter and files
-            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, pass_fds=pass_fds
-        )
+    def __init__(self, *args: str | Path, pass_fds: tuple[int, ...] = ()) -> None:
+        self.popen = start_python(*args, stderr=subprocess.STDOUT, pass_fds=pass_fds)
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -92,8 +90,8 @@ class Process:
 
 
 @contextmanager
-def running_script(*args: str, pass_fds: tuple[int, ...] = ()) -> Iterator[Process]:
-    process = Process([sys.executable, *args], pass_fds=pass_fds)
+def running_script(*args: str | Path, pass_fds: tuple[int, ...] = ()) -> Iterator[Process]:
+    process = Process(*args, pass_fds=pass_fds)
     try:
         yield process
     finally:

@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from fluxgate_stream.selfmetrics import export_metrics
 from fluxgate_stream.series import limit_circuits, multiprocess
 
 from ..support.helpers import Consumer
+from ..support.processes import start_python
 
 WORKER = r"""
 import json, os, sys
@@ -87,13 +87,15 @@ class Worker:
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
         # -W error: any warning (say, prometheus_client's "not implemented in multi-process
         # mode") fails the worker.
-        self.process = subprocess.Popen(
-            [sys.executable, "-W", "error", "-c", WORKER, str(k), final, backend],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        self.process = start_python(
+            "-c",
+            WORKER,
+            str(k),
+            final,
+            backend,
+            warnings_as_errors=True,
             env=env,
+            stdin=subprocess.PIPE,
         )
         self.pid = self.process.pid
 

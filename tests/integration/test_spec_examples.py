@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
 import textwrap
 import urllib.request
 
 import pytest
+
+from ..support.processes import run_python, start_python
 
 UPSTREAM_IMPORT = "from fluxgate.listeners.prometheus import PrometheusListener"
 OUR_IMPORT = "from fluxgate_stream import PrometheusListener"
@@ -103,12 +104,8 @@ def free_port() -> int:
 
 def scrape_example(example: str) -> str:
     port = free_port()
-    with subprocess.Popen(
-        [sys.executable, "-c", runnable(example, port) + SERVE_AND_WAIT],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    with start_python(
+        "-c", runnable(example, port) + SERVE_AND_WAIT, stdin=subprocess.PIPE
     ) as process:
         assert process.stdout is not None
         assert process.stdin is not None
@@ -127,11 +124,7 @@ def scrape_example(example: str) -> str:
 
 def run_example(example: str, epilogue: str) -> str:
     code = runnable(example, 0) + textwrap.dedent(epilogue)
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+    return run_python("-c", code).stdout
 
 
 def test_basic_setup_serves_the_breakers_metrics_over_http():

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +13,8 @@ import anyio
 from anyio.lowlevel import checkpoint
 
 from fluxgate_stream import SignalPipeline
+
+from .processes import run_python
 
 
 async def wait_until(predicate: Callable[[], bool], within: float = 10.0) -> None:
@@ -79,13 +79,4 @@ def run_multiprocess_worker(code: str, directory: Path) -> Any:
     gunicorn. The code must print one line of JSON; return it parsed.
     """
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    return json.loads(run_python("-c", code, env=env).stdout)
