@@ -39,7 +39,7 @@ from fluxgate_stream.health import (
     watch,
 )
 
-from ..support.helpers import run_multiprocess_worker
+from ..support.processes import run_multiprocess_worker
 
 BUFFERED = "circuit_breaker_buffered_calls"
 FAILURE = "circuit_breaker_failure_rate_ratio"
@@ -678,36 +678,8 @@ def test_watch_refuses_multiprocess_mode_and_registers_nothing(registry, monkeyp
     assert snapshot(registry, "payment_api")
 
 
-WORKER = """
-import json
-from fluxgate import CircuitBreaker
-from prometheus_client import CollectorRegistry, Counter, generate_latest
-from prometheus_client.multiprocess import MultiProcessCollector
-from fluxgate_stream.health import HealthCollector, watch
-from fluxgate_stream.series import multiprocess
-
-out = {"multiprocess": multiprocess()}
-cb = CircuitBreaker()
-try:
-    watch(cb, "payment_api")
-except RuntimeError as error:
-    out["error"] = str(error)
-Counter("worker_requests", "Requests this worker served").inc()
-cb.call(lambda: None)
-own = CollectorRegistry()
-health = HealthCollector()
-own.register(health)
-health.watch(cb, "payment_api")
-out["own"] = generate_latest(own).decode()
-merged = CollectorRegistry()  # what a multiprocess /metrics endpoint serves
-MultiProcessCollector(merged)
-out["merged"] = generate_latest(merged).decode()
-print(json.dumps(out))
-"""
-
-
 def test_in_a_real_multiprocess_worker_health_never_reaches_the_merged_scrape(tmp_path):
-    out = run_multiprocess_worker(WORKER, tmp_path)
+    out = run_multiprocess_worker("health_in_a_multiprocess_worker.py", tmp_path)
     assert out["multiprocess"] is True
     assert out["error"] == MULTIPROCESS_MESSAGE
     assert "worker_requests_total 1.0" in out["merged"]

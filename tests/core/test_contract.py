@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, gener
 from fluxgate_stream import ALL_STATES, PrometheusListener, SignalPipeline
 
 from ..support.metrics import count, gauge, samples, shown
-from ..support.processes import run_python
+from ..support.processes import CHILDREN, run_python
 
 TRANSITIONS = [
     ("closed", "open"),
@@ -140,31 +140,9 @@ def test_default_registry_is_shared_with_upstreams_module_level_metrics():
     assert samples(REGISTRY, name) == {}
 
 
-RELOAD_SCRIPT = """
-import importlib, sys
-from fluxgate.signal import Signal
-from prometheus_client import REGISTRY, CollectorRegistry
-import fluxgate.listeners.prometheus as upstream
-import fluxgate_stream
-custom = CollectorRegistry()
-fluxgate_stream.PrometheusListener("before", custom)(Signal("closed", "open", 0.0))
-fluxgate_stream.PrometheusListener("before")(Signal("closed", "open", 0.0))
-for name in sorted(m for m in sys.modules if m.startswith("fluxgate_stream")):
-    importlib.reload(sys.modules[name])
-fluxgate_stream.PrometheusListener("after", custom)(Signal("closed", "open", 0.0))
-fluxgate_stream.PrometheusListener("after")(Signal("closed", "open", 0.0))
-upstream.PrometheusListener("after")(Signal("closed", "open", 0.0))
-for registry in (custom, REGISTRY):
-    print(*(registry.get_sample_value(
-        "circuit_breaker_state_transition_total",
-        {"circuit_name": n, "old_state": "closed", "new_state": "open"},
-    ) for n in ("before", "after")))
-"""
-
-
 def test_reloading_our_modules_keeps_series_working_without_duplicate_registration():
     # In a child process: reloading modules would leave this test session with two of each class.
-    result = run_python("-c", RELOAD_SCRIPT)
+    result = run_python(CHILDREN / "reload_the_listener_modules.py")
     assert result.stdout.split("\n")[:2] == ["1.0 1.0", "1.0 2.0"]
 
 

@@ -30,7 +30,7 @@ from fluxgate_stream import (
 
 from ..support.helpers import Consumer, wait_until
 from ..support.metrics import count, samples, shown
-from ..support.processes import ROOT, run_python
+from ..support.processes import CHILDREN, importing_tests, run_python
 from ..support.truth import Truth, assert_exact, produce
 
 if sys.version_info < (3, 11):
@@ -385,122 +385,22 @@ async def test_flush_during_shutdown_and_after_stop_returns(anyio_backend, regis
 
 # -- interrupts ------------------------------------------------------------------------------------
 
-INTERRUPT_SCRIPT = r"""
-import json, os, random, signal, sys, threading
-from collections import Counter
-
-import anyio
-from anyio.lowlevel import checkpoint
-from prometheus_client import CollectorRegistry
-
-from fluxgate_stream import PrometheusListener, SignalPipeline
-from tests.support.truth import SIGNALS
-
-backend, rounds = sys.argv[1], int(sys.argv[2])
-rng = random.Random(7)
-registry = CollectorRegistry()
-pipeline = SignalPipeline(max_buffer_size=64)
-names = [f"c{i}" for i in range(30)]
-listeners = {name: PrometheusListener(name, registry, pipeline=pipeline) for name in names}
-sent = Counter()
-last = dict.fromkeys(names, "closed")
-maybe = Counter()  # signals whose call was interrupted: they may or may not count
-inflight = []
-
-
-def interrupt_after(batches, as_taken):
-    # Spin (this is another thread) until the consumer applied a few more batches, then deliver
-    # a real SIGINT: the main thread takes it wherever it happens to be. With ``as_taken``, wait
-    # further for the consumer to take a batch off the stream: with a tiny switch interval, the
-    # interrupt then lands while that batch is being applied.
-    while pipeline.stats()["batches"] < batches:
-        pass
-    taken = pipeline._taken_from_stream
-    while as_taken and pipeline._taken_from_stream == taken:
-        pass
-    os.kill(os.getpid(), signal.SIGINT)
-
-
-async def main():
-    async with anyio.create_task_group() as tg:
-        await tg.start(pipeline.run)
-        while True:
-            for _ in range(rng.randrange(1, 1000)):
-                name = names[rng.randrange(len(names))]
-                sig = SIGNALS[rng.randrange(len(SIGNALS))]
-                inflight.append((name, sig))
-                listeners[name](sig)
-                sent[name, sig.old_state, sig.new_state] += 1
-                last[name] = sig.new_state
-                inflight.pop()
-            await checkpoint()
-
-
-def only_interrupts(exc):
-    # A KeyboardInterrupt, possibly wrapped by task groups in (nested) exception groups.
-    inner = getattr(exc, "exceptions", None)
-    if inner is None:
-        return isinstance(exc, KeyboardInterrupt)
-    return all(only_interrupts(e) for e in inner)
-
-
-interrupted = 0
-sys.setswitchinterval(1e-5)
-for round in range(rounds):
-    target = pipeline.stats()["batches"] + rng.randrange(1, 40)
-    thread = threading.Thread(target=interrupt_after, args=(target, round % 2 == 0))
-    thread.start()
-    try:
-        anyio.run(main, backend=backend)
-    except BaseException as exc:
-        if not only_interrupts(exc):
-            raise
-        interrupted += 1
-    thread.join()
-    for name, sig in inflight:
-        maybe[name, sig.old_state, sig.new_state] += 1
-        last[name] = None  # unknown until its next signal
-    inflight.clear()
-    assert not pipeline.running
-    assert pipeline.stats()["queued"] == 0
-    assert not pipeline._overflowing
-
-values = {}
-for family in registry.collect():
-    for sample in family.samples:
-        if not sample.name.endswith("_created"):
-            values[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
-out = {"interrupted": interrupted, "wrong": []}
-states = ("closed", "open", "half_open", "metrics_only", "disabled", "forced_open")
-for name in names:
-    for old in states:
-        for new in states:
-            labels = (("circuit_name", name), ("new_state", new), ("old_state", old))
-            got = values.get(("circuit_breaker_state_transition_total", labels), 0.0)
-            want = sent[name, old, new]
-            if not want <= got <= want + maybe[name, old, new]:
-                out["wrong"].append([name, old, new, got, want])
-    gauge = {
-        s: values[("circuit_breaker_state", (("circuit_name", name), ("state", s)))]
-        for s in states
-    }
-    if last[name] is not None and gauge[last[name]] != 1.0 or sum(gauge.values()) != 1.0:
-        out["wrong"].append([name, gauge, last[name]])
-out["wrong"] = [len(out["wrong"]), *out["wrong"][:5]] if out["wrong"] else []
-print(json.dumps(out))
-"""
-
 
 def run_script(script: str, *args: str) -> object:
-    """Run ``script`` in a child interpreter from the project root; return its JSON output."""
-    return json.loads(run_python("-c", script, *args, timeout=100, cwd=ROOT).stdout)
+    """Run ``tests/children/<script>`` in a child interpreter; return its JSON output."""
+    return json.loads(
+        run_python(CHILDREN / script, *args, timeout=100, env=importing_tests()).stdout
+    )
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_keyboard_interrupt_on_the_loop_thread_corrupts_no_circuit(backend):
     # In a child process: a real SIGINT, taken wherever the loop thread is at the time (the
     # consumer's batch, a producer's call, the event loop), thirty times over.
-    assert run_script(INTERRUPT_SCRIPT, backend, "30") == {"interrupted": 30, "wrong": []}
+    assert run_script("interrupt_the_loop_thread.py", backend, "30") == {
+        "interrupted": 30,
+        "wrong": [],
+    }
 
 
 class Abort(BaseException):
@@ -542,136 +442,6 @@ async def test_a_write_raising_a_base_exception_writes_the_rest_of_its_batch_fir
     assert_exact(registry, truth)
 
 
-KILL_SCRIPT = r"""
-import ctypes, itertools, json, random, sys, threading
-from collections import Counter
-
-import anyio
-from anyio.lowlevel import checkpoint
-from prometheus_client import CollectorRegistry
-
-from fluxgate_stream import ALL_STATES, PrometheusListener, SignalPipeline
-from tests.support.metrics import samples, shown
-from tests.support.truth import SIGNALS, Truth, observed, produce
-
-backend, consumer_runs = sys.argv[1], sys.argv[2] == "running"
-sys.setswitchinterval(1e-4)
-registry = CollectorRegistry()
-pipeline = SignalPipeline(max_buffer_size=8)
-
-
-def circuits(prefix):
-    return {f"{prefix}{i}": PrometheusListener(f"{prefix}{i}", registry, pipeline=pipeline)
-            for i in range(10)}
-
-
-class Killed(BaseException):
-    pass
-
-
-class Victim(threading.Thread):
-    # A producer that notes the call in flight: a kill's one ambiguous signal.
-    def __init__(self, send, truth):
-        super().__init__(daemon=True)
-        self.send, self.truth = send, truth
-        self.inflight, self.calls, self.killed = None, 0, False
-
-    def run(self):
-        try:
-            rng = random.Random()
-            names = list(self.send)
-            while True:
-                name = names[rng.randrange(len(names))]
-                signal = SIGNALS[rng.randrange(len(SIGNALS))]
-                self.inflight = (name, signal)
-                self.send[name](signal)
-                self.truth.record(name, signal)
-                self.calls += 1
-                self.inflight = None
-        except Killed:
-            self.killed = True
-
-
-def kill(thread):
-    modified = ctypes.pythonapi.PyThreadState_SetAsyncExc(
-        ctypes.c_ulong(thread.ident), ctypes.py_object(Killed))
-    assert modified == 1
-
-
-steady = [circuits(f"steady{i}_") for i in range(2)]
-steady_truths = [Truth(send) for send in steady]
-victims_send = [circuits(f"victim{i}_") for i in range(2)]
-victim_truths = [Truth(send) for send in victims_send]
-maybe = Counter()
-kills = 0
-
-
-async def killer():
-    global kills
-    rng = random.Random(3)
-    for _ in range(60):
-        i = rng.randrange(2)
-        victim = Victim(victims_send[i], victim_truths[i])
-        victim.start()
-        while victim.calls == 0:
-            await checkpoint()
-        for _ in range(rng.randrange(50)):
-            await checkpoint()
-        kill(victim)
-        await anyio.to_thread.run_sync(victim.join)
-        assert victim.killed
-        kills += 1
-        if victim.inflight is not None:
-            name, s = victim.inflight
-            maybe[name, s.old_state, s.new_state] += 1
-
-
-async def main():
-    async with anyio.create_task_group() as tg:
-        if consumer_runs:
-            await tg.start(pipeline.run)
-        async with anyio.create_task_group() as work:
-            for n, (send, truth) in enumerate(zip(steady, steady_truths)):
-                work.start_soon(anyio.to_thread.run_sync, produce, send, truth, 30_000, n)
-            work.start_soon(killer)
-        await pipeline.flush()
-        tg.cancel_scope.cancel()
-    await pipeline.flush()
-
-
-anyio.run(main, backend=backend)
-out = {"kills": kills, "wrong": []}
-truth = Truth([])
-for each in steady_truths:
-    truth.merge(each)
-# Circuits whose producers were never killed: exact.
-if observed(registry, truth.last) != truth.expected():
-    out["wrong"].append("steady circuits differ")
-# The killed producers' circuits: every completed call counts, the one in flight may or may
-# not; after more signals, their gauges are exact again.
-for n, send in enumerate(victims_send):
-    produce(send, victim_truths[n], 1000, n)
-values = samples(registry)
-for each in victim_truths:
-    for name, last in each.last.items():
-        if shown(registry, name) != last:
-            out["wrong"].append([name, shown(registry, name), last])
-        for old, new in itertools.product(ALL_STATES, ALL_STATES):
-            n = each.counts[name, old, new]
-            labels = (("circuit_name", name), ("new_state", new), ("old_state", old))
-            got = values.get(("circuit_breaker_state_transition_total", labels), 0.0)
-            if not n <= got <= n + maybe[name, old, new]:
-                out["wrong"].append([name, old, new, got, n])
-# And the pipeline still works: no lock was left held.
-after = PrometheusListener("after", registry, pipeline=pipeline)
-thread = threading.Thread(target=after, args=(SIGNALS[0],))
-thread.start()
-thread.join(timeout=10)
-out["after"] = shown(registry, "after")
-print(json.dumps(out))
-"""
-
-
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_producer_threads_killed_mid_call_corrupt_no_other_circuit(backend):
     # In a child process, because an asynchronous exception aimed at a thread that is blocked
@@ -682,7 +452,7 @@ def test_producer_threads_killed_mid_call_corrupt_no_other_circuit(backend):
     # (python/cpython#74174, fixed by gh-148874) an asynchronous exception landing on a `with`
     # block's exit can leave its lock held: about one run in ten hung that way, as it would
     # with upstream's listener, which always writes under those locks.
-    assert run_script(KILL_SCRIPT, backend, "running") == {
+    assert run_script("kill_producer_threads.py", backend, "running") == {
         "kills": 60,
         "wrong": [],
         "after": "open",

@@ -20,8 +20,9 @@ from fluxgate_stream.tally import Tally, apply
 from fluxgate_stream.time_in_state import MULTIPROCESS_MESSAGE, Span, StateClock
 
 from ..support.breakers import Recorder, adrive, async_breaker, drive, quick, sync_breaker
-from ..support.helpers import Consumer, run_multiprocess_worker
+from ..support.helpers import Consumer
 from ..support.metrics import shown
+from ..support.processes import run_multiprocess_worker
 
 SECONDS = "circuit_breaker_state_seconds_total"
 
@@ -504,16 +505,7 @@ def test_the_collector_survives_a_reload(registry):
     assert seconds(registry, "d")["closed"] is not None
 
 
-WORKER = """
-import json
-from fluxgate_stream import PrometheusListener
-try:
-    PrometheusListener("c", time_in_state=True)
-except RuntimeError as error:
-    print(json.dumps({"error": str(error)}))
-PrometheusListener("c")
-"""
-
-
 def test_multiprocess_mode_refuses_time_in_state(tmp_path):
-    assert run_multiprocess_worker(WORKER, tmp_path) == {"error": MULTIPROCESS_MESSAGE}
+    assert run_multiprocess_worker("time_in_state_in_a_multiprocess_worker.py", tmp_path) == {
+        "error": MULTIPROCESS_MESSAGE
+    }

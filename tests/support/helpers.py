@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import anyio
 from anyio.lowlevel import checkpoint
 
 from fluxgate_stream import SignalPipeline
-
-from .processes import run_python
 
 
 async def wait_until(predicate: Callable[[], bool], within: float = 10.0) -> None:
@@ -70,13 +65,3 @@ class Consumer:
     async def __aexit__(self, *exc: object) -> None:
         if self._group is not None:
             await self.stop()
-
-
-def run_multiprocess_worker(code: str, directory: Path) -> Any:
-    """Run ``code`` in a new interpreter in prometheus_client's multiprocess mode.
-
-    ``PROMETHEUS_MULTIPROC_DIR`` is ``directory``, set before anything is imported, as under
-    gunicorn. The code must print one line of JSON; return it parsed.
-    """
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
-    return json.loads(run_python("-c", code, env=env).stdout)

@@ -7,6 +7,8 @@ which the demo's wrapped output depends on.
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -14,10 +16,24 @@ from pathlib import Path
 from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parents[2]
+#: The scripts tests run in a child interpreter, by path; ruff and pyright read them.
+CHILDREN = ROOT / "tests" / "children"
 
 
 def _command(args: tuple[str | Path, ...], *, warnings_as_errors: bool) -> list[str]:
     return [sys.executable, *(["-W", "error"] if warnings_as_errors else []), *map(str, args)]
+
+
+def importing_tests(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``env`` (default: this process's) with the repository root first on ``PYTHONPATH``.
+
+    For a script under ``CHILDREN`` that imports the shared helpers as ``tests.support...``.
+    """
+    environment = dict(os.environ if env is None else env)
+    environment["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT), *filter(None, [environment.get("PYTHONPATH")])]
+    )
+    return environment
 
 
 def run_python(
@@ -74,3 +90,13 @@ def start_python(  # noqa: PLR0913  # the few Popen options our tests use, passe
         text=True,
         pass_fds=pass_fds,
     )
+
+
+def run_multiprocess_worker(script: str, directory: Path) -> Any:
+    """Run ``CHILDREN / script`` in prometheus_client's multiprocess mode; return its JSON line.
+
+    ``PROMETHEUS_MULTIPROC_DIR`` is ``directory``, set before anything is imported, as under
+    gunicorn. The script must print one line of JSON.
+    """
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
+    return json.loads(run_python(CHILDREN / script, env=env).stdout)
