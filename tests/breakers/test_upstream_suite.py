@@ -29,6 +29,8 @@ import pytest
 
 from ..support.processes import run_python, start_python
 
+pytestmark = pytest.mark.slow
+
 FLUXGATE_VERSION = importlib.metadata.version("fluxgate")
 ADAPTER = Path(__file__).parent / "upstream_suite" / "upstream_conftest.py"
 TEST_FILE = "test_circuitbreaker.py"

@@ -36,7 +36,7 @@ from ..support.truth import Truth, assert_exact, produce
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 OPEN = Signal("closed", "open", 0.0)
 

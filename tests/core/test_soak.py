@@ -160,6 +160,7 @@ class Soak:
         self.peak_rss = max(self.peak_rss, rss())
 
 
+@pytest.mark.slow
 async def test_soak_a_million_signals_through_a_tiny_restarting_pipeline(anyio_backend, registry):
     threads_before = set(threading.enumerate())
     tasks_before = len(anyio.get_running_tasks())

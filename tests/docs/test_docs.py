@@ -57,12 +57,14 @@ def anchors(html: str) -> set[str]:
     return set(re.findall(r'id="([^"]+)"', html))
 
 
+@pytest.mark.slow
 def test_every_public_name_has_an_entry_in_the_api_reference(site):
     ids = anchors(page(site, "api"))
     public = set(fluxgate_stream.__all__) - {"__version__"}
     assert {f"fluxgate_stream.{name}" for name in public} <= ids
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "member",
     [
@@ -85,6 +87,7 @@ def test_the_api_reference_documents_the_members(site, member):
     assert f"fluxgate_stream.{member}" in anchors(page(site, "api"))
 
 
+@pytest.mark.slow
 def test_the_api_reference_renders_the_google_sections(site):
     html = page(site, "api")
     # Args: and Raises: became tables, not paragraphs that start with "Args:".
@@ -93,6 +96,7 @@ def test_the_api_reference_renders_the_google_sections(site):
     assert "<code>max_buffer_size</code> is less than 1, or <code>batch_window</code>" in html
 
 
+@pytest.mark.slow
 def test_the_asgi_and_health_pages_render_their_modules(site):
     assert {"fluxgate_stream.asgi.lifespan", "fluxgate_stream.asgi.running"} <= anchors(
         page(site, "asgi")
@@ -102,6 +106,7 @@ def test_the_asgi_and_health_pages_render_their_modules(site):
     assert "circuit_breaker_last_transition_timestamp_seconds" in health  # the module docstring
 
 
+@pytest.mark.slow
 def test_the_time_in_state_page_renders_its_rules_from_the_module(site):
     html = page(site, "time_in_state")
     assert "circuit_breaker_state_seconds_total" in html
@@ -109,6 +114,7 @@ def test_the_time_in_state_page_renders_its_rules_from_the_module(site):
     assert "The clock may go backwards" in html
 
 
+@pytest.mark.slow
 def test_the_guarantees_page_renders_the_concurrency_model_from_the_source(site):
     html = page(site, "guarantees")
     assert "fluxgate_stream.pipeline--concurrency-model" in anchors(html)

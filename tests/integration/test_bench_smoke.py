@@ -55,6 +55,7 @@ def _number(text: str) -> int:
     return int(text.replace(",", ""))
 
 
+@pytest.mark.slow
 def test_report_is_written_and_printed_with_every_section(report):
     written, printed = report
     assert written.strip() in printed
@@ -65,6 +66,7 @@ def test_report_is_written_and_printed_with_every_section(report):
     assert "- Python: " in written
 
 
+@pytest.mark.slow
 def test_every_backend_ran(report):
     written, _ = report
     # trio is a test dependency, asyncio always there: both must appear in every per-backend table.
@@ -73,6 +75,7 @@ def test_every_backend_ran(report):
         assert backends == {"asyncio", "trio"}, section
 
 
+@pytest.mark.slow
 def test_metrics_are_exact_after_every_run(report):
     written, _ = report
     assert "WRONG" not in written
@@ -87,6 +90,7 @@ def test_metrics_are_exact_after_every_run(report):
     assert set(checked) == {"exact"}
 
 
+@pytest.mark.slow
 def test_every_drained_signal_took_exactly_one_path(report):
     written, _ = report
     rows = [r for r in _rows(written, SECTIONS[2]) if r[0] in ("asyncio", "trio", "uvloop")]
@@ -104,6 +108,7 @@ def test_every_drained_signal_took_exactly_one_path(report):
             assert taken["overflow"] > 0, row
 
 
+@pytest.mark.slow
 def test_lag_runs_applied_every_signal_sent(report):
     written, _ = report
     rows = [r for r in _rows(written, SECTIONS[3]) if r[0] in ("asyncio", "trio", "uvloop")]
@@ -113,6 +118,7 @@ def test_lag_runs_applied_every_signal_sent(report):
         assert sent == applied == round(QUICK.lag_rate * QUICK.lag_seconds), row
 
 
+@pytest.mark.slow
 def test_memory_runs_pushed_the_configured_signal_counts(report):
     written, _ = report
     rows = [
@@ -125,6 +131,7 @@ def test_memory_runs_pushed_the_configured_signal_counts(report):
     assert {_number(r[1]) for r in rows} == expected
 
 
+@pytest.mark.slow
 def test_trio_has_no_async_breaker_row(report):
     written, _ = report
     rows = _rows(written, SECTIONS[6])
@@ -146,6 +153,7 @@ def test_a_broken_breaker_benchmark_is_not_hidden(monkeypatch):
         suite.anyio_breaker_section(quick=True)
 
 
+@pytest.mark.slow
 def test_time_in_state_is_measured_off_and_on(report):
     written, _ = report
     rows = _rows(written, SECTIONS[9])

@@ -38,6 +38,8 @@ from fluxgate_stream.demo import (
 
 from ..support.processes import start_python
 
+pytestmark = pytest.mark.slow
+
 CIRCUITS = [scenario.name for scenario in SCENARIOS]
 THREADED = {scenario.name for scenario in SCENARIOS if scenario.runs_on == "thread"}
 #: Circuits whose dependency has an outage within the first 30 schedule seconds.

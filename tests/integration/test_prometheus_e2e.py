@@ -53,7 +53,7 @@ from ..support.prom import (
     require_tool,
 )
 
-pytestmark = [pytest.mark.anyio, pytest.mark.prometheus]
+pytestmark = [pytest.mark.anyio, pytest.mark.prometheus, pytest.mark.slow]
 
 DASHBOARD = DEPLOY / "grafana" / "fluxgate-stream.json"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
