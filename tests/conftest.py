@@ -5,6 +5,10 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry
 
+#: Scripts that tests run in a child interpreter: never imported here (not even for doctests),
+#: since importing one runs it.
+collect_ignore = ["children"]
+
 
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:

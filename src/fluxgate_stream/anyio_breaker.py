@@ -7,8 +7,8 @@ same public surface and the same state machine, and uses nothing but anyio.
 Relationship to upstream
 ------------------------
 Written against fluxgate 0.9.4; the package pins ``fluxgate>=0.9.4,<0.10``.
-``tests/test_upstream_suite.py`` runs fluxgate's own ``AsyncCircuitBreaker`` tests against this
-class, on both backends, for whichever fluxgate version is installed.
+``tests/breakers/test_upstream_suite.py`` runs fluxgate's own ``AsyncCircuitBreaker`` tests
+against this class, on both backends, for whichever fluxgate version is installed.
 
 * Reused as they are: every component (windows, trackers, trippers, retries, permits), ``Record``,
   ``CallContext``, ``Signal``, ``State``, ``CallNotPermittedError``, ``CircuitBreakerInfo`` (what

@@ -1,0 +1,1 @@
+"""Breakers: the anyio circuit breaker, real fluxgate breakers feeding us, breaker health."""

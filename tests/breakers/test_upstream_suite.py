@@ -1,0 +1,193 @@
+"""fluxgate's own ``AsyncCircuitBreaker`` tests, re-targeted at ``AnyioCircuitBreaker``.
+
+The tests come from the sdist of the installed fluxgate version, downloaded with pip at test time
+into a cache directory outside the repository (``$FLUXGATE_STREAM_CACHE_DIR``, else
+``$XDG_CACHE_HOME/fluxgate-stream`` or ``~/.cache/fluxgate-stream``). They are run unedited, in a
+pytest subprocess, next to ``tests/breakers/upstream_suite/upstream_conftest.py`` copied in as their
+``conftest.py``. That conftest does the re-targeting and runs every test on asyncio and on trio.
+
+The negative control runs the same harness on upstream's own class. It shows that the harness
+leaves upstream's tests intact on asyncio (they all pass there) and really runs them on trio (where
+upstream's asyncio-only class fails them). It runs each backend in its own process: upstream's
+class leaves never-awaited coroutines behind on trio, and their "never awaited" warnings, raised
+whenever they are garbage-collected, would otherwise fail an unrelated asyncio test.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from ..support.processes import run_python, start_python
+
+pytestmark = pytest.mark.slow
+
+FLUXGATE_VERSION = importlib.metadata.version("fluxgate")
+ADAPTER = Path(__file__).parent / "upstream_suite" / "upstream_conftest.py"
+TEST_FILE = "test_circuitbreaker.py"
+BACKENDS = ("asyncio", "trio")
+RUN_TIMEOUT = 100  # seconds for one pytest subprocess; each test also has its own deadline
+
+
+def _cache_dir() -> Path:
+    if explicit := os.environ.get("FLUXGATE_STREAM_CACHE_DIR"):
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "fluxgate-stream"
+
+
+def _download_upstream_tests(target: Path) -> None:
+    """Fetch fluxgate's sdist with pip and keep only its ``tests/test_circuitbreaker.py``."""
+    with tempfile.TemporaryDirectory() as download_dir:
+        proc = run_python(
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "--disable-pip-version-check",
+            "--quiet",
+            f"fluxgate=={FLUXGATE_VERSION}",
+            "-d",
+            download_dir,
+            timeout=300,
+            check=False,
+        )
+        sdists = sorted(Path(download_dir).glob("*.tar.gz"))
+        if proc.returncode != 0 or not sdists:
+            reason = (proc.stderr.strip().splitlines() or ["no sdist downloaded"])[-1]
+            pytest.skip(
+                f"cannot download the fluxgate {FLUXGATE_VERSION} sdist from PyPI: {reason}"
+            )
+        with tarfile.open(sdists[0]) as sdist:
+            member = next(
+                (m for m in sdist.getmembers() if m.name.endswith(f"/tests/{TEST_FILE}")), None
+            )
+            assert member is not None, f"the fluxgate {FLUXGATE_VERSION} sdist ships no {TEST_FILE}"
+            source = sdist.extractfile(member)
+            assert source is not None
+            data = source.read()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    partial.write_bytes(data)
+    partial.replace(target)  # atomic: a concurrent or interrupted run never sees half a file
+
+
+@pytest.fixture(scope="module")
+def upstream_test_file() -> Path:
+    path = _cache_dir() / f"fluxgate-{FLUXGATE_VERSION}-{TEST_FILE}"
+    if not path.exists():
+        _download_upstream_tests(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def upstream_async_tests(upstream_test_file: Path) -> list[str]:
+    """Names of the module-level coroutine tests in fluxgate's file: what the harness must run."""
+    tree = ast.parse(upstream_test_file.read_text(encoding="utf-8"))
+    return sorted(
+        node.name
+        for node in tree.body
+        if isinstance(node, ast.AsyncFunctionDef) and node.name.startswith("test")
+    )
+
+
+def _start_run(
+    run_dir: Path, test_file: Path, target: str, backends: str, deadline: float
+) -> subprocess.Popen[str]:
+    run_dir.mkdir()
+    shutil.copyfile(test_file, run_dir / TEST_FILE)
+    shutil.copyfile(ADAPTER, run_dir / "conftest.py")
+    (run_dir / "pytest.ini").write_text(
+        "[pytest]\naddopts = --strict-markers\nfilterwarnings = error\n", encoding="utf-8"
+    )
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_")}
+    env["FLUXGATE_UPSTREAM_TARGET"] = target
+    env["FLUXGATE_UPSTREAM_BACKENDS"] = backends
+    env["FLUXGATE_UPSTREAM_DEADLINE"] = str(deadline)
+    return start_python(
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "--tb=short" if target == "anyio" else "--tb=no",
+        "--junitxml=report.xml",
+        TEST_FILE,
+        cwd=run_dir,
+        env=env,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _results(run_dir: Path, proc: subprocess.Popen[str]) -> dict[str, dict[str, str]]:
+    """Map backend -> test name -> ``"passed"`` or the first line of what went wrong."""
+    output, _ = proc.communicate(timeout=RUN_TIMEOUT)
+    report = run_dir / "report.xml"
+    assert report.exists(), f"the upstream suite did not run:\n{output}"
+    results: dict[str, dict[str, str]] = {backend: {} for backend in BACKENDS}
+    for case in ET.parse(report).iter("testcase"):  # noqa: S314 - our own subprocess's junit report
+        name, _, backend = case.attrib["name"].partition("[")
+        problem = next(iter(case), None)
+        outcome = "passed" if problem is None else f"{problem.tag}: {problem.get('message', '')}"
+        results[backend.rstrip("]")][name] = outcome.splitlines()[0]
+    return results
+
+
+@pytest.fixture(scope="module")
+def suite_results(
+    upstream_test_file: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, dict[str, dict[str, str]]]:
+    """All runs, started together: target ("anyio" or "upstream") -> backend -> name -> outcome."""
+    root = tmp_path_factory.mktemp("upstream-suite")
+    runs = {
+        "anyio": _start_run(root / "anyio", upstream_test_file, "anyio", "asyncio,trio", 30),
+        "upstream-asyncio": _start_run(
+            root / "upstream-asyncio", upstream_test_file, "upstream", "asyncio", 30
+        ),
+        # Upstream's class hangs one trio test until its deadline: keep that short.
+        "upstream-trio": _start_run(
+            root / "upstream-trio", upstream_test_file, "upstream", "trio", 2
+        ),
+    }
+    results = {run: _results(root / run, proc) for run, proc in runs.items()}
+    return {
+        "anyio": results["anyio"],
+        "upstream": {
+            "asyncio": results["upstream-asyncio"]["asyncio"],
+            "trio": results["upstream-trio"]["trio"],
+        },
+    }
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fluxgate_async_suite_passes_against_anyio_breaker(
+    suite_results: dict[str, dict[str, dict[str, str]]],
+    upstream_async_tests: list[str],
+    backend: str,
+) -> None:
+    results = suite_results["anyio"][backend]
+    assert sorted(results) == upstream_async_tests
+    assert {name: outcome for name, outcome in results.items() if outcome != "passed"} == {}
+
+
+def test_control_upstream_class_passes_on_asyncio_and_fails_on_trio(
+    suite_results: dict[str, dict[str, dict[str, str]]],
+    upstream_async_tests: list[str],
+) -> None:
+    on_asyncio = suite_results["upstream"]["asyncio"]
+    on_trio = suite_results["upstream"]["trio"]
+    assert sorted(on_asyncio) == upstream_async_tests
+    assert {name: outcome for name, outcome in on_asyncio.items() if outcome != "passed"} == {}
+    assert sorted(on_trio) == upstream_async_tests
+    assert [name for name, outcome in on_trio.items() if outcome != "passed"] != []

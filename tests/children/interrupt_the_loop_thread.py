@@ -1,0 +1,116 @@
+"""Real SIGINTs delivered to the loop thread while it produces and consumes; no circuit corrupted.
+
+Run by ``tests/core/test_faults.py`` as ``interrupt_the_loop_thread.py BACKEND ROUNDS``; prints one
+JSON line: how many rounds were interrupted, and the circuits that came out wrong.
+"""
+
+import json
+import os
+import random
+import signal
+import sys
+import threading
+from collections import Counter
+from typing import Any
+
+import anyio
+from anyio.lowlevel import checkpoint
+from prometheus_client import CollectorRegistry
+
+from fluxgate_stream import PrometheusListener, SignalPipeline
+from tests.support.truth import SIGNALS
+
+backend, rounds = sys.argv[1], int(sys.argv[2])
+rng = random.Random(7)
+registry = CollectorRegistry()
+pipeline = SignalPipeline(max_buffer_size=64)
+names = [f"c{i}" for i in range(30)]
+listeners = {name: PrometheusListener(name, registry, pipeline=pipeline) for name in names}
+sent = Counter()
+last: dict[str, str | None] = dict.fromkeys(names, "closed")
+maybe = Counter()  # signals whose call was interrupted: they may or may not count
+inflight = []
+
+
+def interrupt_after(batches, as_taken):
+    # Spin (this is another thread) until the consumer applied a few more batches, then deliver
+    # a real SIGINT: the main thread takes it wherever it happens to be. With ``as_taken``, wait
+    # further for the consumer to take a batch off the stream: with a tiny switch interval, the
+    # interrupt then lands while that batch is being applied.
+    while pipeline.stats()["batches"] < batches:
+        pass
+    taken = pipeline._state.taken_from_stream
+    while as_taken and pipeline._state.taken_from_stream == taken:
+        pass
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+async def main():
+    async with anyio.create_task_group() as tg:
+        await tg.start(pipeline.run)
+        while True:
+            for _ in range(rng.randrange(1, 1000)):
+                name = names[rng.randrange(len(names))]
+                sig = SIGNALS[rng.randrange(len(SIGNALS))]
+                inflight.append((name, sig))
+                listeners[name](sig)
+                sent[name, sig.old_state, sig.new_state] += 1
+                last[name] = sig.new_state
+                inflight.pop()
+            await checkpoint()
+
+
+def only_interrupts(exc):
+    # A KeyboardInterrupt, possibly wrapped by task groups in (nested) exception groups.
+    inner = getattr(exc, "exceptions", None)
+    if inner is None:
+        return isinstance(exc, KeyboardInterrupt)
+    return all(only_interrupts(e) for e in inner)
+
+
+interrupted = 0
+sys.setswitchinterval(1e-5)
+for round in range(rounds):
+    target = pipeline.stats()["batches"] + rng.randrange(1, 40)
+    thread = threading.Thread(target=interrupt_after, args=(target, round % 2 == 0))
+    thread.start()
+    try:
+        anyio.run(main, backend=backend)
+    except BaseException as exc:
+        if not only_interrupts(exc):
+            raise
+        interrupted += 1
+    thread.join()
+    for name, sig in inflight:
+        maybe[name, sig.old_state, sig.new_state] += 1
+        last[name] = None  # unknown until its next signal
+    inflight.clear()
+    assert not pipeline.running
+    assert pipeline.stats()["queued"] == 0
+    assert not pipeline._state.overflowing
+
+values = {}
+for family in registry.collect():
+    for sample in family.samples:
+        if not sample.name.endswith("_created"):
+            values[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
+out: dict[str, Any] = {"interrupted": interrupted, "wrong": []}
+states = ("closed", "open", "half_open", "metrics_only", "disabled", "forced_open")
+for name in names:
+    for old in states:
+        for new in states:
+            labels = (("circuit_name", name), ("new_state", new), ("old_state", old))
+            got = values.get(("circuit_breaker_state_transition_total", labels), 0.0)
+            want = sent[name, old, new]
+            if not want <= got <= want + maybe[name, old, new]:
+                out["wrong"].append([name, old, new, got, want])
+    gauge = {
+        s: values[("circuit_breaker_state", (("circuit_name", name), ("state", s)))] for s in states
+    }
+    # gauge[last[name]] is read only when not None: pyright does not narrow last[name] by name.
+    if (
+        last[name] is not None and gauge[last[name]] != 1.0  # pyright: ignore[reportArgumentType]
+    ) or sum(gauge.values()) != 1.0:
+        out["wrong"].append([name, gauge, last[name]])
+out["wrong"] = [len(out["wrong"]), *out["wrong"][:5]] if out["wrong"] else []
+print(json.dumps(out))

@@ -1,0 +1,1 @@
+"""The pipeline and its listeners: contract, ordering, sinks, limits, reloads, faults, soak."""

@@ -1,0 +1,387 @@
+"""The pipeline's contract: non-blocking producers, a fair consumer, bridge, fallback, shutdown."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import anyio
+import pytest
+from anyio.lowlevel import checkpoint
+from fluxgate.signal import Signal
+from prometheus_client import CollectorRegistry
+
+from fluxgate_stream import PrometheusListener, SignalPipeline, StreamingListener, Transitions
+
+from ..support.helpers import Consumer, in_thread, wait_until
+from ..support.metrics import count, samples, shown
+
+pytestmark = pytest.mark.anyio
+
+OPEN = Signal("closed", "open", 0.0)
+HALF = Signal("open", "half_open", 0.0)
+REOPEN = Signal("half_open", "open", 0.0)
+CLOSE = Signal("half_open", "closed", 0.0)
+
+
+def flap(listener: PrometheusListener, times: int) -> None:
+    """Drive ``times`` full cycles closed -> open -> half_open -> closed."""
+    for _ in range(times):
+        listener(OPEN)
+        listener(HALF)
+        listener(CLOSE)
+
+
+async def test_loop_thread_call_only_queues_while_the_consumer_runs(anyio_backend, registry):
+    pipeline = SignalPipeline()
+    listener = PrometheusListener("api", registry, pipeline=pipeline)
+    async with Consumer(pipeline):
+        before = samples(registry)
+        listener(OPEN)
+        assert samples(registry) == before  # nothing written by the call itself
+        await pipeline.flush()
+        assert shown(registry, "api") == "open"
+        assert count(registry, "api", "closed", "open") == 1.0
+
+
+async def test_loop_thread_call_never_takes_a_prometheus_lock(anyio_backend, registry):
+    pipeline = SignalPipeline()
+    listener = PrometheusListener("api", registry, pipeline=pipeline)
+    circuit = listener._target
+    held, release = threading.Event(), threading.Event()
+
+    def hold_metric_locks() -> None:
+        with circuit.gauge._lock, circuit.counter._lock:
+            held.set()
+            release.wait()
+
+    holder = threading.Thread(target=hold_metric_locks)
+    async with Consumer(pipeline):
+        holder.start()
+        held.wait()
+        try:
+            for _ in range(100):  # would deadlock the loop thread if a call wrote a metric
+                listener(OPEN)
+        finally:
+            release.set()
+            holder.join()
+        await pipeline.flush()
+    assert count(registry, "api", "closed", "open") == 100.0
+
+
+async def test_without_a_consumer_calls_apply_directly_like_upstream(anyio_backend, registry):
+    pipeline = SignalPipeline()
+    listener = PrometheusListener("api", registry, pipeline=pipeline)
+    listener(OPEN)  # before run()
+    assert shown(registry, "api") == "open"
+    async with Consumer(pipeline):
+        listener(HALF)
+    listener(CLOSE)  # after run() ended
+    assert shown(registry, "api") == "closed"
+    assert count(registry, "api", "open", "half_open") == 1.0
+    assert count(registry, "api", "half_open", "closed") == 1.0
+
+
+async def test_batches_coalesce_but_keep_exact_counts_and_the_latest_state(anyio_backend, registry):
+    pipeline = SignalPipeline(max_buffer_size=10_000)
+    listeners = [PrometheusListener(f"c{i}", registry, pipeline=pipeline) for i in range(3)]
+    async with Consumer(pipeline):
+        await wait_until(lambda: pipeline._state.sleeping)
+        for listener in listeners:
+            flap(listener, 1000)
+        listeners[1](OPEN)
+        # All wait in the buffer, but for the first if it went straight to the waiting consumer.
+        assert pipeline._state.send.statistics().current_buffer_used in (9000, 9001)
+        assert count(registry, "c0", "closed", "open") is None
+        await pipeline.flush()
+        for i in range(3):
+            assert count(registry, f"c{i}", "closed", "open") == 1000.0 + (i == 1)
+            assert count(registry, f"c{i}", "half_open", "closed") == 1000.0
+        assert [shown(registry, f"c{i}") for i in range(3)] == ["closed", "open", "closed"]
+
+
+async def test_consumer_yields_between_batches_under_a_storm_and_stops_promptly(
+    anyio_backend, registry
+):
+    pipeline = SignalPipeline(max_buffer_size=64)
+    listener = PrometheusListener("storm", registry, pipeline=pipeline)
+    stop = threading.Event()
+    sent = 0
+
+    def storm() -> None:
+        nonlocal sent
+        while not stop.is_set():
+            listener(OPEN)
+            sent += 1
+
+    thread = threading.Thread(target=storm)
+    try:
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                await tg.start(pipeline.run)
+                thread.start()
+                for _ in range(200):  # the app's own task keeps getting the loop
+                    await checkpoint()
+                await wait_until(lambda: sent > 10_000)
+                tg.cancel_scope.cancel()  # and cancellation is not delayed by the storm
+    finally:
+        stop.set()
+        thread.join()
+    assert not pipeline.running
+    assert count(registry, "storm", "closed", "open") == float(sent)
+
+
+async def test_full_buffer_on_the_loop_thread_neither_blocks_nor_loses(anyio_backend, registry):
+    pipeline = SignalPipeline(max_buffer_size=2)
+    a = PrometheusListener("a", registry, pipeline=pipeline)
+    b = PrometheusListener("b", registry, pipeline=pipeline)
+    async with Consumer(pipeline):
+        flap(a, 500)
+        b(OPEN)
+        a(OPEN)
+        assert pipeline._state.send.statistics().current_buffer_used == 2
+        assert pipeline._state.overflowing
+        await pipeline.flush()
+        assert count(registry, "a", "closed", "open") == 501.0
+        assert count(registry, "a", "half_open", "closed") == 500.0
+        assert (shown(registry, "a"), shown(registry, "b")) == ("open", "open")
+        assert not pipeline._state.overflowing
+
+
+async def test_threads_feed_the_consumer_through_the_bridge(anyio_backend, registry):
+    pipeline = SignalPipeline(max_buffer_size=8)
+    listeners = [PrometheusListener(f"t{i}", registry, pipeline=pipeline) for i in range(4)]
+    async with Consumer(pipeline):
+        threads = [threading.Thread(target=flap, args=(listener, 2000)) for listener in listeners]
+        for thread in threads:
+            thread.start()
+        await anyio.to_thread.run_sync(lambda: [t.join() for t in threads])
+        await anyio.to_thread.run_sync(flap, listeners[0], 1)
+        listeners[0](REOPEN)
+        await pipeline.flush()
+    for i in range(4):
+        assert count(registry, f"t{i}", "closed", "open") == 2000.0 + (i == 0)
+        assert count(registry, f"t{i}", "open", "half_open") == 2000.0 + (i == 0)
+        assert shown(registry, f"t{i}") == ("open" if i == 0 else "closed")
+    assert count(registry, "t0", "half_open", "open") == 1.0
+
+
+async def test_a_thread_wakes_a_sleeping_consumer_once_not_per_signal(anyio_backend, registry):
+    pipeline = SignalPipeline(max_buffer_size=10_000)
+    listener = PrometheusListener("wake", registry, pipeline=pipeline)
+    async with Consumer(pipeline):
+        await wait_until(lambda: pipeline._state.sleeping)
+        in_thread(flap, listener, 1000)  # the loop is blocked: the consumer cannot wake between
+        assert len(pipeline._state.bridge) == 3000
+        await wait_until(lambda: not pipeline._state.bridge)
+        assert pipeline.stats()["wakeups"] == 1
+        await pipeline.flush()
+        assert count(registry, "wake", "closed", "open") == 1000.0
+
+
+async def test_a_full_bridge_overflows_into_the_ledger(anyio_backend, registry):
+    pipeline = SignalPipeline(max_buffer_size=4)
+    listener = PrometheusListener("spill", registry, pipeline=pipeline)
+    async with Consumer(pipeline):
+        in_thread(flap, listener, 100)
+        assert len(pipeline._state.bridge) == 4
+        assert pipeline._state.overflowing
+        in_thread(listener, REOPEN)
+        await pipeline.flush()
+    assert count(registry, "spill", "half_open", "closed") == 100.0
+    assert count(registry, "spill", "half_open", "open") == 1.0
+    assert shown(registry, "spill") == "open"
+
+
+async def test_cancelled_consumer_applies_everything_queued_then_falls_back(
+    anyio_backend, registry
+):
+    pipeline = SignalPipeline(max_buffer_size=16)
+    listener = PrometheusListener("shutdown", registry, pipeline=pipeline)
+    consumer = Consumer(pipeline)
+    await consumer.start()
+    flap(listener, 10)  # stream and ledger
+    in_thread(flap, listener, 10)  # bridge and ledger
+    listener(OPEN)
+    assert count(registry, "shutdown", "closed", "open") is None
+    await consumer.stop()
+    assert count(registry, "shutdown", "closed", "open") == 21.0
+    assert shown(registry, "shutdown") == "open"
+    listener(HALF)
+    assert shown(registry, "shutdown") == "half_open"
+
+
+async def test_flush_returns_whether_running_stopping_or_stopped(anyio_backend, registry):
+    pipeline = SignalPipeline(max_buffer_size=4)
+    listener = PrometheusListener("flush", registry, pipeline=pipeline)
+    await pipeline.flush()  # never started
+    results: list[int] = []
+    async with anyio.create_task_group() as app, anyio.create_task_group() as consumer:
+        await consumer.start(pipeline.run)
+        flap(listener, 50)
+        await pipeline.flush()  # running
+        assert count(registry, "flush", "closed", "open") == 50.0
+        flap(listener, 50)
+
+        async def flusher(i: int) -> None:
+            if i == 4:
+                consumer.cancel_scope.cancel()  # the consumer is stopping from here on
+            await pipeline.flush()
+            results.append(i)
+
+        for i in range(5):
+            app.start_soon(flusher, i)
+    assert sorted(results) == [0, 1, 2, 3, 4]
+    assert count(registry, "flush", "closed", "open") == 100.0
+    await pipeline.flush()  # stopped
+
+
+async def test_flush_from_another_threads_loop_is_refused(anyio_backend, registry):
+    pipeline = SignalPipeline()
+    async with Consumer(pipeline):
+        with pytest.raises(
+            RuntimeError,
+            match=r"^SignalPipeline\.flush\(\) must be awaited on the event loop that runs its "
+            r"consumer$",
+        ):
+            await anyio.to_thread.run_sync(anyio.run, pipeline.flush)
+
+
+async def test_only_one_consumer_at_a_time(anyio_backend):
+    pipeline = SignalPipeline()
+    async with Consumer(pipeline):
+        with pytest.raises(
+            RuntimeError, match=r"^this SignalPipeline's consumer is already running$"
+        ):
+            await pipeline.run()
+    async with Consumer(pipeline):  # and it can be started again after it stopped
+        assert pipeline.running
+
+
+async def test_close_is_ordered_after_the_listeners_queued_signals(anyio_backend, registry):
+    pipeline = SignalPipeline(max_buffer_size=1000)
+    listener = PrometheusListener("transient", registry, pipeline=pipeline)
+    other = PrometheusListener("other", registry, pipeline=pipeline)
+    async with Consumer(pipeline):
+        flap(listener, 5)
+        other(OPEN)
+        listener.close()
+        await pipeline.flush()
+        assert samples(registry, "transient") == {}
+        assert shown(registry, "other") == "open"
+        listener(OPEN)  # series return on the next transition
+        listener.close()
+        listener.close()  # idempotent
+        listener(OPEN)
+        await pipeline.flush()
+        assert shown(registry, "transient") == "open"
+        assert count(registry, "transient", "closed", "open") == 1.0
+        assert count(registry, "transient", "open", "half_open") is None
+
+
+async def test_close_from_a_thread_is_ordered_after_loop_signals_queued_before(
+    anyio_backend, registry
+):
+    pipeline = SignalPipeline(max_buffer_size=1000)
+    listener = PrometheusListener("cross", registry, pipeline=pipeline)
+    async with Consumer(pipeline):
+        flap(listener, 3)  # stream
+        in_thread(listener.close)  # bridge
+        listener(OPEN)  # stream, after the close
+        await pipeline.flush()
+    assert count(registry, "cross", "closed", "open") == 1.0
+    assert count(registry, "cross", "half_open", "closed") is None
+    assert shown(registry, "cross") == "open"
+
+
+class Exploding:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def write(self, transitions: Transitions) -> None:
+        self.calls += 1
+        raise RuntimeError(f"sink for {transitions.name} broke")
+
+
+async def test_one_failing_target_never_kills_the_consumer(anyio_backend, registry, caplog):
+    pipeline = SignalPipeline()
+    good = PrometheusListener("good", registry, pipeline=pipeline)
+    sink = Exploding()
+    bad = StreamingListener("bad", sink, pipeline=pipeline)
+    async with Consumer(pipeline):
+        with caplog.at_level(logging.ERROR, logger="fluxgate_stream"):
+            for _ in range(3):
+                bad(OPEN)
+                good(OPEN)
+                await pipeline.flush()
+        assert pipeline.running
+        assert count(registry, "good", "closed", "open") == 3.0
+    assert sink.calls == 3
+    failures = [r for r in caplog.records if r.name == "fluxgate_stream"]
+    assert [r.getMessage() for r in failures] == [  # logged once, when the failures start
+        "applying signals for circuit 'bad' failed; until a write succeeds, further failures "
+        "of this circuit are counted, not logged"
+    ]
+    assert pipeline.stats()["apply_errors"] == 3
+
+
+async def test_thousands_of_circuits_on_one_pipeline(anyio_backend):
+    registry = CollectorRegistry()
+    pipeline = SignalPipeline(max_buffer_size=256)
+    listeners = [PrometheusListener(f"c{i:05d}", registry, pipeline=pipeline) for i in range(5000)]
+    async with Consumer(pipeline):
+        for i, listener in enumerate(listeners):
+            listener(OPEN)
+            if i % 2:
+                listener(HALF)
+        await pipeline.flush()
+    values = samples(registry)
+    ones = {
+        dict(labels)["circuit_name"]: dict(labels)["state"]
+        for (name, labels), value in values.items()
+        if name == "circuit_breaker_state" and value == 1.0
+    }
+    assert ones == {f"c{i:05d}": "half_open" if i % 2 else "open" for i in range(5000)}
+    gauge_series = [k for k in values if k[0] == "circuit_breaker_state"]
+    assert len(gauge_series) == 6 * 5000
+    opens = [v for (name, labels), v in values.items() if ("new_state", "open") in labels]
+    assert opens == [1.0] * 5000
+
+
+async def test_signals_older_than_an_applied_close_stay_void_across_batches(
+    anyio_backend, registry
+):
+    pipeline = SignalPipeline(max_buffer_size=4096)
+    listener = PrometheusListener("long", registry, pipeline=pipeline)
+    async with Consumer(pipeline):
+        flap(listener, 700)  # 2100 items: more than one batch takes from the stream
+        in_thread(listener.close)  # from the bridge: applied with the first batch
+        await pipeline.flush()
+    assert samples(registry, "long") == {}
+
+
+async def test_the_batch_window_gathers_a_trickle_into_one_batch(anyio_backend, registry):
+    pipeline = SignalPipeline(batch_window=3600.0)  # only flush() ends this window
+    listener = PrometheusListener("trickle", registry, pipeline=pipeline)
+    async with Consumer(pipeline):
+        await wait_until(lambda: pipeline._state.sleeping)
+        batches = pipeline.stats()["batches"]
+        for _ in range(50):
+            listener(OPEN)
+            await checkpoint()  # the loop runs, but the consumer waits out its window
+        assert count(registry, "trickle", "closed", "open") is None
+        with anyio.fail_after(10):
+            await pipeline.flush()  # cuts the window short
+        assert count(registry, "trickle", "closed", "open") == 50.0
+        assert pipeline.stats()["batches"] == batches + 1
+
+
+async def test_without_a_batch_window_each_signal_is_applied_when_the_loop_allows(
+    anyio_backend, registry
+):
+    pipeline = SignalPipeline(batch_window=0)
+    listener = PrometheusListener("eager", registry, pipeline=pipeline)
+    async with Consumer(pipeline):
+        for i in range(1, 4):
+            listener(OPEN)
+            await wait_until(lambda i=i: count(registry, "eager", "closed", "open") == float(i))

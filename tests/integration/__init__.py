@@ -1,0 +1,1 @@
+"""Against the outside world: real Prometheus, deploy files, processes, ASGI, examples, demo."""

@@ -1,0 +1,168 @@
+"""The benchmark suite's smoke run: ``python -m bench --quick`` works and reports sane facts.
+
+No timing is asserted here (CI machines vary); only what must hold whatever the speed: every
+section is there, every run left the metrics exactly as the signals said, and the counts add up.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from bench import suite
+from bench.config import QUICK
+
+from ..support.processes import ROOT, run_python
+
+SECTIONS = (
+    "## Targets",
+    "## 1. Producer cost per signal",
+    "## 2. Consumer drain rate",
+    "## 3. End-to-end lag under a steady load",
+    "## 4. Scaling with the number of circuits",
+    "## 5. Memory",
+    "## 6. Real breakers",
+    "## 7. anyio circuit breaker: per-call overhead",
+    "## 8. Breaker health collector: scrape cost",
+    "## 9. Time in state: cost, off vs on",
+)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """(the written report, what was printed) of one quick run, as a real subprocess."""
+    output = tmp_path_factory.mktemp("bench") / "report.md"
+    done = run_python("-m", "bench", "--quick", "--output", output, cwd=ROOT, timeout=110)
+    return output.read_text(encoding="utf-8"), done.stdout
+
+
+def _rows(report: str, section: str) -> list[list[str]]:
+    """The data rows of every table in ``section``, as lists of cells."""
+    start = report.index(section)
+    end = report.find("\n## ", start + 1)
+    body = report[start : end if end >= 0 else len(report)]
+    rows = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in body.splitlines()
+        if line.startswith("| ")
+    ]
+    # Drop each table's header row (the one right after a non-table line).
+    headers = {tuple(r) for r in rows if r and r[0] in ("Backend", "Target", "circuits", "measure")}
+    return [r for r in rows if tuple(r) not in headers]
+
+
+def _number(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
+@pytest.mark.slow
+def test_report_is_written_and_printed_with_every_section(report):
+    written, printed = report
+    assert written.strip() in printed
+    positions = [written.index(section) for section in SECTIONS]
+    assert positions == sorted(positions)
+    assert "Mode: quick" in written
+    assert "- CPU: " in written
+    assert "- Python: " in written
+
+
+@pytest.mark.slow
+def test_every_backend_ran(report):
+    written, _ = report
+    # trio is a test dependency, asyncio always there: both must appear in every per-backend table.
+    for section in SECTIONS[1:7]:
+        backends = {row[0] for row in _rows(written, section) if row[0] in ("asyncio", "trio")}
+        assert backends == {"asyncio", "trio"}, section
+
+
+@pytest.mark.slow
+def test_metrics_are_exact_after_every_run(report):
+    written, _ = report
+    assert "WRONG" not in written
+    checked = [
+        row[-1]
+        for section in (SECTIONS[1], SECTIONS[2], SECTIONS[4], SECTIONS[5], SECTIONS[6])
+        for row in _rows(written, section)
+        if row[0] in ("asyncio", "trio", "uvloop") and row[1] != "ratio (big / small)"
+        if "n/a" not in row[2]
+    ]
+    assert checked
+    assert set(checked) == {"exact"}
+
+
+@pytest.mark.slow
+def test_every_drained_signal_took_exactly_one_path(report):
+    written, _ = report
+    rows = [r for r in _rows(written, SECTIONS[2]) if r[0] in ("asyncio", "trio", "uvloop")]
+    assert len(rows) >= 8
+    for row in rows:
+        paths = row[-2]
+        if paths == "n/a":  # a pipeline without stats(): nothing to add up
+            continue
+        taken = {
+            name: _number(count)
+            for name, count in re.findall(r"(stream|bridge|overflow) ([\d,]+)", paths)
+        }
+        assert sum(taken.values()) == QUICK.drain_signals, row
+        if row[2] == "1,024":  # the default buffer cannot hold the backlog: the ledger took some
+            assert taken["overflow"] > 0, row
+
+
+@pytest.mark.slow
+def test_lag_runs_applied_every_signal_sent(report):
+    written, _ = report
+    rows = [r for r in _rows(written, SECTIONS[3]) if r[0] in ("asyncio", "trio", "uvloop")]
+    assert len(rows) >= 6
+    for row in rows:
+        sent, applied = (_number(part) for part in row[2].split("/"))
+        assert sent == applied == round(QUICK.lag_rate * QUICK.lag_seconds), row
+
+
+@pytest.mark.slow
+def test_memory_runs_pushed_the_configured_signal_counts(report):
+    written, _ = report
+    rows = [
+        r
+        for r in _rows(written, SECTIONS[5])
+        if r[0] in ("asyncio", "trio") and r[1] != "ratio (big / small)"
+    ]
+    producers = QUICK.memory_threads + 1
+    expected = {size // producers * producers for size in QUICK.memory_sizes}
+    assert {_number(r[1]) for r in rows} == expected
+
+
+@pytest.mark.slow
+def test_trio_has_no_async_breaker_row(report):
+    written, _ = report
+    rows = _rows(written, SECTIONS[6])
+    trio_async = next(r for r in rows if r[:2] == ["trio", "AsyncCircuitBreaker"])
+    assert trio_async[2] == "n/a: asyncio only"
+
+
+def test_a_missing_breaker_benchmark_is_reported_not_fatal(monkeypatch):
+    monkeypatch.setattr(suite, "BREAKER_BENCH_MODULE", "bench.no_such_benchmark")
+    section = suite.anyio_breaker_section(quick=True)
+    assert section.startswith(SECTIONS[7])
+    assert "not available (`bench.no_such_benchmark` is not installed)" in section
+
+
+def test_a_broken_breaker_benchmark_is_not_hidden(monkeypatch):
+    # Only the module itself being absent means "not available"; its own import errors surface.
+    monkeypatch.setattr(suite, "BREAKER_BENCH_MODULE", "bench.no_such_package.sub")
+    with pytest.raises(ModuleNotFoundError, match=r"^No module named 'bench\.no_such_package'$"):
+        suite.anyio_breaker_section(quick=True)
+
+
+@pytest.mark.slow
+def test_time_in_state_is_measured_off_and_on(report):
+    written, _ = report
+    rows = _rows(written, SECTIONS[9])
+    assert [row[0].split(",")[0] for row in rows] == [
+        "loop-thread producer",
+        "drain of 10",
+        "direct apply (no consumer)",
+        "scrape of 1",
+    ]
+    # the scrape with time in state on carries six more series per circuit: about twice the bytes
+    off_kib, on_kib = (int(cell.split(", ")[1].removesuffix(" KiB")) for cell in rows[3][1:3])
+    assert 1.8 < on_kib / off_kib < 2.2

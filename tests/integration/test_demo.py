@@ -1,0 +1,448 @@
+"""The live demo: real breakers, real transitions, scraped over HTTP while it runs; clean stops."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import logging
+import queue
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+import urllib.request
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
+
+from fluxgate_stream import PrometheusListener
+from fluxgate_stream.demo import _cli as __main__
+from fluxgate_stream.demo._app import (
+    SCENARIOS,
+    CircuitReport,
+    DemoConfig,
+    DemoReport,
+    Exported,
+    Phase,
+    Scenario,
+    metrics_url,
+    read_exported,
+    run_demo,
+)
+from fluxgate_stream.demo._view import render_frame
+
+from ..support.processes import start_python
+
+pytestmark = pytest.mark.slow
+
+CIRCUITS = [scenario.name for scenario in SCENARIOS]
+THREADED = {scenario.name for scenario in SCENARIOS if scenario.runs_on == "thread"}
+#: Circuits whose dependency has an outage within the first 30 schedule seconds.
+TRIPPING = ("payments", "search", "recommendations")
+#: 30 schedule seconds in 3 real seconds: every phase of every circuit is played.
+FAST = ("--speed", "10")
+
+
+class Scrape:
+    """One scrape of the demo's /metrics: per circuit, the states at 1 and the transitions."""
+
+    def __init__(self, text: str) -> None:
+        self.ones: dict[str, list[str]] = {name: [] for name in CIRCUITS}
+        self.states: dict[str, int] = dict.fromkeys(CIRCUITS, 0)
+        self.transitions: dict[str, dict[str, int]] = {name: {} for name in CIRCUITS}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                name = sample.labels.get("circuit_name")
+                if sample.name == "circuit_breaker_state":
+                    self.states[name] += 1
+                    if sample.value == 1:
+                        self.ones[name].append(sample.labels["state"])
+                    else:
+                        assert sample.value == 0, sample
+                elif sample.name == "circuit_breaker_state_transition_total" and sample.value:
+                    pair = f"{sample.labels['old_state']}->{sample.labels['new_state']}"
+                    self.transitions[name][pair] = int(sample.value)
+
+    def opens(self) -> int:
+        return sum(t.get("closed->open", 0) for t in self.transitions.values())
+
+
+def scrape(url: str) -> Scrape:
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310  # the demo's server
+        return Scrape(response.read().decode())
+
+
+def check_consistent(scrapes: list[Scrape]) -> None:
+    """Each scrape shows every circuit in exactly one of six states; counters never go down."""
+    for each in scrapes:
+        assert each.states == dict.fromkeys(CIRCUITS, 6)
+        assert all(len(ones) == 1 for ones in each.ones.values()), each.ones
+    for earlier, later in itertools.pairwise(scrapes):
+        for name in CIRCUITS:
+            for pair, n in earlier.transitions[name].items():
+                assert later.transitions[name][pair] >= n
+
+
+def check_final(summary: dict[str, Any], last: Scrape, stopped_by: str) -> None:
+    """The final summary: flushed and consistent, and at least what was last scraped."""
+    assert summary["stopped_by"] == stopped_by
+    assert summary["matches"] is True
+    assert set(summary["circuits"]) == set(CIRCUITS)
+    for name, circuit in summary["circuits"].items():
+        assert circuit["runs_on"] == ("thread" if name in THREADED else "task")
+        assert circuit["matches"] is True
+        assert circuit["exported_state"] == circuit["state"]
+        assert circuit["exported_transitions"] == circuit["transitions"]
+        for pair, n in last.transitions[name].items():
+            assert circuit["exported_transitions"][pair] >= n
+        assert circuit["calls"]["ok"] > 0
+
+
+# -- in-process: run_demo on both backends ----------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_the_demo_trips_real_breakers_and_exports_everything(backend):
+    scrapes: list[Scrape] = []
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def scraper(url: str) -> None:
+        # The demo serves for `duration` seconds after on_ready: scrape during the first 2 of 3,
+        # every 50 ms, so that no scrape is cut off by the server's shutdown.
+        until = time.monotonic() + 2.0
+        try:
+            while time.monotonic() < until:
+                scrapes.append(scrape(url))
+                done.wait(0.05)  # paces the scrapes; set only if the demo failed early
+        except Exception as error:  # noqa: BLE001  # reported on the test's thread
+            errors.append(error)
+
+    threads: list[threading.Thread] = []
+
+    def on_ready(url: str) -> None:
+        threads.append(threading.Thread(target=scraper, args=(url,)))
+        threads[0].start()
+
+    out, summary = io.StringIO(), io.StringIO()
+    config = DemoConfig(port=0, backend=backend, duration=3.0, speed=10.0)
+    try:
+        code = run_demo(
+            config, console=Console(file=out, width=140), json_out=summary, on_ready=on_ready
+        )
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join()
+    assert not errors, errors
+    assert code == 0
+    assert len(scrapes) > 10
+    check_consistent(scrapes)
+    assert scrapes[-1].opens() > 0  # transitions were exported while the demo ran
+
+    report = json.loads(summary.getvalue())
+    check_final(report, scrapes[-1], "duration")
+    assert report["backend"] == backend
+    for name in TRIPPING:
+        assert report["circuits"][name]["transitions"]["closed->open"] >= 1
+        assert report["circuits"][name]["transitions"]["open->half_open"] >= 1
+    ledger = report["circuits"]["ledger"]["transitions"]
+    for pair in ("closed->forced_open", "forced_open->metrics_only", "metrics_only->disabled"):
+        assert ledger[pair] >= 1
+
+    # Without a terminal rich prints the final frame once, then the summary line.
+    text = out.getvalue()
+    assert text.startswith(f"Serving metrics on {report['url']}  (Ctrl-C to stop)\n")
+    assert text.count("fluxgate-stream demo on") == 1
+    assert f"demo on {backend}: stopped by duration after" in text
+    total = sum(sum(c["transitions"].values()) for c in report["circuits"].values())
+    assert text.endswith(
+        f"Flushed: all {total} transitions of 5 circuits are exported, and every exported state "
+        "matches its breaker.\n"
+    )
+    rows = {
+        line.split()[0]: line.split()
+        for line in text.splitlines()
+        if line.split() and line.split()[0] in CIRCUITS
+    }
+    for name, circuit in report["circuits"].items():
+        # ... state, opened, half-open, closed, operator, % open, ok, failed, rejected
+        assert rows[name][-9] == circuit["exported_state"]
+        assert int(rows[name][-8]) == sum(
+            n for pair, n in circuit["transitions"].items() if pair.endswith("->open")
+        )
+        # time in state: counted from the listener's creation, so about the whole run (a
+        # frame read between a transition and its apply holds the old state a little longer)
+        seconds = circuit["exported_seconds"]
+        assert set(seconds) == {
+            "closed",
+            "open",
+            "half_open",
+            "metrics_only",
+            "disabled",
+            "forced_open",
+        }
+        assert report["elapsed"] - 1.0 < sum(seconds.values()) < report["elapsed"] + 0.5
+        assert rows[name][-4] == f"{seconds['open'] / sum(seconds.values()):.1%}"
+        assert (seconds["open"] > 0) == (int(rows[name][-8]) > 0)  # open time iff it opened
+
+
+def test_a_mismatch_between_breakers_and_export_is_reported(monkeypatch):
+    # If the export lost a signal, the demo must say so and exit 1. Simulate the loss by
+    # reading back an empty registry.
+    monkeypatch.setattr("fluxgate_stream.demo._app.read_exported", lambda _registry: {})
+    out = io.StringIO()
+    config = DemoConfig(port=0, duration=0.3, speed=10.0, scenarios=SCENARIOS[:1])
+    assert run_demo(config, console=Console(file=out, width=140)) == 1
+    assert out.getvalue().endswith("The exported metrics do not match the breakers.\n")
+
+
+def test_the_demo_runs_off_the_main_thread_without_signal_handling():
+    # Signals reach only the main thread: elsewhere the demo stops by its duration alone.
+    results: list[int] = []
+    summary = io.StringIO()
+    config = DemoConfig(port=0, duration=0.3, speed=10.0, scenarios=SCENARIOS[:1])
+
+    def run() -> None:
+        results.append(run_demo(config, console=Console(file=io.StringIO()), json_out=summary))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    assert results == [0]
+    assert json.loads(summary.getvalue())["stopped_by"] == "duration"
+
+
+def test_main_reports_an_interrupt_it_could_not_handle(monkeypatch, caplog):
+    # Ctrl-C before the demo's signal handling starts raises KeyboardInterrupt.
+    def interrupted(*_args: object, **_kwargs: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("fluxgate_stream.demo._app.run_demo", interrupted)
+    with caplog.at_level(logging.WARNING, logger="fluxgate_stream"):
+        assert __main__.main(["demo", "--port", "0"]) == 130
+    assert caplog.messages == ["interrupted before the demo could stop cleanly"]
+
+
+def test_a_narrow_console_gets_the_compact_table():
+    circuit = CircuitReport(
+        "api", "thread", "outage", "half_open", None, {}, {}, {"ok": 0, "failed": 0, "rejected": 0}
+    )
+    report = DemoReport("http://x/metrics", "trio", 2.0, 10.0, (circuit,), stopped_by="SIGINT")
+    for width, cells in ((80, ["api", "?", "0", "0", "0", "0", "-"]), (140, None)):
+        out = io.StringIO()
+        Console(file=out, width=width, color_system=None).print(render_frame(report, width=width))
+        text = out.getvalue()
+        title = "fluxgate-stream demo on trio: stopped by SIGINT after 2.0 s (schedule x10)"
+        assert title in " ".join(text.split())
+        row = next(line.split() for line in text.splitlines() if line.startswith("  api"))
+        expected = cells or ["api", "thread", "outage", "?", "0", "0", "0", "0", "-", "0", "0", "0"]
+        assert len(max(text.splitlines(), key=len)) <= width
+        assert row == expected
+
+
+def test_read_exported_reads_states_and_counts_of_every_circuit():
+    registry = CollectorRegistry()
+    listener = PrometheusListener("a", registry)
+    PrometheusListener("b", registry, initial_state=None)
+    from fluxgate.signal import Signal  # noqa: PLC0415  # only this test builds signals
+
+    listener(Signal(old_state="closed", new_state="open", timestamp=0.0))
+    listener(Signal(old_state="open", new_state="half_open", timestamp=0.0))
+    exported = read_exported(registry)
+    assert set(exported) == {"a"}
+    assert exported["a"].state == "half_open"
+    assert exported["a"].transitions == {
+        ("closed", "open"): 1,
+        ("open", "half_open"): 1,
+    }
+    assert Exported(states=["open", "closed"]).state is None
+    assert Exported().state is None
+
+
+def test_metrics_url_brackets_ipv6_hosts():
+    assert metrics_url("127.0.0.1", 8000) == "http://127.0.0.1:8000/metrics"
+    assert metrics_url("::1", 9) == "http://[::1]:9/metrics"
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"port": 65536}, r"^port must be in 0-65535, got 65536$"),
+        ({"backend": "curio"}, r"^backend must be 'asyncio' or 'trio', got 'curio'$"),
+        ({"duration": 0.0}, r"^duration must be a positive number of seconds, got 0.0$"),
+        ({"speed": float("inf")}, r"^speed must be a positive number of seconds, got inf$"),
+        ({"scenarios": ()}, r"^scenarios must be non-empty, with distinct names$"),
+        (
+            {"scenarios": (SCENARIOS[0], SCENARIOS[0])},
+            r"^scenarios must be non-empty, with distinct names$",
+        ),
+    ],
+)
+def test_demo_config_rejects_bad_settings(settings, message):
+    with pytest.raises(ValueError, match=message):
+        DemoConfig(**settings)
+
+
+@pytest.mark.parametrize("runs_on", ["task", "thread"])
+def test_a_phase_with_an_operator_acts_once_and_only_on_a_change(runs_on):
+    # "closed" at start is no transition (the breaker is closed); "forced_open" is one, once:
+    # phase "held" begins after 0.1 real seconds and lasts longer than the run.
+    scenario = Scenario(
+        "op",
+        runs_on,
+        (Phase("normal", 1, operator="closed"), Phase("held", 1000, operator="forced_open")),
+    )
+    summary = io.StringIO()
+    config = DemoConfig(port=0, duration=0.5, speed=10.0, scenarios=(scenario,))
+    assert run_demo(config, console=Console(file=io.StringIO()), json_out=summary) == 0
+    circuit = json.loads(summary.getvalue())["circuits"]["op"]
+    assert circuit["transitions"] == {"closed->forced_open": 1}
+    assert circuit["exported_state"] == "forced_open"
+    assert circuit["phase"] == "held"
+    assert circuit["calls"]["rejected"] > 0
+
+
+@pytest.mark.parametrize("runs_on", ["task", "thread"])
+def test_stopping_lets_the_call_in_flight_finish(runs_on):
+    # Each call takes 0.3 s; the demo stops after 0.1 s, during the first call. A stop that
+    # cancelled calls would count none (and, with fluxgate's AsyncCircuitBreaker, could drop a
+    # transition's notification); ours waits for that call to return, then stops.
+    scenario = Scenario("slow", runs_on, (Phase("slow", 1000, latency=0.3),))
+    summary = io.StringIO()
+    config = DemoConfig(port=0, duration=0.1, scenarios=(scenario,))
+    assert run_demo(config, console=Console(file=io.StringIO()), json_out=summary) == 0
+    report = json.loads(summary.getvalue())
+    assert report["circuits"]["slow"]["calls"] == {"ok": 1, "failed": 0, "rejected": 0}
+    assert report["elapsed"] >= 0.3
+
+
+# -- the command line -------------------------------------------------------------------------
+
+
+def test_main_runs_the_demo_and_prints_json(capsys):
+    code = __main__.main(["demo", "--port", "0", "--duration", "0.5", *FAST, "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    report = json.loads(out)
+    assert report["matches"] is True
+    assert report["stopped_by"] == "duration"
+    assert "Flushed: all" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["demo", "--port", "65536"], "argument --port: expected a port in 0-65535, got '65536'"),
+        (["demo", "--port", "http"], "argument --port: expected a port in 0-65535, got 'http'"),
+        (["demo", "--duration", "0"], "argument --duration: expected a positive number, got '0'"),
+        (["demo", "--speed", "fast"], "argument --speed: expected a positive number, got 'fast'"),
+        (["demo", "--backend", "curio"], "argument --backend: invalid choice: 'curio'"),
+        ([], "the following arguments are required: COMMAND"),
+    ],
+)
+def test_main_rejects_bad_arguments(capsys, args, message):
+    with pytest.raises(SystemExit, match=r"^2$"):
+        __main__.main(args)
+    assert message in capsys.readouterr().err
+
+
+def test_main_reports_a_port_in_use(caplog):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with caplog.at_level(logging.ERROR, logger="fluxgate_stream"):
+            assert __main__.main(["demo", "--port", str(port), "--duration", "1"]) == 1
+    assert caplog.records[0].getMessage().startswith(f"cannot serve metrics on 127.0.0.1:{port}: ")
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "message"),
+    [
+        (
+            "rich",
+            ["demo"],
+            "fluxgate-stream demo needs 'rich': pip install 'fluxgate-stream[demo]'",
+        ),
+        (
+            "trio",
+            ["demo", "--backend", "trio"],
+            "--backend trio needs trio: pip install 'fluxgate-stream[trio]'",
+        ),
+    ],
+)
+def test_main_names_a_missing_optional_dependency(monkeypatch, capsys, module, args, message):
+    monkeypatch.setitem(sys.modules, module, None)  # importing it now fails, as if not installed
+    for loaded in ("_app", "_report", "_view"):
+        monkeypatch.delitem(sys.modules, f"fluxgate_stream.demo.{loaded}", raising=False)
+    assert __main__.main(args) == 2
+    assert capsys.readouterr().err == message + "\n"
+
+
+# -- a real process, stopped by a signal ------------------------------------------------------
+
+
+def run_until_signal(backend: str, signum: signal.Signals) -> tuple[int, dict[str, Any], str]:
+    """Start the demo as users do, wait for exported opens over HTTP, then send ``signum``."""
+    process = start_python(
+        "-m", "fluxgate_stream", "demo", "--port", "0", "--json", *FAST, "--backend", backend
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    errors: list[str] = []
+
+    def read_stderr() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            lines.put(line)
+            errors.append(line)
+
+    reader = threading.Thread(target=read_stderr)
+    reader.start()
+    try:
+        first = lines.get(timeout=30)
+        match = re.fullmatch(r"Serving metrics on (\S+)  \(Ctrl-C to stop\)\n", first)
+        assert match, first
+        deadline = time.monotonic() + 30
+        scrapes = [scrape(match.group(1))]
+        while scrapes[-1].opens() == 0:  # poll over HTTP until a breaker has tripped
+            assert time.monotonic() < deadline, "no breaker tripped"
+            scrapes.append(scrape(match.group(1)))
+        check_consistent(scrapes)
+        process.send_signal(signum)
+        process.wait(30)
+        assert process.stdout is not None
+        out = process.stdout.read()  # only the summary: the pipe cannot have filled up
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        reader.join()
+        for pipe in (process.stdout, process.stderr):
+            assert pipe is not None
+            pipe.close()
+    summary = json.loads(out)
+    check_final(summary, scrapes[-1], signum.name)
+    return process.returncode, summary, "".join(errors)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_ctrl_c_stops_the_demo_cleanly_with_everything_flushed(backend):
+    code, summary, err = run_until_signal(backend, signal.SIGINT)
+    assert code == 0
+    assert summary["backend"] == backend
+    assert f"demo on {backend}: stopped by SIGINT after" in err
+    assert "every exported state matches its breaker." in err.replace("\n", " ")
+    assert "Traceback" not in err
+
+
+def test_sigterm_stops_the_demo_cleanly_too():
+    code, _, err = run_until_signal("asyncio", signal.SIGTERM)
+    assert code == 0
+    assert "stopped by SIGTERM after" in err

@@ -1,0 +1,271 @@
+"""prometheus_client's multiprocess mode: worker processes write, one collector reads.
+
+Real worker processes (``PROMETHEUS_MULTIPROC_DIR`` set, as under gunicorn or uvicorn workers)
+run pipelines on asyncio and trio and write to the directory; this test process is the one
+collector: a ``MultiProcessCollector`` served over HTTP and scraped, as in production. The
+in-process tests below switch prometheus_client into its real multiprocess mode for one test
+(its mode is chosen when it is imported, so they swap in its file-backed value class).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import anyio
+import pytest
+from fluxgate.signal import Signal
+from prometheus_client import CollectorRegistry, start_http_server, values
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.parser import text_string_to_metric_families
+
+from fluxgate_stream import ALL_STATES, PrometheusListener, SignalPipeline, limit_circuits
+from fluxgate_stream._compat import multiprocess
+from fluxgate_stream.selfmetrics import export_metrics
+
+from ..support.helpers import Consumer
+from ..support.processes import CHILDREN, start_python
+
+
+class Worker:
+    def __init__(self, directory: Path, k: int, final: str, backend: str) -> None:
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
+        # -W error: any warning (say, prometheus_client's "not implemented in multi-process
+        # mode") fails the worker.
+        self.process = start_python(
+            CHILDREN / "multiprocess_worker.py",
+            str(k),
+            final,
+            backend,
+            warnings_as_errors=True,
+            env=env,
+            stdin=subprocess.PIPE,
+        )
+        self.pid = self.process.pid
+
+    def expect(self, **what: object) -> None:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise AssertionError(self.process.communicate()[1])
+        assert json.loads(line) == {"pid": self.pid, **what}
+
+    def send(self, command: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+
+    def exit(self) -> None:
+        self.send("exit")
+        _, err = self.process.communicate(timeout=30)
+        assert self.process.returncode == 0, err
+        assert err == ""
+
+
+class Scraper:
+    """The one collector: merges the directory's files, served over HTTP like in production."""
+
+    def __init__(self, directory: Path) -> None:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(directory))
+        self.server, self.thread = start_http_server(0, addr="127.0.0.1", registry=registry)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/metrics"
+
+    def scrape(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        with urllib.request.urlopen(self.url, timeout=10) as response:  # noqa: S310  # loopback
+            text = response.read().decode()
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+def state(values: dict, name: str) -> dict[str, float | None]:
+    return {
+        s: values.get(("circuit_breaker_state", (("circuit_name", name), ("state", s))))
+        for s in ALL_STATES
+    }
+
+
+def transitions(values: dict, name: str, old: str, new: str) -> float | None:
+    labels = (("circuit_name", name), ("new_state", new), ("old_state", old))
+    return values.get(("circuit_breaker_state_transition_total", labels))
+
+
+def selfmetric(values: dict, metric: str, **labels: str) -> float | None:
+    return values.get((metric, tuple(sorted({"pipeline": "default", **labels}.items()))))
+
+
+def test_workers_write_one_collector_reads_and_a_dead_worker_leaves_its_counts(tmp_path):
+    finals = ["open", "open", "forced_open"]
+    backends = ["asyncio", "trio", "asyncio"]
+    workers = [Worker(tmp_path, k, finals[k], backends[k]) for k in range(3)]
+    scraper = Scraper(tmp_path)
+    try:
+        for worker in workers:
+            worker.expect(ready=True)
+        seen = scraper.scrape()
+        # Counters: summed over the workers.
+        cycles = sum(10 + k for k in range(3))
+        assert transitions(seen, "shared", "closed", "open") == cycles + 2
+        assert transitions(seen, "shared", "half_open", "closed") == cycles
+        assert transitions(seen, "shared", "closed", "forced_open") == 1
+        for k in range(3):
+            assert transitions(seen, f"w{k}", "open", "half_open") == 5
+        # The state gauge ("livesum"): how many live workers have the circuit in each state.
+        assert state(seen, "shared") == {
+            "closed": 0.0,
+            "open": 2.0,
+            "half_open": 0.0,
+            "metrics_only": 0.0,
+            "disabled": 0.0,
+            "forced_open": 1.0,
+        }
+        assert state(seen, "w1")["closed"] == 1.0
+        assert not any(label == "pid" for key in seen for label, _ in key[1])
+        # Self-metrics, published by each worker: counters summed, gauges summed over live ones.
+        sent = sum(3 * (10 + k) + 3 * 5 + 1 for k in range(3))
+        paths = ("stream", "bridge", "overflow", "direct")
+        taken = [selfmetric(seen, "fluxgate_stream_signals_total", path=p) or 0 for p in paths]
+        assert sum(taken) == sent
+        assert selfmetric(seen, "fluxgate_stream_consumer_running") == 3.0
+        assert selfmetric(seen, "fluxgate_stream_buffer_size") == 3 * 4.0
+        assert selfmetric(seen, "fluxgate_stream_apply_errors_total") == 0.0
+
+        # A worker dies without a word.
+        dead = workers.pop(1)
+        dead.process.send_signal(signal.SIGKILL)
+        dead.process.communicate(timeout=30)
+        seen = scraper.scrape()
+        assert state(seen, "shared")["open"] == 2.0  # its files still count...
+        mark_process_dead(dead.pid, str(tmp_path))  # ...until the server's child_exit hook runs
+        seen = scraper.scrape()
+        assert state(seen, "shared")["open"] == 1.0
+        assert state(seen, "w1") == dict.fromkeys(ALL_STATES)  # its own circuit has no series
+        assert transitions(seen, "shared", "closed", "open") == cycles + 2  # counts stay
+        assert transitions(seen, "w1", "open", "half_open") == 5
+        assert selfmetric(seen, "fluxgate_stream_consumer_running") == 2.0
+        assert (
+            sum(selfmetric(seen, "fluxgate_stream_signals_total", path=p) or 0 for p in paths)
+            == sent
+        )
+
+        # close() in a worker: that worker stops counting in any state; counters keep totals.
+        workers[1].send("close")
+        workers[1].expect(closed=True)
+        seen = scraper.scrape()
+        assert state(seen, "shared")["forced_open"] == 0.0
+        assert state(seen, "shared")["open"] == 1.0
+        assert transitions(seen, "shared", "closed", "forced_open") == 1.0
+    finally:
+        scraper.close()
+        for worker in workers:
+            if worker.process.poll() is None:
+                worker.exit()
+
+
+@pytest.fixture
+def multiprocess_mode(tmp_path, monkeypatch):
+    """prometheus_client in its real multiprocess mode, writing to ``tmp_path``, for one test."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    value_class = values.MultiProcessValue()
+    monkeypatch.setattr(values, "ValueClass", value_class)
+    assert multiprocess()
+    yield tmp_path
+    value_class.close_all_files()  # pyright: ignore[reportAttributeAccessIssue]  # a classmethod
+
+
+def collected(directory: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(directory))
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in registry.collect()
+        for sample in family.samples
+    }
+
+
+OPEN = Signal("closed", "open", 0.0)
+
+
+def test_multiprocess_close_zeroes_this_process_and_warns_nothing(multiprocess_mode, request):
+    name = f"mp_close_{request.node.name}"
+    listener = PrometheusListener(name, CollectorRegistry())
+    listener(OPEN)
+    assert state(collected(multiprocess_mode), name)["open"] == 1.0
+    listener.close()  # no "not implemented in multi-process mode" warning: warnings are errors
+    seen = collected(multiprocess_mode)
+    assert state(seen, name) == dict.fromkeys(ALL_STATES, 0.0)
+    assert transitions(seen, name, "closed", "open") == 1.0
+    listener.close()  # idempotent
+    listener(Signal("open", "half_open", 0.0))  # back on the next transition
+    seen = collected(multiprocess_mode)
+    assert state(seen, name)["half_open"] == 1.0
+    assert sum(v or 0 for v in state(seen, name).values()) == 1.0
+    assert transitions(seen, name, "closed", "open") == 1.0  # never reset in this mode
+
+
+def test_multiprocess_registries_share_one_family_and_one_cap(multiprocess_mode, request):
+    name = f"mp_shared_{request.node.name}"
+    first = PrometheusListener(name, CollectorRegistry())
+    second = PrometheusListener(name, CollectorRegistry())
+    assert first._target is second._target  # the files know no registries
+    first(OPEN)
+    second(OPEN)
+    assert transitions(collected(multiprocess_mode), name, "closed", "open") == 2.0
+    limit_circuits(1, CollectorRegistry())
+    with pytest.raises(ValueError, match=r"^this registry already has 1 circuit names, its limit"):
+        PrometheusListener(f"{name}_other", CollectorRegistry())
+
+
+@pytest.mark.anyio
+async def test_multiprocess_self_metrics_are_published_not_collected(
+    anyio_backend, multiprocess_mode
+):
+    registry = CollectorRegistry()
+    pipeline = SignalPipeline(max_buffer_size=2)
+    listener = PrometheusListener(f"mp_self_{anyio_backend}", registry, pipeline=pipeline)
+    metrics = export_metrics(pipeline, registry, name=f"mp_{anyio_backend}")
+    assert metrics.multiprocess
+    assert list(registry.collect()) == []  # a custom collector would never be scraped
+
+    def read(metric: str, **labels: str) -> float | None:
+        key = (metric, tuple(sorted({"pipeline": f"mp_{anyio_backend}", **labels}.items())))
+        return collected(multiprocess_mode).get(key)
+
+    async with Consumer(pipeline), anyio.create_task_group() as tg:
+        await tg.start(lambda task_status: metrics.run(interval=3600, task_status=task_status))
+        assert read("fluxgate_stream_consumer_running") == 1.0  # published when started
+        assert read("fluxgate_stream_buffer_size") == 2.0
+        for _ in range(10):
+            listener(OPEN)
+        await pipeline.flush()
+        assert read("fluxgate_stream_signals_total", path="stream") == 0.0  # not yet
+        metrics.publish()
+        taken = [read("fluxgate_stream_signals_total", path=p) or 0 for p in ("stream", "overflow")]
+        assert sum(taken) == 10
+        metrics.publish()  # counters grow by the difference only
+        assert (
+            sum(read("fluxgate_stream_signals_total", path=p) or 0 for p in ("stream", "overflow"))
+            == 10
+        )
+        tg.cancel_scope.cancel()  # run() publishes once more on its way out
+    listener(OPEN)
+    metrics.publish()
+    assert read("fluxgate_stream_consumer_running") == 0.0
+    assert read("fluxgate_stream_signals_total", path="direct") == 1.0
+    # Another pipeline under the same name starts its counts afresh, on top of the old ones.
+    other = export_metrics(SignalPipeline(), registry, name=f"mp_{anyio_backend}")
+    PrometheusListener(f"mp_self_{anyio_backend}", registry, pipeline=other.pipeline)(OPEN)
+    other.publish()
+    assert read("fluxgate_stream_signals_total", path="direct") == 2.0

@@ -1,0 +1,691 @@
+"""End to end: real fluxgate breakers -> fluxgate-stream -> exporter -> a real Prometheus server.
+
+A ``prometheus`` process scrapes a ``prometheus_client`` exporter every second while real
+breakers (``CircuitBreaker``, ``AsyncCircuitBreaker`` on asyncio, one breaker called from worker
+threads) trip, probe and recover, their listeners queued through a running ``SignalPipeline``.
+Through Prometheus' HTTP API we then check that:
+
+* every PromQL example of fluxgate's Prometheus page answers what the breakers did, both with
+  the page's exact windows and with short ones;
+* every query of the shipped Grafana dashboard parses and returns the expected data;
+* the shipped alerting rules evaluate cleanly and put exactly the expected alerts in
+  pending/firing state;
+* every breaker's health (``fluxgate_stream.health.watch``), read at scrape time, reaches
+  Prometheus exactly, and the README's health queries (failure rate, slow-call rate, reopens,
+  time since the last transition, health joined with state) answer what the breakers did;
+* every circuit's time in state (``time_in_state=True``) reaches Prometheus exactly for the
+  states it has left (OPEN episodes of microseconds included), and the README's "fraction of
+  time open" query answers which circuits were open, and for how much of the time.
+
+Prometheus learns nothing between two scrapes, so the test waits on scrapes (``ScrapeWatch``),
+never on the clock.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import pytest
+from fluxgate import AsyncCircuitBreaker, CallNotPermittedError, CircuitBreaker
+from fluxgate.permits import All, Random
+from fluxgate.retries import Always
+from fluxgate.trippers import FailureRate, MinRequests, SlowRate
+from fluxgate.windows import CountWindow
+from prometheus_client import CollectorRegistry, start_http_server
+
+from fluxgate_stream import ALL_STATES, PrometheusListener, SignalPipeline
+from fluxgate_stream.anyio_breaker import AnyioCircuitBreaker
+from fluxgate_stream.health import watch
+
+from ..support.prom import (
+    DEPLOY,
+    PrometheusServer,
+    PromQueryError,
+    ScrapeWatch,
+    eventually,
+    require_tool,
+)
+
+pytestmark = [pytest.mark.anyio, pytest.mark.prometheus, pytest.mark.slow]
+
+DASHBOARD = DEPLOY / "grafana" / "fluxgate-stream.json"
+ALERTS = DEPLOY / "prometheus" / "alerts.yml"
+
+# What the dashboard's Grafana variables stand for here: every circuit, a one-minute range.
+GRAFANA_VARIABLES = {"$circuit": ".*", "$__range": "1m"}
+
+# The circuits and the state each ends in.
+FINAL_STATES = {
+    "payment_api": "open",  # trips over and over: the flapping one
+    "shipping_api": "open",
+    "pricing_api": "closed",  # trips and recovers; called from worker threads
+    "search_api": "half_open",  # its probes are never permitted
+    "ledger_api": "forced_open",
+    "reporting_api": "disabled",
+    "ranking_api": "metrics_only",
+    "inventory_api": "closed",  # never called: shown closed from its listener's creation
+    "catalog_api": "closed",
+    "profile_api": "closed",  # the one with calls in its window: 1 failed, 2 slow, 1 fast
+}
+# Circuits that tripped open after Prometheus first saw their counters: their trip rate is > 0.
+TRIPPING = {"payment_api", "shipping_api", "pricing_api", "search_api"}
+# ... and those that went half_open again then.
+PROBING = {"payment_api", "pricing_api", "search_api"}
+
+
+class Boom(Exception):
+    """The failure of a protected call."""
+
+
+def _fail() -> None:
+    raise Boom
+
+
+def _succeed() -> None:
+    return None
+
+
+async def _afail() -> None:
+    raise Boom
+
+
+async def _asucceed() -> None:
+    return None
+
+
+SLOW = 0.1  # seconds: profile_api's SlowRate threshold, and how long its slow calls take
+
+
+async def _aslow() -> None:
+    start = time.perf_counter()
+    while time.perf_counter() - start < SLOW:  # busy: the call itself is slow, nothing sleeps
+        pass
+
+
+@dataclass
+class Breaker:
+    """One real fluxgate breaker, driven the way its application would call it."""
+
+    name: str
+    breaker: CircuitBreaker | AsyncCircuitBreaker | AnyioCircuitBreaker
+    in_threads: bool = False
+
+    async def do(self, action: str) -> str:
+        """Call through the breaker (``fail``/``succeed``/``slow``) or command it; return its
+        state."""
+        if action == "slow":
+            assert isinstance(self.breaker, AnyioCircuitBreaker)
+            await self.breaker.call(_aslow)
+        elif action in ("fail", "succeed"):
+            await self._call(succeed=action == "succeed")
+        else:
+            result = await self._run(getattr(self.breaker, action))
+            if result is not None:
+                await result
+        return self.breaker.info().state
+
+    async def _call(self, *, succeed: bool) -> None:
+        with suppress(Boom, CallNotPermittedError):
+            if isinstance(self.breaker, AsyncCircuitBreaker | AnyioCircuitBreaker):
+                await self.breaker.call(_asucceed if succeed else _afail)
+            else:
+                await self._run(self.breaker.call, _succeed if succeed else _fail)
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self.in_threads:
+            return await anyio.to_thread.run_sync(fn, *args)
+        return fn(*args)
+
+
+def make_breakers(
+    backend: str, registry: CollectorRegistry, pipeline: SignalPipeline
+) -> dict[str, Breaker]:
+    """One breaker per circuit, its health watched: trips on any failure, probes on the next
+    call (but profile_api, which only trips after 10 calls, has slow-call thresholds)."""
+
+    def build(
+        name: str, *, probes: bool = True, use_async: bool = False
+    ) -> CircuitBreaker | AsyncCircuitBreaker:
+        kind = AsyncCircuitBreaker if use_async else CircuitBreaker
+        return kind(
+            window=CountWindow(1),
+            tripper=MinRequests(1) & FailureRate(0.5),
+            retry=Always(),
+            permit=All() if probes else Random(0.0),
+            listeners=[PrometheusListener(name, registry, pipeline=pipeline, time_in_state=True)],
+        )
+
+    on_asyncio = backend == "asyncio"
+    breakers = {
+        "payment_api": Breaker("payment_api", build("payment_api")),
+        "shipping_api": Breaker("shipping_api", build("shipping_api", use_async=on_asyncio)),
+        "pricing_api": Breaker("pricing_api", build("pricing_api"), in_threads=True),
+        "search_api": Breaker(
+            "search_api", build("search_api", probes=False, use_async=on_asyncio)
+        ),
+    }
+    breakers["profile_api"] = Breaker(
+        "profile_api",
+        AnyioCircuitBreaker(
+            window=CountWindow(10),
+            tripper=MinRequests(10)
+            & (FailureRate(0.5) | SlowRate(0.9, threshold=SLOW) | SlowRate(0.9, threshold=60.0)),
+            listeners=[
+                PrometheusListener("profile_api", registry, pipeline=pipeline, time_in_state=True)
+            ],
+        ),
+    )
+    for name in FINAL_STATES:
+        if name not in breakers:
+            breakers[name] = Breaker(name, build(name, use_async=on_asyncio))
+    for name, breaker in breakers.items():
+        watch(breaker.breaker, name, registry)  # ends with the breaker: no handle to keep
+    return breakers
+
+
+# (circuit, action, state the breaker must be in afterwards)
+PHASE_ONE = [
+    ("payment_api", "fail", "open"),
+    ("payment_api", "fail", "open"),  # probe fails: open -> half_open -> open
+    ("payment_api", "succeed", "closed"),  # probe succeeds: open -> half_open -> closed
+    ("shipping_api", "fail", "open"),
+    ("shipping_api", "succeed", "closed"),
+    ("pricing_api", "fail", "open"),
+    ("pricing_api", "succeed", "closed"),
+    ("search_api", "fail", "open"),
+    ("search_api", "succeed", "half_open"),  # the probe is not permitted
+    ("search_api", "reset", "closed"),
+    ("ledger_api", "force_open", "forced_open"),
+    ("reporting_api", "disable", "disabled"),
+    ("ranking_api", "metrics_only", "metrics_only"),
+]
+PHASE_TWO = [
+    *[
+        ("payment_api", action, state)
+        for _ in range(2)
+        for action, state in (("fail", "open"), ("fail", "open"), ("succeed", "closed"))
+    ],
+    ("payment_api", "fail", "open"),
+    ("shipping_api", "fail", "open"),
+    ("pricing_api", "fail", "open"),
+    ("pricing_api", "succeed", "closed"),
+    ("search_api", "fail", "open"),
+    ("search_api", "succeed", "half_open"),
+    ("payment_api", "fail", "open"),  # its probe fails: reopened once since it last closed
+    ("profile_api", "fail", "closed"),
+    ("profile_api", "slow", "closed"),
+    ("profile_api", "slow", "closed"),
+    ("profile_api", "succeed", "closed"),
+]
+
+
+async def drive(breakers: dict[str, Breaker], steps: list[tuple[str, str, str]]) -> None:
+    for name, action, expected in steps:
+        assert await breakers[name].do(action) == expected, (name, action)
+
+
+# -- reading both sides ---------------------------------------------------------------------------
+
+
+def exported(registry: CollectorRegistry) -> dict[tuple[str, ...], float]:
+    """The exporter's truth: every state and transition sample, keyed by its labels."""
+    out: dict[tuple[str, ...], float] = {}
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name in ("circuit_breaker_state", "circuit_breaker_state_transition_total"):
+                out[key(sample.name, sample.labels)] = sample.value
+    return out
+
+
+def key(name: str, labels: dict[str, str]) -> tuple[str, ...]:
+    if name == "circuit_breaker_state":
+        return (name, labels["circuit_name"], labels["state"])
+    return (name, labels["circuit_name"], labels["old_state"], labels["new_state"])
+
+
+def stored(server: PrometheusServer) -> dict[tuple[str, ...], float]:
+    """What Prometheus holds now for the same series."""
+    out: dict[tuple[str, ...], float] = {}
+    for name in ("circuit_breaker_state", "circuit_breaker_state_transition_total"):
+        for row in server.query(name):
+            out[key(name, row["metric"])] = float(row["value"][1])
+    return out
+
+
+def by(label: str, rows: list[dict[str, Any]]) -> dict[str, float]:
+    """An instant vector as {label value: sample value}; the label must be unique per row."""
+    out = {row["metric"][label]: float(row["value"][1]) for row in rows}
+    assert len(out) == len(rows), rows
+    return out
+
+
+# -- the spec page's PromQL examples --------------------------------------------------------------
+
+OPEN_QUERIES = ['circuit_breaker_state{state="open"} == 1']
+BY_STATE_QUERIES = ["sum(circuit_breaker_state) by (state)"]
+TRIP_RATE_QUERIES = [
+    'sum(rate(circuit_breaker_state_transition_total{new_state="open"}[5m])) by (circuit_name)',
+    'sum(rate(circuit_breaker_state_transition_total{new_state="open"}[1m])) by (circuit_name)',
+]
+HALF_OPEN_QUERIES = [
+    'increase(circuit_breaker_state_transition_total{new_state="half_open"}[1h])',
+    'increase(circuit_breaker_state_transition_total{new_state="half_open"}[1m])',
+]
+
+
+def expected_by_state() -> dict[str, float]:
+    counts: dict[str, float] = dict.fromkeys(ALL_STATES, 0.0)
+    for state in FINAL_STATES.values():
+        counts[state] += 1
+    return counts
+
+
+def check_spec_queries(server: PrometheusServer) -> tuple[bool, dict[str, Any]]:
+    """Run every spec example; done when each answers what the breakers did."""
+    answers: dict[str, Any] = {}
+    ok = True
+    for query in OPEN_QUERIES:
+        answers[query] = got = set(by("circuit_name", server.query(query)))
+        ok &= got == {name for name, state in FINAL_STATES.items() if state == "open"}
+    for query in BY_STATE_QUERIES:
+        answers[query] = got = by("state", server.query(query))
+        ok &= got == expected_by_state()
+    for query in TRIP_RATE_QUERIES:
+        answers[query] = rates = by("circuit_name", server.query(query))
+        # Only circuits that ever opened have such series; payment_api opened 5 times since,
+        # the others once each, over the same scrapes.
+        ok &= set(rates) == TRIPPING and all(rates[name] > 0 for name in TRIPPING)
+        ok &= bool(rates) and max(rates, key=rates.__getitem__) == "payment_api"
+    for query in HALF_OPEN_QUERIES:
+        rows = server.query(query)
+        answers[query] = increases = by("circuit_name", rows)
+        ok &= {row["metric"]["old_state"] for row in rows} == {"open"}
+        ok &= {name for name, value in increases.items() if value > 0} == PROBING
+        # shipping_api went half_open only before Prometheus first saw it: present, no increase.
+        ok &= increases.get("shipping_api") == 0.0
+    return ok, answers
+
+
+# -- breaker health at scrape time ---------------------------------------------------------------
+
+HEALTH_METRICS = (
+    "circuit_breaker_buffered_calls",
+    "circuit_breaker_failure_rate_ratio",
+    "circuit_breaker_slow_calls",
+    "circuit_breaker_slow_call_rate_ratio",
+    "circuit_breaker_average_latency_seconds",
+    "circuit_breaker_consecutive_reopens",
+    "circuit_breaker_last_transition_timestamp_seconds",
+)
+# The README's health queries.
+FAILURE_RATE = "circuit_breaker_failure_rate_ratio"
+FAILING_WHILE_CLOSED = (
+    "circuit_breaker_failure_rate_ratio > 0.2"
+    ' and on (circuit_name) circuit_breaker_state{state="closed"} == 1'
+)
+SLOW_CALL_RATE = "circuit_breaker_slow_call_rate_ratio"
+WINDOW_CALLS = "sum by (circuit_name) (circuit_breaker_buffered_calls)"
+REOPENED = "circuit_breaker_consecutive_reopens > 0"
+SINCE_TRANSITION = "time() - circuit_breaker_last_transition_timestamp_seconds"
+
+
+def health_key(name: str, labels: dict[str, str]) -> tuple[str, ...]:
+    """A health sample's identity: its name and labels, minus those Prometheus adds."""
+    skip = ("__name__", "job", "instance")
+    return (name, *(f"{k}={v}" for k, v in sorted(labels.items()) if k not in skip))
+
+
+def health_exported(registry: CollectorRegistry) -> dict[tuple[str, ...], float]:
+    """The exporter's truth: every health sample, as a scrape reads it now."""
+    return {
+        health_key(sample.name, sample.labels): sample.value
+        for family in registry.collect()
+        if family.name in HEALTH_METRICS
+        for sample in family.samples
+    }
+
+
+def health_stored(server: PrometheusServer) -> dict[tuple[str, ...], float]:
+    """What Prometheus holds now for the same series."""
+    return {
+        health_key(name, row["metric"]): float(row["value"][1])
+        for name in HEALTH_METRICS
+        for row in server.query(name)
+    }
+
+
+def check_health_queries(
+    server: PrometheusServer, breakers: dict[str, Breaker]
+) -> tuple[bool, dict[str, Any]]:
+    """Run the README's health queries; done when each answers what the breakers did."""
+    answers: dict[str, Any] = {}
+    ok = True
+    for query in (FAILURE_RATE, FAILING_WHILE_CLOSED):
+        # Only profile_api has calls in its window: every other window is empty (reset by the
+        # circuit's last transition, or never used), so it has no failure rate at all.
+        answers[query] = got = by("circuit_name", server.query(query))
+        ok &= got == {"profile_api": 0.25}
+    answers[SLOW_CALL_RATE] = slow = {
+        (row["metric"]["circuit_name"], row["metric"]["threshold_seconds"]): float(row["value"][1])
+        for row in server.query(SLOW_CALL_RATE)
+    }
+    ok &= slow == {("profile_api", "0.1"): 0.5, ("profile_api", "60.0"): 0.0}
+    answers[WINDOW_CALLS] = calls = by("circuit_name", server.query(WINDOW_CALLS))
+    ok &= calls == {name: 4.0 if name == "profile_api" else 0.0 for name in FINAL_STATES}
+    answers[REOPENED] = reopened = by("circuit_name", server.query(REOPENED))
+    ok &= reopened == {"payment_api": 1.0}
+    before = time.time()
+    answers[SINCE_TRANSITION] = since = by("circuit_name", server.query(SINCE_TRANSITION))
+    after = time.time()
+    ok &= set(since) == set(FINAL_STATES)
+    for name, seconds in since.items():
+        changed_at = breakers[name].breaker.info().changed_at
+        # Prometheus evaluates time() at the query's time, in milliseconds.
+        ok &= before - changed_at - 0.01 <= seconds <= after - changed_at + 0.01
+    return ok, answers
+
+
+# -- time in state ---------------------------------------------------------------------------------
+
+SECONDS = "circuit_breaker_state_seconds_total"
+# The README's query: the fraction of the window each circuit spent open. The window must hold
+# phase two's microsecond opens however long the checks before this one waited.
+TIME_OPEN = 'rate(circuit_breaker_state_seconds_total{state="open"}[5m])'
+# Over a window that Prometheus' data covers whole (rate() divides by the window's length).
+TIME_FORCED_OPEN = 'rate(circuit_breaker_state_seconds_total{state="forced_open"}[10s])'
+
+
+def seconds_exported(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
+    """One scrape's time-in-state samples, by (circuit, state)."""
+    return {
+        (sample.labels["circuit_name"], sample.labels["state"]): sample.value
+        for family in registry.collect()
+        for sample in family.samples
+        if sample.name == SECONDS
+    }
+
+
+def check_time_in_state(
+    server: PrometheusServer, registry: CollectorRegistry
+) -> tuple[bool, dict[str, Any]]:
+    """Prometheus holds every closed interval exactly; the fraction-open query is right."""
+    stored = {
+        (row["metric"]["circuit_name"], row["metric"]["state"]): float(row["value"][1])
+        for row in server.query(SECONDS)
+    }
+    exported = seconds_exported(registry)  # after Prometheus' samples: never less than them
+    answers: dict[str, Any] = {SECONDS: stored}
+    ok = set(stored) == {(name, state) for name in FINAL_STATES for state in ALL_STATES}
+    ok &= set(exported) == set(stored)
+    if not ok:  # not all there yet: no lookups that could fail
+        return False, answers
+    for (name, state), value in stored.items():
+        if state == FINAL_STATES[name]:  # still accruing: up to the last scrape
+            ok &= 0 < value <= exported[name, state]
+        else:  # left for good: Prometheus holds exactly the sum of the intervals
+            ok &= value == exported[name, state]
+    answers[TIME_OPEN] = fraction = by("circuit_name", server.query(TIME_OPEN))
+    ok &= set(fraction) == set(FINAL_STATES)
+    # Open at some point of the window: the four that tripped in phase two; pricing_api's and
+    # search_api's opens lasted microseconds, far shorter than the 1 s scrape interval.
+    ok &= {name for name, value in fraction.items() if value > 0} == TRIPPING
+    ok &= all(fraction.get(name, 1.0) < 0.01 for name in ("pricing_api", "search_api"))
+    ok &= all(0 < fraction.get(name, 0.0) <= 1.05 for name in ("payment_api", "shipping_api"))
+    answers[TIME_FORCED_OPEN] = forced = by("circuit_name", server.query(TIME_FORCED_OPEN))
+    # forced open since phase one, before Prometheus first saw it: all of the time
+    ok &= 0.95 <= forced.get("ledger_api", 0.0) <= 1.05
+    ok &= all(value == 0 for name, value in forced.items() if name != "ledger_api")
+    return ok, answers
+
+
+# -- the dashboard's queries ----------------------------------------------------------------------
+
+
+def dashboard_targets() -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every (panel title, Prometheus target) of the dashboard, rows' nested panels included."""
+    board = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    panels = list(board["panels"])
+    for panel in board["panels"]:
+        panels.extend(panel.get("panels", []))
+    for panel in panels:
+        for target in panel.get("targets", []):
+            yield panel["title"], target
+
+
+def grafana_to_promql(expr: str) -> str:
+    """Replace the dashboard's Grafana variables; no variable may be left over."""
+    for name, value in GRAFANA_VARIABLES.items():
+        expr = expr.replace(name, value)
+    assert "$" not in expr, f"a Grafana variable this test does not know: {expr}"
+    return expr
+
+
+def last_values(rows: list[dict[str, Any]], label: str) -> dict[str, float]:
+    """A range query's last point per series, keyed by ``label``."""
+    return {row["metric"].get(label, ""): float(row["values"][-1][1]) for row in rows}
+
+
+def check_dashboard(server: PrometheusServer) -> tuple[bool, dict[str, Any]]:
+    """Run every dashboard query as Grafana would (instant or range); check what it shows."""
+    answers: dict[str, Any] = {}
+    ok = True
+    targets = list(dashboard_targets())
+    assert len(targets) == 11, targets
+    for title, target in targets:
+        expr = grafana_to_promql(target["expr"])
+        if target.get("instant"):
+            rows = server.query(expr)
+            answers[title] = {
+                tuple(sorted(row["metric"].items())): float(row["value"][1]) for row in rows
+            }
+        else:
+            rows = server.query_range(expr)
+            ok &= all(row["values"] for row in rows)
+            answers[title] = last_values(rows, "circuit_name")
+            if title == "Slow-call rate (window)":  # one series per circuit and threshold
+                answers[title] = {
+                    (row["metric"]["circuit_name"], row["metric"]["threshold_seconds"]): float(
+                        row["values"][-1][1]
+                    )
+                    for row in rows
+                }
+        ok &= bool(rows)  # parses (or api() raised) and returns data
+    ok &= answers["Currently Open Circuits"] == {"": 2.0}
+    ok &= answers["Circuit state timeline"] == {
+        name: float(ALL_STATES.index(state)) for name, state in FINAL_STATES.items()
+    }
+    ok &= set(answers["Circuit Trip Rate (5m)"]) == TRIPPING
+    pie = {
+        dict(labels)["state"]: value for labels, value in answers["Circuit State Overview"].items()
+    }
+    ok &= pie == expected_by_state()
+    table = {
+        (labels["circuit_name"], labels["old_state"], labels["new_state"])
+        for labels in map(dict, answers["State transitions in the time range"])
+    }
+    ok &= table == {
+        ("payment_api", "closed", "open"),
+        ("payment_api", "open", "half_open"),
+        ("payment_api", "half_open", "open"),
+        ("payment_api", "half_open", "closed"),
+        ("shipping_api", "closed", "open"),
+        ("pricing_api", "closed", "open"),
+        ("pricing_api", "open", "half_open"),
+        ("pricing_api", "half_open", "closed"),
+        ("search_api", "closed", "open"),
+        ("search_api", "open", "half_open"),
+    }
+    # Health panels. Over the last minute, only profile_api has had calls in its window (bar a
+    # transient sample, should a scrape fall between a probe's record and its transition).
+    failure = answers["Failure rate (window)"]
+    ok &= failure.get("profile_api") == 0.25 and set(failure) <= set(FINAL_STATES)
+    slow = answers["Slow-call rate (window)"]
+    ok &= {key: value for key, value in slow.items() if key[0] == "profile_api"} == {
+        ("profile_api", "0.1"): 0.5,
+        ("profile_api", "60.0"): 0.0,
+    }
+    latency = answers["Average call latency (window)"]
+    # Two calls of at least SLOW seconds, one fast, one failure counting 0 s: over 4 calls.
+    ok &= latency.get("profile_api", 0.0) >= 2 * SLOW / 4
+    since = {
+        dict(labels)["circuit_name"]: v
+        for labels, v in answers["Time since the last transition"].items()
+    }
+    ok &= set(since) == set(FINAL_STATES) and all(v >= 0 for v in since.values())
+    # Time in state panels: every circuit that tripped spent a share of the 5 minutes open.
+    time_open = answers["Fraction of time open (5m)"]
+    ok &= set(time_open) == set(FINAL_STATES)
+    ok &= {name for name, value in time_open.items() if value > 0} == TRIPPING
+    in_state = {
+        (dict(labels)["circuit_name"], dict(labels)["state"])
+        for labels in answers["Time in each state over the time range"]
+    }
+    ok &= set(FINAL_STATES.items()) <= in_state
+    ok &= {name for name, _ in in_state} == set(FINAL_STATES)
+    return ok, answers
+
+
+def check_dashboard_variable(server: PrometheusServer) -> tuple[bool, list[str]]:
+    """The ``circuit`` variable's ``label_values(metric, label)``, as Grafana asks for it."""
+    board = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    queries = [v["query"] for v in board["templating"]["list"] if v["type"] == "query"]
+    assert len(queries) == 1, queries
+    match = re.fullmatch(r"label_values\((\w+), (\w+)\)", queries[0])
+    assert match is not None, queries[0]
+    metric, label = match.groups()
+    values = sorted(server.api(f"label/{label}/values", **{"match[]": metric}))
+    return values == sorted(FINAL_STATES), values
+
+
+# -- the alerting rules ---------------------------------------------------------------------------
+
+EXPECTED_ALERTS = {
+    ("CircuitBreakerOpen", "payment_api", "pending"),
+    ("CircuitBreakerOpen", "shipping_api", "pending"),
+    ("CircuitBreakerOpen", "search_api", "pending"),  # half_open counts as not recovered
+    ("CircuitBreakerForcedOpen", "ledger_api", "pending"),
+    ("CircuitBreakerHalfOpenStuck", "search_api", "pending"),
+    ("CircuitBreakerProtectionOff", "reporting_api", "pending"),
+    ("CircuitBreakerProtectionOff", "ranking_api", "pending"),
+    ("CircuitBreakerFlapping", "payment_api", "firing"),  # 5 trips since first seen; no `for`
+}
+
+
+def check_alerts(server: PrometheusServer) -> tuple[bool, Any]:
+    groups = server.api("rules")["groups"]
+    rules = [rule for group in groups for rule in group["rules"]]
+    unhealthy = [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
+    alerts = {
+        (a["labels"]["alertname"], a["labels"]["circuit_name"], a["state"])
+        for a in server.api("alerts")["alerts"]
+    }
+    done = len(rules) == 5 and not unhealthy and alerts == EXPECTED_ALERTS
+    return done, {"unhealthy": unhealthy, "alerts": sorted(alerts)}
+
+
+# -- the test -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Exporter:
+    target: str
+    watch: ScrapeWatch
+
+
+@pytest.fixture
+def exporter(registry: CollectorRegistry) -> Iterator[Exporter]:
+    """``prometheus_client``'s own HTTP server on an ephemeral port, serving ``registry``."""
+    watch = ScrapeWatch()
+    registry.register(watch)
+    server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
+    yield Exporter(f"127.0.0.1:{server.server_port}", watch)
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.fixture
+def prometheus(tmp_path, exporter: Exporter) -> Iterator[PrometheusServer]:
+    """A real ``prometheus`` scraping the exporter every second, with the shipped alerts."""
+    server = PrometheusServer(require_tool("prometheus"), tmp_path, [exporter.target], [ALERTS])
+    server.start()
+    yield server
+    server.stop()
+
+
+async def test_real_prometheus_answers_the_spec_dashboard_and_alert_queries(
+    anyio_backend, registry, exporter, prometheus
+):
+    server, watch = prometheus, exporter.watch
+
+    async def until(probe: Callable[[], tuple[bool, Any]], what: str, within: float = 30.0) -> Any:
+        return await eventually(server, watch, probe, what=what, within=within)
+
+    def matches(expected: dict[tuple[str, ...], float]) -> Callable[[], tuple[bool, Any]]:
+        def probe() -> tuple[bool, Any]:
+            got = stored(server)
+            return got == expected, got
+
+        return probe
+
+    pipeline = SignalPipeline()
+    breakers = make_breakers(anyio_backend, registry, pipeline)
+    async with anyio.create_task_group() as tg:
+        await tg.start(pipeline.run)
+
+        # Phase one creates every series; Prometheus must hold them before phase two, so that
+        # rate() and increase() see phase two's transitions as increments.
+        await drive(breakers, PHASE_ONE)
+        await pipeline.flush()
+        first = exported(registry)
+        await until(matches(first), "the exporter's series after phase one")
+
+        await drive(breakers, PHASE_TWO)
+        await pipeline.flush()
+        final = exported(registry)
+        assert final != first
+        assert final["circuit_breaker_state_transition_total", "payment_api", "closed", "open"] == 4
+        await until(matches(final), "the exporter's series after phase two")
+
+        # Health is read at scrape time: with no more calls, what a scrape reads now is what
+        # Prometheus must end up holding, float for float.
+        health = health_exported(registry)
+        assert health["circuit_breaker_failure_rate_ratio", "circuit_name=profile_api"] == 0.25
+
+        def health_matches() -> tuple[bool, Any]:
+            got = health_stored(server)
+            return got == health, got
+
+        await until(health_matches, "every breaker's health")
+        await until(lambda: check_health_queries(server, breakers), "the README's health queries")
+
+        await until(lambda: check_time_in_state(server, registry), "every circuit's time in state")
+        await until(lambda: check_spec_queries(server), "the spec page's PromQL answers")
+        await until(lambda: check_dashboard(server), "the dashboard's panels")
+        await until(lambda: check_dashboard_variable(server), "the dashboard's circuit list")
+        await until(lambda: check_alerts(server), "the expected alerts")
+
+        tg.cancel_scope.cancel()
+
+
+async def test_a_query_prometheus_rejects_is_reported(anyio_backend, exporter, prometheus):
+    """The helper the checks above rely on does not mistake an error for an empty answer."""
+
+    def probe() -> tuple[bool, str]:
+        try:
+            prometheus.query("sum(rate(circuit_breaker_state_transition_total[5m])")
+        except PromQueryError as error:
+            return True, str(error)
+        return False, "no error"
+
+    message = await eventually(prometheus, exporter.watch, probe, what="a parse error")
+    assert message == (
+        'bad_data: invalid parameter "query": 1:53: parse error: unclosed left parenthesis'
+    )

@@ -1,0 +1,1 @@
+"""Shared test helpers: consumers, metric readers, ground truth, HTTP, Prometheus, children."""
