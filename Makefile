@@ -7,8 +7,15 @@ BIN := $(VENV)/bin
 DEMO_STAMP := $(VENV)/.demo-stamp
 STAMP := $(VENV)/.installed-stamp
 WHEEL_VENV := $(CURDIR)/.wheel-venv
+# `make test-lowest`: the suite again, in its own virtualenv, with fluxgate, prometheus-client,
+# anyio and trio at the lowest versions pyproject.toml allows (constraints/lowest.txt pins them;
+# the test tools resolve as usual). Redone whenever the metadata or the pins change.
+LOWEST_VENV := .venv-lowest
+LOWEST_BIN := $(LOWEST_VENV)/bin
+LOWEST_PINS := constraints/lowest.txt
+LOWEST_STAMP := $(LOWEST_VENV)/.installed-stamp
 
-.PHONY: demo test test-fast lint typecheck docs pytest bench dashboard dist-check clean
+.PHONY: demo test test-fast test-lowest lint typecheck docs pytest bench dashboard dist-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +54,21 @@ test: lint typecheck docs pytest
 test-fast: PYTEST_SELECT = -m "not slow" --cov-fail-under=0
 test-fast: lint pytest
 
+$(LOWEST_BIN)/python:
+	$(PYTHON) -m venv $(LOWEST_VENV)
+	$(LOWEST_BIN)/python -m pip install --quiet --upgrade pip
+
+$(LOWEST_STAMP): pyproject.toml $(LOWEST_PINS) | $(LOWEST_BIN)/python
+	$(LOWEST_BIN)/python -m pip install --quiet -c $(LOWEST_PINS) -e '.[demo,test]'
+	touch $(LOWEST_STAMP)
+
+# Only the pytest suite: lint, pyright and the docs build do not depend on these versions.
+test-lowest: $(LOWEST_STAMP)
+	$(LOWEST_BIN)/python constraints/check_lowest.py
+	$(LOWEST_BIN)/python -m pip list --disable-pip-version-check 2>/dev/null \
+		| grep -iE '^(fluxgate|prometheus[-_]client|anyio|trio) '
+	$(LOWEST_BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
 # Regenerate deploy/grafana/fluxgate-stream.json from deploy/grafana/dashboard.py.
 dashboard: $(STAMP)
 	$(BIN)/python deploy/grafana/dashboard.py
@@ -69,4 +91,4 @@ dist-check: $(STAMP)
 		$(CURDIR)/$(BIN)/pyright --verifytypes fluxgate_stream --ignoreexternal
 
 clean:
-	rm -rf $(VENV) $(WHEEL_VENV) dist build site .pytest_cache .ruff_cache .coverage htmlcov
+	rm -rf $(VENV) $(LOWEST_VENV) $(WHEEL_VENV) dist build site .pytest_cache .ruff_cache .coverage htmlcov
