@@ -8,19 +8,20 @@ checked against: the lowest that ``pyproject.toml`` allows and the latest tested
 =====================================  =========================================================
 use                                    checked against
 =====================================  =========================================================
-``_names_to_collectors`` (a registry)  prometheus-client 0.20.0 and 0.26.0
-``MetricWrapperBase._labelnames``      prometheus-client 0.20.0 and 0.26.0
-``values.ValueClass._multiprocess``    prometheus-client 0.20.0 and 0.26.0 (absent: not
+``_names_to_collectors`` (a registry)  prometheus-client 0.22.0 and 0.26.0
+``MetricWrapperBase._labelnames``      prometheus-client 0.22.0 and 0.26.0
+``values.ValueClass._multiprocess``    prometheus-client 0.22.0 and 0.26.0 (absent: not
                                        multiprocess)
-``utils.floatToGoString`` (untyped)    prometheus-client 0.20.0 and 0.26.0
+``utils.floatToGoString`` (untyped)    prometheus-client 0.22.0 and 0.26.0
 ``fluxgate.listeners.prometheus``      fluxgate 0.9.4 (``<0.10`` is pinned)
 ``_STATE_GAUGE``, ``_STATE_TRANSITION``
 ``fluxgate.circuitbreaker``            fluxgate 0.9.4
 ``_classify_slow``,
 ``_collect_slow_thresholds``, a
 breaker's ``_slow_thresholds``
-``trio.lowlevel.enable_ki_protection`` trio 0.27.0 and 0.35.0 (public, but since 0.27 it marks
-                                       the code object, so it can be applied after definition)
+``trio.lowlevel.enable_ki_protection`` trio 0.32.0 and 0.35.0 (public, but only since 0.28 does
+                                       it mark the function itself, so that it can be applied
+                                       after definition; before, it returned a wrapper)
 =====================================  =========================================================
 
 Reload survival: ``importlib.reload`` re-runs a module in its old namespace, so module state made
@@ -194,8 +195,9 @@ def ki_protected(function: _F) -> _F:
     """Mark ``function`` KI-protected under trio: a Ctrl-C waits for its next checkpoint.
 
     trio is optional, so the mark is applied by ``protect_from_keyboard_interrupt()``, which the
-    consumer calls when it starts (and at once, if trio is already imported). Since trio 0.27 the
-    mark is kept per code object: it costs nothing per call, and nothing at all on asyncio.
+    consumer calls when it starts (and at once, if trio is already imported). Since trio 0.28 the
+    mark is kept on the function's code object: it costs nothing per call, and nothing at all on
+    asyncio.
     """
     _KI_FUNCTIONS.append(function)
     if "trio" in sys.modules:
