@@ -1,10 +1,15 @@
-"""Reading metrics back from a real registry, for assertions."""
+"""Reading metrics back from a real registry, for assertions.
+
+The names come from the library's catalogue; ``tests/core/test_catalogue.py`` checks the catalogue
+against upstream's listener and against what a registry really exports.
+"""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
 from fluxgate_stream import ALL_STATES
+from fluxgate_stream._catalogue import STATE, TRANSITIONS
 
 
 def samples(
@@ -13,7 +18,7 @@ def samples(
     """Every sample of our two metrics (or those of circuit ``name``), minus ``_created``."""
     out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
     for family in registry.collect():
-        if family.name not in ("circuit_breaker_state", "circuit_breaker_state_transition"):
+        if family.name not in (STATE.name, TRANSITIONS.name):
             continue
         for sample in family.samples:
             if sample.name.endswith("_created"):
@@ -27,9 +32,7 @@ def samples(
 def gauge(registry: CollectorRegistry, name: str) -> dict[str, float | None]:
     """The six state series of circuit ``name`` (None where absent)."""
     return {
-        state: registry.get_sample_value(
-            "circuit_breaker_state", {"circuit_name": name, "state": state}
-        )
+        state: registry.get_sample_value(STATE.sample, {"circuit_name": name, "state": state})
         for state in ALL_STATES
     }
 
@@ -48,6 +51,5 @@ def shown(registry: CollectorRegistry, name: str) -> str | None:
 
 def count(registry: CollectorRegistry, name: str, old: str, new: str) -> float | None:
     return registry.get_sample_value(
-        "circuit_breaker_state_transition_total",
-        {"circuit_name": name, "old_state": old, "new_state": new},
+        TRANSITIONS.sample, {"circuit_name": name, "old_state": old, "new_state": new}
     )

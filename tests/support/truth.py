@@ -11,6 +11,7 @@ from fluxgate.signal import Signal
 from prometheus_client import CollectorRegistry
 
 from fluxgate_stream import ALL_STATES
+from fluxgate_stream._catalogue import STATE, TRANSITIONS
 
 from .metrics import samples
 
@@ -50,10 +51,10 @@ class Truth:
         for name, shown in self.last.items():
             for state in ALL_STATES:
                 labels = (("circuit_name", name), ("state", state))
-                out["circuit_breaker_state", labels] = float(state == shown)
+                out[STATE.sample, labels] = float(state == shown)
         for (name, old, new), n in self.counts.items():
             labels = (("circuit_name", name), ("new_state", new), ("old_state", old))
-            out["circuit_breaker_state_transition_total", labels] = float(n)
+            out[TRANSITIONS.sample, labels] = float(n)
         return out
 
 
