@@ -19,6 +19,8 @@ use                                    checked against
 ``_classify_slow``,
 ``_collect_slow_thresholds``, a
 breaker's ``_slow_thresholds``
+``EventLoopToken.backend_class``       anyio 4.16.0, lowest and latest (the token is documented as
+``.run_sync_soon``                     opaque; its backend's ``run_sync_soon`` exists since 4.16)
 ``trio.lowlevel.enable_ki_protection`` trio 0.32.0 and 0.35.0 (public, but only since 0.28 does
                                        it mark the function itself, so that it can be applied
                                        after definition; before, it returned a wrapper)
@@ -51,11 +53,13 @@ with warnings.catch_warnings():
 from fluxgate import circuitbreaker as _circuitbreaker
 
 if TYPE_CHECKING:
+    from anyio.lowlevel import EventLoopToken
     from fluxgate.trippers import Tripper
     from prometheus_client import CollectorRegistry, Counter, Gauge
     from prometheus_client.metrics import MetricWrapperBase
 
 __all__ = [
+    "call_soon",
     "classify_slow",
     "collect_slow_thresholds",
     "format_float",
@@ -183,6 +187,22 @@ def slow_thresholds(breaker: object) -> object:
     Any object may come in: the caller checks what comes out.
     """
     return cast("object", getattr(breaker, "_slow_thresholds", ()))
+
+
+# -- anyio -----------------------------------------------------------------------------------------
+
+
+def call_soon(token: EventLoopToken, function: Callable[[], object]) -> None:
+    """Schedule ``function()`` on the event loop of ``token`` from any thread, without waiting.
+
+    anyio's public ways to reach a loop from a thread (``anyio.from_thread``) wait for the
+    result; a producer must never wait for the loop. This uses the backend's ``run_sync_soon``
+    behind the (documented as opaque) token.
+
+    Raises:
+        RuntimeError: the loop has finished (``anyio.RunFinishedError`` is one).
+    """
+    token.backend_class.run_sync_soon(function, (), token.native_token)
 
 
 # -- trio ------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import anyio
 from anyio import WouldBlock
 
 from fluxgate_stream._apply import APPLY_LOCK, SEQUENCE, Item, Tally, apply
-from fluxgate_stream._compat import kept, ki_protected
+from fluxgate_stream._compat import call_soon, kept, ki_protected
 
 if TYPE_CHECKING:
     import itertools
@@ -230,7 +230,7 @@ class PipelineState:
             return
         # A loop that has finished cannot be woken; the caller's orphan check covers that case.
         with suppress(anyio.RunFinishedError, RuntimeError):
-            token.backend_class.run_sync_soon(self.wake_on_loop, (), token.native_token)
+            call_soon(token, self.wake_on_loop)
 
     def wake_on_loop(self) -> None:
         """Wake the consumer. Runs on the thread of the loop the wake-up was scheduled on."""
