@@ -58,17 +58,11 @@ if TYPE_CHECKING:
 
 __all__ = ["PipelineMetrics", "export_metrics"]
 
-PREFIX: Final = "fluxgate_stream_"
-
 
 def _paths(stats: PipelineStatistics) -> tuple[tuple[str, int], ...]:
-    """``fluxgate_stream_signals_total``'s value per ``path`` label value."""
-    return (
-        ("stream", stats.stream),
-        ("bridge", stats.bridge),
-        ("overflow", stats.overflow),
-        ("direct", stats.direct),
-    )
+    """``fluxgate_stream_signals_total``'s value per ``path`` label value (``catalogue.PATHS``)."""
+    counts = (stats.stream, stats.bridge, stats.overflow, stats.direct)
+    return tuple(zip(catalogue.PATHS, counts, strict=True))
 
 
 #: Every self-metric but the per-path counter, and how a snapshot gives its value.
