@@ -35,7 +35,7 @@ field, which thread owns what and what is ordered. In short:
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Final, cast
 
 import anyio
@@ -171,18 +171,10 @@ class SignalPipeline:
         Keys: ``stream``, ``bridge``, ``overflow``, ``direct``, ``wakeups``, ``batches``,
         ``apply_errors``, ``queued`` and ``running``, each a field of ``PipelineStatistics``.
         """
-        snapshot = self.statistics()
-        return {
-            "stream": snapshot.stream,
-            "bridge": snapshot.bridge,
-            "overflow": snapshot.overflow,
-            "direct": snapshot.direct,
-            "wakeups": snapshot.wakeups,
-            "batches": snapshot.batches,
-            "apply_errors": snapshot.apply_errors,
-            "queued": snapshot.queued,
-            "running": int(snapshot.running),
-        }
+        stats = asdict(self.statistics())
+        del stats["max_buffer_size"]  # not a counter: the pipeline's own attribute
+        stats["running"] = int(stats["running"])
+        return stats
 
     @property
     def running(self) -> bool:
