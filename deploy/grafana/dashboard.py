@@ -5,14 +5,30 @@ Built with Grafana's ``grafana-foundation-sdk`` (installed by the project's ``te
     python deploy/grafana/dashboard.py          # rewrite fluxgate-stream.json
     python deploy/grafana/dashboard.py --check  # exit 1 if the committed JSON is out of date
 
-The first row is the three panels of fluxgate's Prometheus page, with its exact queries, over
-every circuit. The second row follows the circuits picked in the ``circuit`` variable: a state
-timeline and a table of the transitions in the dashboard's time range. The third row shows the
-same circuits' health, read from their breakers' windows at scrape time
-(``fluxgate_stream.health.watch``): failure rate, slow-call rate, average latency, and the time
-since each last changed state. The fourth row shows where the same circuits spent their time
-(``PrometheusListener(..., time_in_state=True)``): the fraction of time open, which catches
-OPEN episodes shorter than the scrape interval, and the seconds in each state over the range.
+Every query reads only the targets picked in the ``job`` and ``instance`` variables, and is right
+for one process, N workers (prometheus_client's multiprocess mode, where the state gauge counts
+the live workers in each state) and a fleet (several instances): no query compares the state
+gauge with 1. A circuit is identified by its ``job`` and ``circuit_name``; its instances and
+their workers are aggregated deliberately (see each query). Rates use Grafana's
+``$__rate_interval``, ranges the dashboard's ``$__range``.
+
+The first row is the three panels of fluxgate's Prometheus page, over every circuit of the
+selected targets: open circuits, trip rate, breakers per state. The second row follows the
+circuits picked in the ``circuit`` variable: a state timeline (the most severe state any of a
+circuit's processes is in), the share of processes in each state, and a table of the transitions
+in the dashboard's time range. The third row shows the same circuits' health, read from their
+breakers' windows at scrape time (``fluxgate_stream.health.watch``): failure rate, slow-call
+rate, average latency, and the time since each last changed state. The fourth row shows where
+the same circuits spent their time (``PrometheusListener(..., time_in_state=True)``): the
+fraction of time open, which catches OPEN episodes shorter than the scrape interval, and the
+seconds in each state over the range. Health and time in state are single-process features
+(custom collectors, which multiprocess mode never reads): across instances their panels show
+the worst instance, or the sum.
+
+The timeline and the share panel read the recording rules of ``deploy/prometheus/rules.yml``,
+which Prometheus must load (``instance_circuit_name:circuit_breaker_state_severity:max`` and
+``instance_circuit_name_state:circuit_breaker_state:ratio``); the rates do not, since a recorded
+rate has a fixed window where Grafana picks one per step.
 """
 
 from __future__ import annotations
@@ -57,68 +73,83 @@ OUTPUT = Path(__file__).with_name("fluxgate-stream.json")
 
 UID = "fluxgate-stream"
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
-CIRCUITS = 'circuit_name=~"$circuit"'
+# The targets picked in the job and instance variables; the circuits picked in circuit.
+TARGETS = 'job=~"$job", instance=~"$instance"'
+CIRCUITS = f'{TARGETS}, circuit_name=~"$circuit"'
 
 # Every metric name comes from the library's catalogue, spelled there once.
 STATE = catalogue.STATE.sample
 TRANSITIONS_TOTAL = catalogue.TRANSITIONS.sample
 STATE_SECONDS_TOTAL = catalogue.STATE_SECONDS.sample
 
-# The queries of fluxgate's Prometheus page, word for word.
-OPEN_CIRCUITS = f'sum({STATE}{{state="open"}})'
-TRIP_RATE = f'sum(rate({TRANSITIONS_TOTAL}{{new_state="open"}}[5m])) by (circuit_name)'
-STATE_OVERVIEW = f"sum({STATE}) by (state)"
+# The recording rules of deploy/prometheus/rules.yml that the dashboard reads.
+SEVERITY_RULE = "instance_circuit_name:circuit_breaker_state_severity:max"
+SHARE_RULE = "instance_circuit_name_state:circuit_breaker_state:ratio"
+
+# The panels of fluxgate's Prometheus page, for one process, N workers and a fleet. Open
+# circuits: circuits (job, circuit_name) open in at least one process of the selected targets.
+OPEN_CIRCUITS = f'count(sum by (job, circuit_name) ({STATE}{{state="open", {TARGETS}}}) > 0)'
+# Trips per second, summed over the circuit's processes (workers' counters are already summed).
+TRIP_RATE = (
+    f'sum by (job, circuit_name) (rate({TRANSITIONS_TOTAL}{{new_state="open", {TARGETS}}}'
+    "[$__rate_interval]))"
+)
+# Breakers per state: one breaker per circuit per process, so 3 workers open count 3.
+STATE_OVERVIEW = f"sum by (state) ({STATE}{{{TARGETS}}})"
 
 #: One colour per fluxgate state, in ``ALL_STATES`` order (closed, open, half_open, metrics_only,
 #: disabled, forced_open).
 STATE_COLOURS = ("green", "red", "yellow", "blue", "text", "purple")
 
-#: The most severe state first: when replicas of one circuit disagree, the timeline shows this one.
+#: The most severe state first: when the processes of one circuit disagree, the timeline shows
+#: this one. The severity recording rule ranks them the other way round: closed 0 ... open 5.
 SEVERITY = ("open", "forced_open", "half_open", "disabled", "metrics_only", "closed")
 
 
-def state_code_query() -> str:
-    """Return PromQL giving each circuit one series whose value is its state's code.
+def severity_rank(state: str) -> int:
+    """The rank ``SEVERITY_RULE`` records for ``state``: 0 for closed up to 5 for open."""
+    return len(SEVERITY) - 1 - SEVERITY.index(state)
 
-    The code is the state's position in ``ALL_STATES`` (closed 0, open 1, half_open 2,
-    metrics_only 3, disabled 4, forced_open 5); the state timeline maps it back to the name. A
-    circuit shows the state whose gauge is 1; ``or`` keeps the left operand, so where replicas
-    disagree the most severe of their states is shown.
-    """
-    terms = [
-        f'(max by (circuit_name) ({STATE}{{state="{state}", {CIRCUITS}}} == 1)'
-        f" * {ALL_STATES.index(state)})"
-        for state in SEVERITY
-    ]
-    return "\n  or ".join(terms)
 
+# One series per circuit: the most severe state any of its selected processes is in, as a rank.
+STATE_RANK = f"max by (job, circuit_name) ({SEVERITY_RULE}{{{CIRCUITS}}})"
+# Per circuit and state, the share of its processes in that state, averaged over the selected
+# instances (each instance weighs the same, as behind a load balancer); states at 0 are left out.
+STATE_SHARE = f"avg by (job, circuit_name, state) ({SHARE_RULE}{{{CIRCUITS}}}) > 0"
 
 TRANSITIONS = (
-    "round(sum by (circuit_name, old_state, new_state) ("
+    "round(sum by (job, circuit_name, old_state, new_state) ("
     f"increase({TRANSITIONS_TOTAL}{{{CIRCUITS}}}[$__range])"
     ")) > 0"
 )
 
 
-# Breaker health (fluxgate_stream.health): the worst replica of each selected circuit. A circuit
+# Breaker health (fluxgate_stream.health): the worst instance of each selected circuit. A circuit
 # whose window is empty exports no ratio and no average, so its line has a gap there.
-FAILURE_RATE = f"max by (circuit_name) ({catalogue.FAILURE_RATE.name}{{{CIRCUITS}}})"
+FAILURE_RATE = f"max by (job, circuit_name) ({catalogue.FAILURE_RATE.name}{{{CIRCUITS}}})"
 SLOW_CALL_RATE = (
-    f"max by (circuit_name, threshold_seconds) ({catalogue.SLOW_CALL_RATE.name}{{{CIRCUITS}}})"
+    f"max by (job, circuit_name, threshold_seconds) ({catalogue.SLOW_CALL_RATE.name}{{{CIRCUITS}}})"
 )
-AVERAGE_LATENCY = f"max by (circuit_name) ({catalogue.AVERAGE_LATENCY.name}{{{CIRCUITS}}})"
-# The most recent transition among a circuit's replicas.
+AVERAGE_LATENCY = f"max by (job, circuit_name) ({catalogue.AVERAGE_LATENCY.name}{{{CIRCUITS}}})"
+# The most recent transition among a circuit's instances.
 SINCE_TRANSITION = (
-    f"time() - max by (circuit_name) ({catalogue.LAST_TRANSITION.name}{{{CIRCUITS}}})"
+    f"time() - max by (job, circuit_name) ({catalogue.LAST_TRANSITION.name}{{{CIRCUITS}}})"
 )
 
 
-# Time in state (PrometheusListener(..., time_in_state=True)): the worst replica's fraction of
-# the last 5 minutes spent open, and every state's seconds in the dashboard's range.
-TIME_OPEN = f'max by (circuit_name) (rate({STATE_SECONDS_TOTAL}{{state="open", {CIRCUITS}}}[5m]))'
+# Time in state (PrometheusListener(..., time_in_state=True)): the worst instance's fraction of
+# the time spent open, and every state's seconds in the dashboard's range, summed over instances.
+TIME_OPEN = (
+    f'max by (job, circuit_name) (rate({STATE_SECONDS_TOTAL}{{state="open", {CIRCUITS}}}'
+    "[$__rate_interval]))"
+)
 TIME_IN_STATE = (
-    f"sum by (circuit_name, state) (increase({STATE_SECONDS_TOTAL}{{{CIRCUITS}}}[$__range])) > 0"
+    f"sum by (job, circuit_name, state) "
+    f"(increase({STATE_SECONDS_TOTAL}{{{CIRCUITS}}}[$__range])) > 0"
 )
+
+#: The legend of a per-circuit series: a circuit is its job's.
+CIRCUIT_LEGEND = "{{circuit_name}} ({{job}})"
 
 
 def _query(expr: str, *, legend: str | None = None, instant: bool = False) -> Dataquery:
@@ -135,7 +166,8 @@ def _open_circuits() -> stat.Panel:
         .id(2)
         .title("Currently Open Circuits")
         .description(
-            "Shows a real-time count of all circuit breakers that are currently in the OPEN state."
+            "How many circuits are open right now in at least one process of the selected "
+            "targets (a circuit: a job's circuit_name; 3 workers open count once)."
         )
         .datasource(DATASOURCE)
         .with_target(_query(OPEN_CIRCUITS))
@@ -168,13 +200,14 @@ def _trip_rate() -> timeseries.Panel:
     return (
         timeseries.Panel()
         .id(3)
-        .title("Circuit Trip Rate (5m)")
+        .title("Circuit Trip Rate")
         .description(
-            "The per-second rate of circuits tripping open, averaged over the last 5 minutes. "
-            "Useful for spotting trends and identifying problematic services."
+            "The per-second rate of circuits tripping open, summed over each circuit's "
+            "processes and instances. Useful for spotting trends and identifying problematic "
+            "services."
         )
         .datasource(DATASOURCE)
-        .with_target(_query(TRIP_RATE, legend="{{circuit_name}}"))
+        .with_target(_query(TRIP_RATE, legend=CIRCUIT_LEGEND))
         .unit("suffix: transitions/s")
         .min(0)
         .legend(
@@ -194,8 +227,8 @@ def _state_overview() -> piechart.Panel:
         .id(4)
         .title("Circuit State Overview")
         .description(
-            "The distribution of circuit breaker states across the entire system: how many "
-            "circuits are in each state right now."
+            "How many breakers are in each state right now across the selected targets: one "
+            "breaker per circuit per process, so a circuit open in 3 workers counts 3 open."
         )
         .datasource(DATASOURCE)
         .with_target(_query(STATE_OVERVIEW, legend="{{state}}", instant=True))
@@ -211,17 +244,23 @@ def _state_overview() -> piechart.Panel:
 def _state_timeline() -> statetimeline.Panel:
     mappings = ValueMap(
         options={
-            str(code): ValueMappingResult(text=state, color=colour, index=code)
-            for code, (state, colour) in enumerate(zip(ALL_STATES, STATE_COLOURS, strict=True))
+            str(severity_rank(state)): ValueMappingResult(
+                text=state, color=colour, index=severity_rank(state)
+            )
+            for state, colour in zip(ALL_STATES, STATE_COLOURS, strict=True)
         }
     )
     return (
         statetimeline.Panel()
         .id(6)
         .title("Circuit state timeline")
-        .description("The state of each selected circuit over time, one row per circuit.")
+        .description(
+            "The state of each selected circuit over time, one row per circuit: the most "
+            "severe state any of its processes is in (open in 1 of 3 workers shows open; see "
+            "the share panel for how many)."
+        )
         .datasource(DATASOURCE)
-        .with_target(_query(state_code_query(), legend="{{circuit_name}}"))
+        .with_target(_query(STATE_RANK, legend=CIRCUIT_LEGEND))
         .mappings([mappings])
         .color_scheme(dash.FieldColor().mode(FieldColorModeId.THRESHOLDS))
         .show_value(common.VisibilityMode.AUTO)
@@ -232,14 +271,36 @@ def _state_timeline() -> statetimeline.Panel:
     )
 
 
+def _state_share() -> timeseries.Panel:
+    return (
+        timeseries.Panel()
+        .id(7)
+        .title("Share of processes in each state")
+        .description(
+            "For each selected circuit, the share of its processes (workers) in each state, "
+            "averaged over the selected instances: 1 for a single process' state; open 0.67 "
+            "and closed 0.33 for 2 of 3 workers open. States no process is in are left out."
+        )
+        .datasource(DATASOURCE)
+        .with_target(_query(STATE_SHARE, legend=CIRCUIT_LEGEND + ": {{state}}"))
+        .unit("percentunit")
+        .min(0)
+        .max(1)
+        .legend(_legend())
+        .height(8)
+        .span(24)
+    )
+
+
 def _transitions() -> table.Panel:
     return (
         table.Panel()
-        .id(7)
+        .id(8)
         .title("State transitions in the time range")
         .description(
             "How many times each selected circuit moved from one state to another during the "
-            "dashboard's time range, most frequent first."
+            "dashboard's time range (summed over its processes and instances), most frequent "
+            "first."
         )
         .datasource(DATASOURCE)
         .with_target(
@@ -250,8 +311,15 @@ def _transitions() -> table.Panel:
                 id_val="organize",
                 options={
                     "excludeByName": {"Time": True},
-                    "indexByName": {"circuit_name": 0, "old_state": 1, "new_state": 2, "Value": 3},
+                    "indexByName": {
+                        "job": 0,
+                        "circuit_name": 1,
+                        "old_state": 2,
+                        "new_state": 3,
+                        "Value": 4,
+                    },
                     "renameByName": {
+                        "job": "Job",
                         "circuit_name": "Circuit",
                         "old_state": "From",
                         "new_state": "To",
@@ -305,36 +373,36 @@ def _window_panel(
 
 def _failure_rate() -> timeseries.Panel:
     return _window_panel(
-        9,
+        10,
         "Failure rate (window)",
         "Failed calls / calls in each selected circuit's window, as its tripper sees them "
-        "(worst replica). The window resets on every transition: no line while it is empty "
+        "(worst instance). The window resets on every transition: no line while it is empty "
         "(just tripped open, or no calls).",
-        _query(FAILURE_RATE, legend="{{circuit_name}}"),
+        _query(FAILURE_RATE, legend=CIRCUIT_LEGEND),
         "percentunit",
     )
 
 
 def _slow_call_rate() -> timeseries.Panel:
     return _window_panel(
-        10,
+        11,
         "Slow-call rate (window)",
         "Calls at least threshold_seconds long / calls in the window, one line per SlowRate "
-        "threshold of each selected circuit (worst replica); no line while the window is "
+        "threshold of each selected circuit (worst instance); no line while the window is "
         "empty.",
-        _query(SLOW_CALL_RATE, legend="{{circuit_name}} >= {{threshold_seconds}} s"),
+        _query(SLOW_CALL_RATE, legend=CIRCUIT_LEGEND + " >= {{threshold_seconds}} s"),
         "percentunit",
     )
 
 
 def _average_latency() -> timeseries.Panel:
     return _window_panel(
-        11,
+        12,
         "Average call latency (window)",
         "Average duration of the calls in each selected circuit's window, failures counting "
-        "0 s as in fluxgate's AvgLatency tripper (worst replica); no line while the window "
+        "0 s as in fluxgate's AvgLatency tripper (worst instance); no line while the window "
         "is empty.",
-        _query(AVERAGE_LATENCY, legend="{{circuit_name}}"),
+        _query(AVERAGE_LATENCY, legend=CIRCUIT_LEGEND),
         "s",
     )
 
@@ -365,42 +433,77 @@ def _bar_panel(
 
 def _since_transition() -> bargauge.Panel:
     return _bar_panel(
-        12,
+        13,
         "Time since the last transition",
         "How long each selected circuit has been in its current state (its most recently "
-        f"changed replica), from {catalogue.LAST_TRANSITION.name}.",
-        _query(SINCE_TRANSITION, legend="{{circuit_name}}", instant=True),
+        f"changed instance), from {catalogue.LAST_TRANSITION.name}.",
+        _query(SINCE_TRANSITION, legend=CIRCUIT_LEGEND, instant=True),
         0,
     )
 
 
 def _time_open() -> timeseries.Panel:
     return _window_panel(
-        14,
-        "Fraction of time open (5m)",
-        "The share of the last 5 minutes each selected circuit spent OPEN (worst replica), "
+        15,
+        "Fraction of time open",
+        "The share of the time each selected circuit spent OPEN (worst instance), "
         f"from {STATE_SECONDS_TOTAL}: exact even for OPEN episodes shorter than "
         "the scrape interval, which the state gauge cannot see.",
-        _query(TIME_OPEN, legend="{{circuit_name}}"),
+        _query(TIME_OPEN, legend=CIRCUIT_LEGEND),
         "percentunit",
     )
 
 
 def _time_in_state() -> bargauge.Panel:
     return _bar_panel(
-        15,
+        16,
         "Time in each state over the time range",
         "Seconds each selected circuit spent in each state during the dashboard's time range "
-        f"(summed over replicas), from {STATE_SECONDS_TOTAL}.",
-        _query(TIME_IN_STATE, legend="{{circuit_name}}: {{state}}", instant=True),
+        f"(summed over instances), from {STATE_SECONDS_TOTAL}.",
+        _query(TIME_IN_STATE, legend=CIRCUIT_LEGEND + ": {{state}}", instant=True),
         1,
+    )
+
+
+#: The query variables, in order: each lists the values of its label among the series the
+#: variables before it select (label_values, refreshed with the time range), several may be
+#: picked, and "All" matches every value (``.*``, so series that lack the label match too).
+VARIABLES = (
+    ("job", "Job", "The scrape jobs shown.", f"label_values({STATE}, job)"),
+    (
+        "instance",
+        "Instance",
+        "The instances (scrape targets) of the selected jobs shown.",
+        f'label_values({STATE}{{job=~"$job"}}, instance)',
+    ),
+    (
+        "circuit",
+        "Circuit",
+        "The circuits shown in the per-circuit rows.",
+        f"label_values({STATE}{{{TARGETS}}}, circuit_name)",
+    ),
+)
+
+
+def _query_variable(name: str, label: str, description: str, query: str) -> dash.QueryVariable:
+    return (
+        dash.QueryVariable(name)
+        .label(label)
+        .description(description)
+        .datasource(DATASOURCE)
+        .query(query)
+        .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(VariableSort.ALPHABETICAL_CASE_INSENSITIVE_ASC)
+        .multi(multi=True)
+        .include_all(include_all=True)
+        .all_value(".*")
+        .current(VariableOption(selected=True, text="All", value="$__all"))
     )
 
 
 def build() -> dash.Dashboard:
     """Return the dashboard's builder."""
-    all_circuits = VariableOption(selected=True, text="All", value="$__all")
-    return (
+    board = (
         dash.Dashboard("fluxgate-stream: circuit breakers")
         .uid(UID)
         .description(
@@ -419,32 +522,24 @@ def build() -> dash.Dashboard:
             .type("prometheus")
             .current(VariableOption(selected=True, text="default", value="default"))
         )
-        .with_variable(
-            dash.QueryVariable("circuit")
-            .label("Circuit")
-            .description("The circuits shown in the per-circuit row.")
-            .datasource(DATASOURCE)
-            .query(f"label_values({STATE}, circuit_name)")
-            .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
-            .sort(VariableSort.ALPHABETICAL_CASE_INSENSITIVE_ASC)
-            .multi(multi=True)
-            .include_all(include_all=True)
-            .all_value(".*")
-            .current(all_circuits)
-        )
-        .with_row(dash.Row("Overview: all circuits").id(1))
+    )
+    for variable in VARIABLES:
+        board = board.with_variable(_query_variable(*variable))
+    return (
+        board.with_row(dash.Row("Overview: all circuits").id(1))
         .with_panel(_open_circuits())
         .with_panel(_trip_rate())
         .with_panel(_state_overview())
         .with_row(dash.Row("Per circuit: $circuit").id(5))
         .with_panel(_state_timeline())
+        .with_panel(_state_share())
         .with_panel(_transitions())
-        .with_row(dash.Row("Health at scrape time: $circuit").id(8))
+        .with_row(dash.Row("Health at scrape time: $circuit").id(9))
         .with_panel(_failure_rate())
         .with_panel(_slow_call_rate())
         .with_panel(_average_latency())
         .with_panel(_since_transition())
-        .with_row(dash.Row("Time in state: $circuit").id(13))
+        .with_row(dash.Row("Time in state: $circuit").id(14))
         .with_panel(_time_open())
         .with_panel(_time_in_state())
     )

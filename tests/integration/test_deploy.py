@@ -1,8 +1,15 @@
-"""The shipped deploy/ files: the generated Grafana dashboard and the Prometheus rules and config.
+"""The shipped deploy/ files: the generated Grafana dashboard and the Prometheus rules and
+config.
 
 The dashboard's queries, and the rules, are also run against a live Prometheus in
 ``test_prometheus_e2e.py``; here we check the files themselves, and run ``promtool`` (tests
-marked ``prometheus``: they need Debian's ``prometheus`` package, like the end-to-end tests).
+marked ``prometheus``: they need Debian's ``prometheus`` package, like the end-to-end tests):
+the rules' unit tests, and every dashboard query on multi-worker and fleet inputs.
+
+What the state gauge means, which every query must respect: circuit_breaker_state counts
+processes. A single-process app reads 0 or 1; in prometheus_client's multiprocess mode each live
+worker adds 1 to the state its breaker is in (3 workers open read 3); a fleet is several
+instances, told apart by their ``job`` and ``instance`` labels.
 """
 
 from __future__ import annotations
@@ -18,16 +25,24 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+import yaml
+from markdown.extensions.toc import slugify
 
 from fluxgate_stream import ALL_STATES, health
 from fluxgate_stream.time_in_state import SECONDS_NAME
 
 from ..support.processes import run_python
-from ..support.prom import DEPLOY, require_module, require_tool
+from ..support.prom import DEPLOY, ROOT, require_module, require_tool
 
 GRAFANA = DEPLOY / "grafana"
 PROMETHEUS = DEPLOY / "prometheus"
 DASHBOARD = GRAFANA / "fluxgate-stream.json"
+RUNBOOK = ROOT / "docs" / "runbook.md"
+SOURCE_URL = re.search(  # the project's URL, as pyproject.toml states it (no tomllib on 3.10)
+    r'^Source = "(.+)"$', (ROOT / "pyproject.toml").read_text(encoding="utf-8"), flags=re.M
+)[1]
+TARGETS = 'job=~"$job", instance=~"$instance"'
+SELECTED = f'{TARGETS}, circuit_name=~"$circuit"'
 
 
 def require_sdk() -> None:
@@ -55,8 +70,28 @@ def board() -> dict[str, Any]:
 def panels() -> dict[str, dict[str, Any]]:
     """The dashboard's panels (rows excluded) by title."""
     found = {p["title"]: p for p in board()["panels"] if p["type"] != "row"}
-    assert len(found) == 11, sorted(found)
+    assert len(found) == 12, sorted(found)
     return found
+
+
+def exprs() -> dict[str, str]:
+    """Every panel's one query, by title."""
+    found: dict[str, str] = {}
+    for title, panel in panels().items():
+        (target,) = panel["targets"]
+        found[title] = target["expr"]
+    return found
+
+
+def rules(path: Path) -> list[dict[str, Any]]:
+    """Every rule of a rules file, groups flattened."""
+    groups = yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]
+    return [rule for group in groups for rule in group["rules"]]
+
+
+def alerts() -> dict[str, dict[str, Any]]:
+    """The alerting rules of alerts.yml, by name."""
+    return {rule["alert"]: rule for rule in rules(PROMETHEUS / "alerts.yml")}
 
 
 def promtool(*args: str | Path, cwd: Path = PROMETHEUS) -> subprocess.CompletedProcess[str]:
@@ -102,13 +137,15 @@ def test_generator_runs_as_a_script_in_check_mode():
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
-def test_dashboard_has_the_spec_pages_three_panels():
+def test_dashboard_has_the_spec_pages_three_panels_right_for_workers_and_fleets():
     by_title = panels()
 
     open_circuits = by_title["Currently Open Circuits"]
     assert open_circuits["type"] == "stat"
+    # Circuits open in at least one process: 3 workers open count once (the spec's
+    # sum(circuit_breaker_state{state="open"}) counts 3).
     assert [t["expr"] for t in open_circuits["targets"]] == [
-        'sum(circuit_breaker_state{state="open"})'
+        f'count(sum by (job, circuit_name) (circuit_breaker_state{{state="open", {TARGETS}}}) > 0)'
     ]
     defaults = open_circuits["fieldConfig"]["defaults"]
     assert defaults["unit"] == "none"
@@ -121,40 +158,54 @@ def test_dashboard_has_the_spec_pages_three_panels():
         ],
     }
 
-    trip_rate = by_title["Circuit Trip Rate (5m)"]
+    trip_rate = by_title["Circuit Trip Rate"]
     assert trip_rate["type"] == "timeseries"
     (target,) = trip_rate["targets"]
     assert target["expr"] == (
-        'sum(rate(circuit_breaker_state_transition_total{new_state="open"}[5m])) by (circuit_name)'
+        "sum by (job, circuit_name) (rate(circuit_breaker_state_transition_total"
+        f'{{new_state="open", {TARGETS}}}[$__rate_interval]))'
     )
-    assert target["legendFormat"] == "{{circuit_name}}"
+    assert target["legendFormat"] == "{{circuit_name}} ({{job}})"
     assert trip_rate["fieldConfig"]["defaults"]["unit"] == "suffix: transitions/s"
 
     overview = by_title["Circuit State Overview"]
     assert overview["type"] == "piechart"
     (target,) = overview["targets"]
-    assert target["expr"] == "sum(circuit_breaker_state) by (state)"
+    assert target["expr"] == f"sum by (state) (circuit_breaker_state{{{TARGETS}}})"
     assert target["legendFormat"] == "{{state}}"
     assert overview["fieldConfig"]["defaults"]["unit"] == "none"
     assert overview["options"]["reduceOptions"]["values"] is True  # "All values"
 
 
-def test_dashboard_adds_a_state_timeline_and_a_transitions_table():
+def test_dashboard_adds_a_state_timeline_a_share_panel_and_a_transitions_table():
+    generator = load_generator()
     by_title = panels()
 
     timeline = by_title["Circuit state timeline"]
     assert timeline["type"] == "state-timeline"
     (mapping,) = timeline["fieldConfig"]["defaults"]["mappings"]
     assert mapping["type"] == "value"
-    assert {int(code): m["text"] for code, m in mapping["options"].items()} == dict(
-        enumerate(ALL_STATES)
+    # The severity rule's ranks, mapped back to the states: closed 0 ... open 5.
+    assert {int(rank): m["text"] for rank, m in mapping["options"].items()} == dict(
+        enumerate(reversed(generator.SEVERITY))
     )
     (target,) = timeline["targets"]
-    assert target["legendFormat"] == "{{circuit_name}}"
-    # One term per state, each turning that state's gauge into its code.
-    for code, state in enumerate(ALL_STATES):
-        assert f'state="{state}", circuit_name=~"$circuit"}} == 1) * {code})' in target["expr"]
-    assert target["expr"].count(" or ") == len(ALL_STATES) - 1
+    assert target["legendFormat"] == "{{circuit_name}} ({{job}})"
+    assert target["expr"] == (
+        "max by (job, circuit_name) "
+        f"(instance_circuit_name:circuit_breaker_state_severity:max{{{SELECTED}}})"
+    )
+
+    share = by_title["Share of processes in each state"]
+    assert share["type"] == "timeseries"
+    (target,) = share["targets"]
+    assert target["expr"] == (
+        "avg by (job, circuit_name, state) "
+        f"(instance_circuit_name_state:circuit_breaker_state:ratio{{{SELECTED}}}) > 0"
+    )
+    assert target["legendFormat"] == "{{circuit_name}} ({{job}}): {{state}}"
+    defaults = share["fieldConfig"]["defaults"]
+    assert (defaults["unit"], defaults["min"], defaults["max"]) == ("percentunit", 0, 1)
 
     transitions = by_title["State transitions in the time range"]
     assert transitions["type"] == "table"
@@ -162,7 +213,24 @@ def test_dashboard_adds_a_state_timeline_and_a_transitions_table():
     assert target["format"] == "table"
     assert target["instant"] is True
     assert "[$__range]" in target["expr"]
-    assert "by (circuit_name, old_state, new_state)" in target["expr"]
+    assert "by (job, circuit_name, old_state, new_state)" in target["expr"]
+    (organize, _sort) = transitions["transformations"]
+    assert organize["options"]["renameByName"]["job"] == "Job"
+
+
+def test_the_timeline_reads_the_severity_ranks_the_recording_rule_writes():
+    """The rule spells each state's rank in PromQL, the dashboard maps ranks back: they agree."""
+    generator = load_generator()
+    (rule,) = [r for r in rules(PROMETHEUS / "rules.yml") if r["record"] == generator.SEVERITY_RULE]
+    ranks = {
+        state: int(rank or 0)
+        for state, rank in re.findall(
+            r'circuit_breaker_state\{state="(\w+)"\} > 0\) \* 0(?: \+ (\d))?', rule["expr"]
+        )
+    }
+    assert ranks == {state: generator.severity_rank(state) for state in ALL_STATES}
+    # In the rule's `or` chain the most severe state comes first, as in SEVERITY.
+    assert list(ranks) == list(generator.SEVERITY)
 
 
 def test_dashboard_adds_a_health_row_read_from_the_breakers_at_scrape_time():
@@ -170,18 +238,18 @@ def test_dashboard_adds_a_health_row_read_from_the_breakers_at_scrape_time():
     rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
     assert rows[-2] == "Health at scrape time: $circuit"
     by_title = panels()
-    selected = 'circuit_name=~"$circuit"'
 
     def only_target(title: str) -> dict[str, Any]:
         (target,) = by_title[title]["targets"]
         return target
 
+    # Health is read by a custom collector, per process: across instances, the worst one.
     failure = by_title["Failure rate (window)"]
     assert failure["type"] == "timeseries"
     assert only_target("Failure rate (window)")["expr"] == (
-        f"max by (circuit_name) (circuit_breaker_failure_rate_ratio{{{selected}}})"
+        f"max by (job, circuit_name) (circuit_breaker_failure_rate_ratio{{{SELECTED}}})"
     )
-    assert only_target("Failure rate (window)")["legendFormat"] == "{{circuit_name}}"
+    assert only_target("Failure rate (window)")["legendFormat"] == "{{circuit_name}} ({{job}})"
     defaults = failure["fieldConfig"]["defaults"]
     assert (defaults["unit"], defaults["min"], defaults["max"]) == ("percentunit", 0, 1)
 
@@ -189,16 +257,16 @@ def test_dashboard_adds_a_health_row_read_from_the_breakers_at_scrape_time():
     assert slow["type"] == "timeseries"
     target = only_target("Slow-call rate (window)")
     assert target["expr"] == (
-        "max by (circuit_name, threshold_seconds) "
-        f"(circuit_breaker_slow_call_rate_ratio{{{selected}}})"
+        "max by (job, circuit_name, threshold_seconds) "
+        f"(circuit_breaker_slow_call_rate_ratio{{{SELECTED}}})"
     )
-    assert target["legendFormat"] == "{{circuit_name}} >= {{threshold_seconds}} s"
+    assert target["legendFormat"] == "{{circuit_name}} ({{job}}) >= {{threshold_seconds}} s"
     assert slow["fieldConfig"]["defaults"]["unit"] == "percentunit"
 
     latency = by_title["Average call latency (window)"]
     assert latency["type"] == "timeseries"
     assert only_target("Average call latency (window)")["expr"] == (
-        f"max by (circuit_name) (circuit_breaker_average_latency_seconds{{{selected}}})"
+        f"max by (job, circuit_name) (circuit_breaker_average_latency_seconds{{{SELECTED}}})"
     )
     assert latency["fieldConfig"]["defaults"]["unit"] == "s"
 
@@ -206,8 +274,8 @@ def test_dashboard_adds_a_health_row_read_from_the_breakers_at_scrape_time():
     assert since["type"] == "bargauge"
     target = only_target("Time since the last transition")
     assert target["expr"] == (
-        "time() - max by (circuit_name) "
-        f"(circuit_breaker_last_transition_timestamp_seconds{{{selected}}})"
+        "time() - max by (job, circuit_name) "
+        f"(circuit_breaker_last_transition_timestamp_seconds{{{SELECTED}}})"
     )
     assert target["instant"] is True
     assert since["fieldConfig"]["defaults"]["unit"] == "s"
@@ -233,14 +301,14 @@ def test_dashboard_adds_a_time_in_state_row():
     rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
     assert rows[-1] == "Time in state: $circuit"
     by_title = panels()
-    selected = 'circuit_name=~"$circuit"'
 
-    time_open = by_title["Fraction of time open (5m)"]
+    time_open = by_title["Fraction of time open"]
     assert time_open["type"] == "timeseries"
     (target,) = time_open["targets"]
     assert target["expr"] == (
-        "max by (circuit_name) "
-        f'(rate(circuit_breaker_state_seconds_total{{state="open", {selected}}}[5m]))'
+        "max by (job, circuit_name) "
+        f'(rate(circuit_breaker_state_seconds_total{{state="open", {SELECTED}}}'
+        "[$__rate_interval]))"
     )
     defaults = time_open["fieldConfig"]["defaults"]
     assert (defaults["unit"], defaults["min"], defaults["max"]) == ("percentunit", 0, 1)
@@ -249,11 +317,11 @@ def test_dashboard_adds_a_time_in_state_row():
     assert in_state["type"] == "bargauge"
     (target,) = in_state["targets"]
     assert target["expr"] == (
-        "sum by (circuit_name, state) "
-        f"(increase(circuit_breaker_state_seconds_total{{{selected}}}[$__range])) > 0"
+        "sum by (job, circuit_name, state) "
+        f"(increase(circuit_breaker_state_seconds_total{{{SELECTED}}}[$__range])) > 0"
     )
     assert target["instant"] is True
-    assert target["legendFormat"] == "{{circuit_name}}: {{state}}"
+    assert target["legendFormat"] == "{{circuit_name}} ({{job}}): {{state}}"
     assert in_state["fieldConfig"]["defaults"]["unit"] == "s"
     # both query the metric that time_in_state=True exports
     for panel in (time_open, in_state):
@@ -273,43 +341,108 @@ def test_every_query_uses_the_datasource_variable():
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
-    circuit = variables["circuit"]
-    assert (circuit["type"], circuit["multi"], circuit["includeAll"], circuit["allValue"]) == (
-        "query",
-        True,
-        True,
-        ".*",
-    )
     ref = {"type": "prometheus", "uid": "${datasource}"}
-    assert circuit["datasource"] == ref
     for panel in panels().values():
         assert panel["datasource"] == ref, panel["title"]
         assert all(t["datasource"] == ref for t in panel["targets"]), panel["title"]
 
 
+def test_the_job_instance_and_circuit_variables_list_label_values_each_within_the_last():
+    variables = board()["templating"]["list"]
+    assert [v["name"] for v in variables] == ["datasource", "job", "instance", "circuit"]
+    ref = {"type": "prometheus", "uid": "${datasource}"}
+    queries = {}
+    for variable in variables[1:]:
+        name = variable["name"]
+        assert (variable["type"], variable["multi"], variable["includeAll"]) == (
+            "query",
+            True,
+            True,
+        ), name
+        assert variable["allValue"] == ".*", name
+        assert variable["current"]["value"] == "$__all", name
+        assert variable["datasource"] == ref, name
+        assert variable["refresh"] == 2, name  # on time range change
+        queries[name] = variable["query"]
+    assert queries == {
+        "job": "label_values(circuit_breaker_state, job)",
+        "instance": 'label_values(circuit_breaker_state{job=~"$job"}, instance)',
+        "circuit": f"label_values(circuit_breaker_state{{{TARGETS}}}, circuit_name)",
+    }
+
+
+def test_every_panel_query_reads_only_the_selected_jobs_and_instances():
+    for title, expr in exprs().items():
+        selectors = re.findall(r"(\w+)\{([^}]*)\}", expr)
+        assert selectors, title
+        for metric, matchers in selectors:
+            assert TARGETS in matchers, (title, metric)
+        assert "$circuit" in expr or title in OVERVIEW, title
+
+
+# The first row: every circuit of the selected targets.
+OVERVIEW = {"Currently Open Circuits", "Circuit Trip Rate", "Circuit State Overview"}
+
+
+def test_rates_use_grafanas_rate_interval_and_ranges_the_dashboards_range():
+    windows = {
+        title: re.findall(r"\[([^\]]+)\]", expr) for title, expr in exprs().items() if "[" in expr
+    }
+    for title, found in windows.items():
+        instant = panels()[title]["targets"][0].get("instant", False)
+        # A time series gets Grafana's step-aware window; an instant panel sums the range.
+        assert found == ["$__range" if instant else "$__rate_interval"], title
+    assert {"Circuit Trip Rate", "Fraction of time open"} <= set(windows)
+
+
+def test_no_shipped_query_compares_the_state_gauge_with_one():
+    """With N workers the gauge reads N (or any count up to N): `== 1` misses them."""
+    queries = [
+        *exprs().values(),
+        *(rule["expr"] for rule in rules(PROMETHEUS / "alerts.yml")),
+        *(rule["expr"] for rule in rules(PROMETHEUS / "rules.yml")),
+    ]
+    assert len(queries) == 12 + 5 + 2
+    assert [q for q in queries if re.search(r"==\s*1\b", q)] == []
+
+
 def test_dashboard_ids_are_unique_and_the_uid_is_stable():
     dashboard = board()
     ids = [p["id"] for p in dashboard["panels"]]
-    assert ids == list(range(1, 16))
+    assert ids == list(range(1, 17))
     assert dashboard["uid"] == "fluxgate-stream"
     assert "id" not in dashboard  # importing creates a new dashboard, keyed by uid
 
 
-# -- the Prometheus rules and config ---------------------------------------------------------------
+# -- the Prometheus rules and config --------------------------------------------------------------
 
 
 @pytest.mark.prometheus
-def test_promtool_checks_the_alerting_rules():
-    result = promtool("check", "rules", "alerts.yml")
+def test_promtool_checks_the_alerting_and_recording_rules():
+    result = promtool("check", "rules", "alerts.yml", "rules.yml")
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "Checking alerts.yml\n  SUCCESS: 5 rules found\n\n"
+    assert result.stdout == (
+        "Checking alerts.yml\n  SUCCESS: 5 rules found\n\n"
+        "Checking rules.yml\n  SUCCESS: 2 rules found\n\n"
+    )
 
 
 @pytest.mark.prometheus
-def test_promtool_unit_tests_of_the_alerting_rules_pass():
-    result = promtool("test", "rules", "alerts_test.yml")
+@pytest.mark.parametrize("tests", ["alerts_test.yml", "rules_test.yml"])
+def test_promtool_unit_tests_of_the_rules_pass(tests):
+    result = promtool("test", "rules", tests)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout == "Unit Testing:  alerts_test.yml\n  SUCCESS\n\n"
+    assert result.stdout == f"Unit Testing:  {tests}\n  SUCCESS\n\n"
+
+
+def run_changed_unit_tests(tmp_path: Path, rules_file: str, text: str) -> str:
+    """Run ``rules_file``'s unit tests on ``text`` in its place; return promtool's output."""
+    (tmp_path / rules_file).write_text(text, encoding="utf-8")
+    tests = rules_file.replace(".yml", "_test.yml")
+    shutil.copy(PROMETHEUS / tests, tmp_path)
+    result = promtool("test", "rules", tests, cwd=tmp_path)
+    assert result.returncode == 1, result.stdout
+    return result.stdout + result.stderr
 
 
 @pytest.mark.prometheus
@@ -323,16 +456,59 @@ def test_promtool_unit_tests_of_the_alerting_rules_pass():
     ],
 )
 def test_the_rules_unit_tests_catch_a_changed_rule(tmp_path, change, alert):
-    rules = (PROMETHEUS / "alerts.yml").read_text(encoding="utf-8")
+    text = (PROMETHEUS / "alerts.yml").read_text(encoding="utf-8")
     old, new = change
-    assert rules.count(old) == 1
-    (tmp_path / "alerts.yml").write_text(rules.replace(old, new), encoding="utf-8")
-    shutil.copy(PROMETHEUS / "alerts_test.yml", tmp_path)
+    assert text.count(old) == 1
+    output = run_changed_unit_tests(tmp_path, "alerts.yml", text.replace(old, new))
+    assert f"alertname: {alert}" in output
 
-    result = promtool("test", "rules", "alerts_test.yml", cwd=tmp_path)
 
-    assert result.returncode == 1
-    assert f"alertname: {alert}" in result.stdout + result.stderr
+#: The alerts' expressions as shipped before they counted processes: right for one process only.
+SINGLE_PROCESS_EXPRESSIONS = {
+    "CircuitBreakerOpen": (
+        'max without (state) (circuit_breaker_state{state=~"open|half_open"}) == 1'
+    ),
+    "CircuitBreakerForcedOpen": (
+        'max without (state) (circuit_breaker_state{state="forced_open"}) == 1'
+    ),
+    "CircuitBreakerFlapping": (
+        "sum without (old_state, new_state) ("
+        'increase(circuit_breaker_state_transition_total{new_state="open"}[15m])) > 3'
+    ),
+    "CircuitBreakerHalfOpenStuck": (
+        'max without (state) (circuit_breaker_state{state="half_open"}) == 1'
+    ),
+    "CircuitBreakerProtectionOff": (
+        'max without (state) (circuit_breaker_state{state=~"disabled|metrics_only"}) == 1'
+    ),
+}
+
+
+@pytest.mark.prometheus
+@pytest.mark.parametrize("alert", sorted(SINGLE_PROCESS_EXPRESSIONS))
+def test_the_unit_tests_fail_each_alert_that_compares_the_gauge_with_one(tmp_path, alert):
+    """The multi-worker and fleet cases catch the single-process expression of every alert."""
+    document = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text(encoding="utf-8"))
+    (rule,) = [r for g in document["groups"] for r in g["rules"] if r.get("alert") == alert]
+    rule["expr"] = SINGLE_PROCESS_EXPRESSIONS[alert]
+    output = run_changed_unit_tests(tmp_path, "alerts.yml", yaml.safe_dump(document))
+    assert {line.split(",")[0] for line in re.findall(r"alertname: (\w+,)", output)} == {alert}
+
+
+@pytest.mark.prometheus
+@pytest.mark.parametrize(
+    "change",
+    [
+        ("+ 5", "+ 3"),  # open ranked as half_open
+        (" > 0)\n", ")\n"),  # a circuit with no live process: 0 / 0 recorded as NaN
+    ],
+)
+def test_the_recording_rules_unit_tests_catch_a_changed_rule(tmp_path, change):
+    text = (PROMETHEUS / "rules.yml").read_text(encoding="utf-8")
+    old, new = change
+    assert text.count(old) == 1
+    output = run_changed_unit_tests(tmp_path, "rules.yml", text.replace(old, new))
+    assert "FAILED" in output
 
 
 @pytest.mark.prometheus
@@ -341,10 +517,260 @@ def test_promtool_checks_the_sample_config_and_the_rules_it_loads():
     assert result.returncode == 0, result.stderr
     assert result.stdout == (
         "Checking prometheus.yml\n"
-        "  SUCCESS: 1 rule files found\n"
+        "  SUCCESS: 2 rule files found\n"
         " SUCCESS: prometheus.yml is valid prometheus config file syntax\n"
         "\n"
         "Checking alerts.yml\n"
         "  SUCCESS: 5 rules found\n"
         "\n"
+        "Checking rules.yml\n"
+        "  SUCCESS: 2 rules found\n"
+        "\n"
     )
+
+
+# -- the runbook ----------------------------------------------------------------------------------
+
+
+def runbook_anchors() -> set[str]:
+    """The anchors of docs/runbook.md's headings, as mkdocs (its toc extension) and GitHub make
+    them; the runbook's headings are plain words, for which both agree."""
+    headings = re.findall(r"^#+ (.+)$", RUNBOOK.read_text(encoding="utf-8"), flags=re.M)
+    mkdocs = {slugify(heading, "-") for heading in headings}
+    github = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+    assert mkdocs == github
+    return mkdocs
+
+
+def test_every_alert_has_a_runbook_url_to_its_own_section_of_the_runbook():
+    anchors = runbook_anchors()
+    page = f"{SOURCE_URL}/blob/main/docs/runbook.md#"
+    for name, rule in alerts().items():
+        url = rule["annotations"]["runbook_url"]
+        assert url.startswith(page), (name, url)
+        anchor = url.removeprefix(page)
+        assert anchor in anchors, (name, anchor)
+        assert anchor == slugify(name, "-"), name  # the section is titled with the alert's name
+    assert set(alerts()) <= set(
+        re.findall(r"^## (\w+)$", RUNBOOK.read_text(encoding="utf-8"), re.M)
+    )
+
+
+def test_the_runbook_is_in_the_sites_navigation():
+    assert "  - Runbook: runbook.md\n" in (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+
+
+def test_every_alert_has_a_summary_a_description_and_a_severity():
+    for name, rule in alerts().items():
+        assert set(rule["annotations"]) == {"summary", "description", "runbook_url"}, name
+        assert rule["labels"]["severity"] in {"critical", "warning", "info"}, name
+
+
+# -- the dashboard's queries on workers and fleets -----------------------------------------------
+
+# One minute a sample, 11 samples (0m to 10m); the queries are evaluated at 10m, as a range
+# query's last point or an instant query. Two jobs, four instances: checkout-1 runs 3 workers
+# (multiprocess mode: the gauge counts them), checkout-2 and ledger-2 one process each, ledger-1
+# 2 workers. The same circuit name in two jobs is two circuits.
+C1, C2, L1, L2 = "checkout-1:8000", "checkout-2:8000", "ledger-1:8000", "ledger-2:8000"
+STATES_AT = {
+    # (instance, circuit): {state: processes}
+    (C1, "payment_api"): {"open": 3, "closed": 0, "half_open": 0},
+    (C1, "search_api"): {"open": 1, "closed": 2, "half_open": 0},
+    (C1, "pricing_api"): {"open": 0, "closed": 3, "half_open": 0},
+    (C2, "payment_api"): {"open": 0, "closed": 1, "half_open": 0},
+    (C2, "search_api"): {"open": 0, "closed": 0, "half_open": 1},
+    (C2, "pricing_api"): {"open": 0, "closed": 0, "half_open": 1},
+    (L1, "payment_api"): {"forced_open": 1, "closed": 1},
+    (L2, "payment_api"): {"forced_open": 0, "closed": 1},
+}
+OTHER_SERIES = [
+    # trips: checkout-1's 3 workers 3 a minute in all, checkout-2 1 a minute
+    (
+        f'circuit_breaker_state_transition_total{{instance="{C1}", circuit_name="payment_api", '
+        'old_state="closed", new_state="open"}',
+        "0+3x10",
+    ),
+    (
+        f'circuit_breaker_state_transition_total{{instance="{C1}", circuit_name="search_api", '
+        'old_state="closed", new_state="open"}',
+        "0+1x10",
+    ),
+    (
+        f'circuit_breaker_state_transition_total{{instance="{C2}", circuit_name="payment_api", '
+        'old_state="closed", new_state="open"}',
+        "0+1x10",
+    ),
+    # health and time in state: single-process features (checkout-2, ledger-2)
+    (
+        f'circuit_breaker_failure_rate_ratio{{instance="{C2}", circuit_name="payment_api"}}',
+        "0.25x10",
+    ),
+    (
+        f'circuit_breaker_failure_rate_ratio{{instance="{L2}", circuit_name="payment_api"}}',
+        "0.5x10",
+    ),
+    (
+        f'circuit_breaker_slow_call_rate_ratio{{instance="{C2}", circuit_name="payment_api", '
+        'threshold_seconds="0.1"}',
+        "0.5x10",
+    ),
+    (
+        f'circuit_breaker_average_latency_seconds{{instance="{C2}", circuit_name="payment_api"}}',
+        "0.2x10",
+    ),
+    (
+        f'circuit_breaker_last_transition_timestamp_seconds{{instance="{C2}", '
+        'circuit_name="payment_api"}',
+        "500x10",
+    ),
+    (
+        f'circuit_breaker_last_transition_timestamp_seconds{{instance="{L2}", '
+        'circuit_name="payment_api"}',
+        "550x10",
+    ),
+    (
+        f'circuit_breaker_state_seconds_total{{instance="{C2}", circuit_name="payment_api", '
+        'state="closed"}',
+        "0+60x10",
+    ),
+    (
+        f'circuit_breaker_state_seconds_total{{instance="{C2}", circuit_name="payment_api", '
+        'state="open"}',
+        "0x10",
+    ),
+    (
+        f'circuit_breaker_state_seconds_total{{instance="{L2}", circuit_name="payment_api", '
+        'state="open"}',
+        "0+60x10",
+    ),
+]
+
+CP, CS, CR, LP = (
+    'job="checkout", circuit_name="payment_api"',
+    'job="checkout", circuit_name="search_api"',
+    'job="checkout", circuit_name="pricing_api"',
+    'job="ledger", circuit_name="payment_api"',
+)
+#: What each panel shows at 10m with every job, instance and circuit selected: {labels: value}.
+EXPECTED_ALL = {
+    "Currently Open Circuits": {"{}": 2},  # checkout's payment_api and search_api: not 4
+    "Circuit Trip Rate": {f"{{{CP}}}": 4 / 60, f"{{{CS}}}": 1 / 60},
+    "Circuit State Overview": {  # breakers: one per circuit per process
+        '{state="open"}': 4,
+        '{state="closed"}': 8,
+        '{state="half_open"}': 2,
+        '{state="forced_open"}': 1,
+    },
+    # 5 open, 4 forced_open, 3 half_open, 0 closed: the most severe state of any process
+    "Circuit state timeline": {f"{{{CP}}}": 5, f"{{{CS}}}": 5, f"{{{CR}}}": 3, f"{{{LP}}}": 4},
+    "Share of processes in each state": {  # each instance's share, averaged over instances
+        f'{{{CP}, state="open"}}': 0.5,
+        f'{{{CP}, state="closed"}}': 0.5,
+        f'{{{CS}, state="open"}}': 1 / 6,
+        f'{{{CS}, state="closed"}}': 1 / 3,
+        f'{{{CS}, state="half_open"}}': 0.5,
+        f'{{{CR}, state="closed"}}': 0.5,
+        f'{{{CR}, state="half_open"}}': 0.5,
+        f'{{{LP}, state="forced_open"}}': 0.25,
+        f'{{{LP}, state="closed"}}': 0.75,
+    },
+    "State transitions in the time range": {
+        f'{{{CP}, old_state="closed", new_state="open"}}': 40,
+        f'{{{CS}, old_state="closed", new_state="open"}}': 10,
+    },
+    "Failure rate (window)": {f"{{{CP}}}": 0.25, f"{{{LP}}}": 0.5},
+    "Slow-call rate (window)": {f'{{{CP}, threshold_seconds="0.1"}}': 0.5},
+    "Average call latency (window)": {f"{{{CP}}}": 0.2},
+    "Time since the last transition": {f"{{{CP}}}": 100, f"{{{LP}}}": 50},
+    "Fraction of time open": {f"{{{CP}}}": 0, f"{{{LP}}}": 1},
+    "Time in each state over the time range": {
+        f'{{{CP}, state="closed"}}': 600,
+        f'{{{LP}, state="open"}}': 600,
+    },
+}
+#: The same with one job and one instance picked (checkout-2, a single process).
+EXPECTED_ONE_INSTANCE = {
+    "Currently Open Circuits": {},  # nothing open there
+    "Circuit Trip Rate": {f"{{{CP}}}": 1 / 60},
+    "Circuit State Overview": {
+        '{state="open"}': 0,
+        '{state="closed"}': 1,
+        '{state="half_open"}': 2,
+    },
+    "Circuit state timeline": {f"{{{CP}}}": 0, f"{{{CS}}}": 3, f"{{{CR}}}": 3},
+    "Share of processes in each state": {
+        f'{{{CP}, state="closed"}}': 1,
+        f'{{{CS}, state="half_open"}}': 1,
+        f'{{{CR}, state="half_open"}}': 1,
+    },
+}
+
+
+def input_series() -> list[dict[str, str]]:
+    series = [
+        {
+            "series": f'circuit_breaker_state{{job="{job_of(instance)}", instance="{instance}", '
+            f'circuit_name="{circuit}", state="{state}"}}',
+            "values": f"{count}x10",
+        }
+        for (instance, circuit), states in STATES_AT.items()
+        for state, count in states.items()
+    ]
+    for selector, values in OTHER_SERIES:
+        instance = re.search(r'instance="([^"]+)"', selector)[1]
+        labelled = selector.replace("{", f'{{job="{job_of(instance)}", ', 1)
+        series.append({"series": labelled, "values": values})
+    return series
+
+
+def job_of(instance: str) -> str:
+    return instance.split("-", maxsplit=1)[0]
+
+
+def dashboard_unit_tests(
+    variables: dict[str, str], expected: dict[str, dict[str, float]]
+) -> dict[str, Any]:
+    """A promtool unit-test file running the panels' queries, variables substituted."""
+    substitute = {"$__rate_interval": "5m", "$__range": "10m", **variables}
+    tests = []
+    for title, samples in expected.items():
+        expr = exprs()[title]
+        for name, value in substitute.items():
+            expr = expr.replace(name, value)
+        assert "$" not in expr, expr
+        tests.append(
+            {
+                "expr": expr,
+                "eval_time": "10m",
+                "exp_samples": [
+                    {"labels": labels, "value": value} for labels, value in samples.items()
+                ],
+            }
+        )
+    return {
+        "rule_files": [str(PROMETHEUS / "rules.yml")],  # the recorded series the panels read
+        "evaluation_interval": "1m",
+        "tests": [{"interval": "1m", "input_series": input_series(), "promql_expr_test": tests}],
+    }
+
+
+@pytest.mark.prometheus
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        pytest.param({"$job": ".*", "$instance": ".*", "$circuit": ".*"}, EXPECTED_ALL, id="all"),
+        pytest.param(
+            {"$job": "checkout", "$instance": "checkout-2:8000", "$circuit": ".*"},
+            EXPECTED_ONE_INSTANCE,
+            id="one-instance",
+        ),
+    ],
+)
+def test_every_dashboard_query_shows_workers_and_fleets_right(tmp_path, variables, expected):
+    if expected is EXPECTED_ALL:
+        assert set(expected) == set(exprs())  # every panel
+    path = tmp_path / "dashboard_test.yml"
+    path.write_text(yaml.safe_dump(dashboard_unit_tests(variables, expected)), encoding="utf-8")
+    result = promtool("test", "rules", path.name, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
