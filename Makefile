@@ -15,7 +15,7 @@ LOWEST_BIN := $(LOWEST_VENV)/bin
 LOWEST_PINS := constraints/lowest.txt
 LOWEST_STAMP := $(LOWEST_VENV)/.installed-stamp
 
-.PHONY: demo test test-fast test-lowest lint typecheck docs pytest bench dashboard dist-check clean
+.PHONY: demo test test-fast test-lowest lint typecheck docs pytest bench dashboard kubernetes dist-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,10 @@ test-lowest: $(LOWEST_STAMP)
 # Regenerate deploy/grafana/fluxgate-stream.json from deploy/grafana/dashboard.py.
 dashboard: $(STAMP)
 	$(BIN)/python deploy/grafana/dashboard.py
+
+# Regenerate deploy/kubernetes/prometheusrule.yaml from deploy/prometheus/alerts.yml and rules.yml.
+kubernetes: $(STAMP)
+	$(BIN)/python deploy/kubernetes/generate.py
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

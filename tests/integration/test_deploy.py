@@ -1,5 +1,5 @@
-"""The shipped deploy/ files: the generated Grafana dashboard and the Prometheus rules and
-config.
+"""The shipped deploy/ files: the generated Grafana dashboard, the Prometheus rules and config,
+and the Kubernetes PrometheusRule generated from the rules.
 
 The dashboard's queries, and the rules, are also run against a live Prometheus in
 ``test_prometheus_e2e.py``; here we check the files themselves, and run ``promtool`` (tests
@@ -36,7 +36,9 @@ from ..support.prom import DEPLOY, ROOT, require_module, require_tool
 
 GRAFANA = DEPLOY / "grafana"
 PROMETHEUS = DEPLOY / "prometheus"
+KUBERNETES = DEPLOY / "kubernetes"
 DASHBOARD = GRAFANA / "fluxgate-stream.json"
+MANIFEST = KUBERNETES / "prometheusrule.yaml"
 RUNBOOK = ROOT / "docs" / "runbook.md"
 SOURCE_URL = re.search(  # the project's URL, as pyproject.toml states it (no tomllib on 3.10)
     r'^Source = "(.+)"$', (ROOT / "pyproject.toml").read_text(encoding="utf-8"), flags=re.M
@@ -774,3 +776,65 @@ def test_every_dashboard_query_shows_workers_and_fleets_right(tmp_path, variable
     path.write_text(yaml.safe_dump(dashboard_unit_tests(variables, expected)), encoding="utf-8")
     result = promtool("test", "rules", path.name, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# -- the Kubernetes PrometheusRule ----------------------------------------------------------------
+
+
+def load_kubernetes_generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("fluxgate_kubernetes", KUBERNETES / "generate.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_prometheusrule_holds_exactly_the_rules_files_groups():
+    manifest = yaml.safe_load(MANIFEST.read_text(encoding="utf-8"))
+    assert manifest["apiVersion"] == "monitoring.coreos.com/v1"
+    assert manifest["kind"] == "PrometheusRule"
+    assert manifest["metadata"]["name"] == "fluxgate-stream"
+    groups = [
+        group
+        for source in ("alerts.yml", "rules.yml")
+        for group in yaml.safe_load((PROMETHEUS / source).read_text(encoding="utf-8"))["groups"]
+    ]
+    assert manifest["spec"] == {"groups": groups}
+    assert sum(len(group["rules"]) for group in groups) == 7
+
+
+def test_committed_prometheusrule_is_what_the_generator_writes():
+    generator = load_kubernetes_generator()
+    assert MANIFEST.read_text(encoding="utf-8") == generator.render(), (
+        "deploy/kubernetes/prometheusrule.yaml is out of date: run make kubernetes"
+    )
+
+
+def test_kubernetes_generator_check_mode_reports_a_stale_file_and_rewrites_it(
+    tmp_path, monkeypatch, capsys
+):
+    generator = load_kubernetes_generator()
+    target = tmp_path / "prometheusrule.yaml"
+    monkeypatch.setattr(generator, "OUTPUT", target)
+    assert generator.main(["--check"]) == 1  # missing
+    assert capsys.readouterr().err == f"{target} is out of date: run python generate.py\n"
+
+    assert generator.main([]) == 0
+    assert capsys.readouterr().out == f"wrote {target}\n"
+    assert target.read_text(encoding="utf-8") == MANIFEST.read_text(encoding="utf-8")
+    assert generator.main(["--check"]) == 0
+
+
+def test_kubernetes_generator_runs_as_a_script_in_check_mode():
+    result = run_python(KUBERNETES / "generate.py", "--check", check=False)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+@pytest.mark.prometheus
+def test_promtool_checks_the_prometheusrules_groups(tmp_path):
+    manifest = yaml.safe_load(MANIFEST.read_text(encoding="utf-8"))
+    (tmp_path / "spec.yml").write_text(yaml.safe_dump(manifest["spec"]), encoding="utf-8")
+    result = promtool("check", "rules", "spec.yml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Checking spec.yml\n  SUCCESS: 7 rules found\n\n"
