@@ -57,9 +57,17 @@ pytestmark = [pytest.mark.anyio, pytest.mark.prometheus, pytest.mark.slow]
 
 DASHBOARD = DEPLOY / "grafana" / "fluxgate-stream.json"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
+RULES = DEPLOY / "prometheus" / "rules.yml"  # the recording rules the dashboard reads
 
-# What the dashboard's Grafana variables stand for here: every circuit, a one-minute range.
-GRAFANA_VARIABLES = {"$circuit": ".*", "$__range": "1m"}
+# What the dashboard's Grafana variables stand for here: every job, instance and circuit, a
+# one-minute range, and a rate window holding all of phase two however long the checks waited.
+GRAFANA_VARIABLES = {
+    "$job": ".*",
+    "$instance": ".*",
+    "$circuit": ".*",
+    "$__range": "1m",
+    "$__rate_interval": "5m",
+}
 
 # The circuits and the state each ends in.
 FINAL_STATES = {
@@ -472,12 +480,31 @@ def last_values(rows: list[dict[str, Any]], label: str) -> dict[str, float]:
     return {row["metric"].get(label, ""): float(row["values"][-1][1]) for row in rows}
 
 
+def timeline_ranks() -> dict[str, float]:
+    """The state timeline's value mapping, from the dashboard: {state: the rank it shows}."""
+    board = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    (timeline,) = [p for p in board["panels"] if p["title"] == "Circuit state timeline"]
+    (mapping,) = timeline["fieldConfig"]["defaults"]["mappings"]
+    return {m["text"]: float(rank) for rank, m in mapping["options"].items()}
+
+
+def current_shares(rows: list[dict[str, Any]]) -> dict[tuple[str, str], float]:
+    """The share panel's series at the range's last step, by (circuit, state): a state the
+    circuit left earlier in the range ends before it (the query drops shares of 0)."""
+    last = max(row["values"][-1][0] for row in rows)
+    return {
+        (row["metric"]["circuit_name"], row["metric"]["state"]): float(row["values"][-1][1])
+        for row in rows
+        if row["values"][-1][0] == last
+    }
+
+
 def check_dashboard(server: PrometheusServer) -> tuple[bool, dict[str, Any]]:
     """Run every dashboard query as Grafana would (instant or range); check what it shows."""
     answers: dict[str, Any] = {}
     ok = True
     targets = list(dashboard_targets())
-    assert len(targets) == 11, targets
+    assert len(targets) == 12, targets
     for title, target in targets:
         expr = grafana_to_promql(target["expr"])
         if target.get("instant"):
@@ -489,6 +516,8 @@ def check_dashboard(server: PrometheusServer) -> tuple[bool, dict[str, Any]]:
             rows = server.query_range(expr)
             ok &= all(row["values"] for row in rows)
             answers[title] = last_values(rows, "circuit_name")
+            if title == "Share of processes in each state" and rows:
+                answers[title] = current_shares(rows)
             if title == "Slow-call rate (window)":  # one series per circuit and threshold
                 answers[title] = {
                     (row["metric"]["circuit_name"], row["metric"]["threshold_seconds"]): float(
@@ -498,10 +527,14 @@ def check_dashboard(server: PrometheusServer) -> tuple[bool, dict[str, Any]]:
                 }
         ok &= bool(rows)  # parses (or api() raised) and returns data
     ok &= answers["Currently Open Circuits"] == {"": 2.0}
+    ranks = timeline_ranks()
+    assert set(ranks) == set(ALL_STATES)
     ok &= answers["Circuit state timeline"] == {
-        name: float(ALL_STATES.index(state)) for name, state in FINAL_STATES.items()
+        name: ranks[state] for name, state in FINAL_STATES.items()
     }
-    ok &= set(answers["Circuit Trip Rate (5m)"]) == TRIPPING
+    # One process: its state's share is 1, the other states' 0 (left out).
+    ok &= answers["Share of processes in each state"] == dict.fromkeys(FINAL_STATES.items(), 1.0)
+    ok &= set(answers["Circuit Trip Rate"]) == TRIPPING
     pie = {
         dict(labels)["state"]: value for labels, value in answers["Circuit State Overview"].items()
     }
@@ -540,7 +573,7 @@ def check_dashboard(server: PrometheusServer) -> tuple[bool, dict[str, Any]]:
     }
     ok &= set(since) == set(FINAL_STATES) and all(v >= 0 for v in since.values())
     # Time in state panels: every circuit that tripped spent a share of the 5 minutes open.
-    time_open = answers["Fraction of time open (5m)"]
+    time_open = answers["Fraction of time open"]
     ok &= set(time_open) == set(FINAL_STATES)
     ok &= {name for name, value in time_open.items() if value > 0} == TRIPPING
     in_state = {
@@ -552,16 +585,24 @@ def check_dashboard(server: PrometheusServer) -> tuple[bool, dict[str, Any]]:
     return ok, answers
 
 
-def check_dashboard_variable(server: PrometheusServer) -> tuple[bool, list[str]]:
-    """The ``circuit`` variable's ``label_values(metric, label)``, as Grafana asks for it."""
+def check_dashboard_variables(
+    server: PrometheusServer, target: str
+) -> tuple[bool, dict[str, list[str]]]:
+    """The job, instance and circuit variables' ``label_values(selector, label)``, each
+    selector's variables substituted, as Grafana asks for them."""
     board = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    queries = [v["query"] for v in board["templating"]["list"] if v["type"] == "query"]
-    assert len(queries) == 1, queries
-    match = re.fullmatch(r"label_values\((\w+), (\w+)\)", queries[0])
-    assert match is not None, queries[0]
-    metric, label = match.groups()
-    values = sorted(server.api(f"label/{label}/values", **{"match[]": metric}))
-    return values == sorted(FINAL_STATES), values
+    queries = {v["name"]: v["query"] for v in board["templating"]["list"] if v["type"] == "query"}
+    assert list(queries) == ["job", "instance", "circuit"], queries
+    values: dict[str, list[str]] = {}
+    for name, query in queries.items():
+        match = re.fullmatch(r"label_values\((.+), (\w+)\)", query)
+        assert match is not None, query
+        selector, label = match.groups()
+        values[name] = sorted(
+            server.api(f"label/{label}/values", **{"match[]": grafana_to_promql(selector)})
+        )
+    expected = {"job": ["fluxgate-stream"], "instance": [target], "circuit": sorted(FINAL_STATES)}
+    return values == expected, values
 
 
 # -- the alerting rules ---------------------------------------------------------------------------
@@ -582,12 +623,17 @@ def check_alerts(server: PrometheusServer) -> tuple[bool, Any]:
     groups = server.api("rules")["groups"]
     rules = [rule for group in groups for rule in group["rules"]]
     unhealthy = [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
-    alerts = {
-        (a["labels"]["alertname"], a["labels"]["circuit_name"], a["state"])
-        for a in server.api("alerts")["alerts"]
+    kinds = sorted(rule["type"] for rule in rules)
+    raised = server.api("alerts")["alerts"]
+    alerts = {(a["labels"]["alertname"], a["labels"]["circuit_name"], a["state"]) for a in raised}
+    # One process: every alert's value, the share of processes in the state, is 1 (100%).
+    shares = {
+        float(a["value"]) for a in raised if a["labels"]["alertname"] != "CircuitBreakerFlapping"
     }
-    done = len(rules) == 5 and not unhealthy and alerts == EXPECTED_ALERTS
-    return done, {"unhealthy": unhealthy, "alerts": sorted(alerts)}
+    runbooks = all(a["annotations"].get("runbook_url") for a in raised)
+    done = kinds == ["alerting"] * 5 + ["recording"] * 2 and not unhealthy
+    done &= alerts == EXPECTED_ALERTS and shares == {1.0} and runbooks
+    return done, {"unhealthy": unhealthy, "alerts": sorted(alerts), "shares": sorted(shares)}
 
 
 # -- the test -------------------------------------------------------------------------------------
@@ -613,8 +659,11 @@ def exporter(registry: CollectorRegistry) -> Iterator[Exporter]:
 
 @pytest.fixture
 def prometheus(tmp_path, exporter: Exporter) -> Iterator[PrometheusServer]:
-    """A real ``prometheus`` scraping the exporter every second, with the shipped alerts."""
-    server = PrometheusServer(require_tool("prometheus"), tmp_path, [exporter.target], [ALERTS])
+    """A real ``prometheus`` scraping the exporter every second, with the shipped alerting
+    and recording rules."""
+    server = PrometheusServer(
+        require_tool("prometheus"), tmp_path, [exporter.target], [ALERTS, RULES]
+    )
     server.start()
     yield server
     server.stop()
@@ -669,7 +718,9 @@ async def test_real_prometheus_answers_the_spec_dashboard_and_alert_queries(
         await until(lambda: check_time_in_state(server, registry), "every circuit's time in state")
         await until(lambda: check_spec_queries(server), "the spec page's PromQL answers")
         await until(lambda: check_dashboard(server), "the dashboard's panels")
-        await until(lambda: check_dashboard_variable(server), "the dashboard's circuit list")
+        await until(
+            lambda: check_dashboard_variables(server, exporter.target), "the dashboard's variables"
+        )
         await until(lambda: check_alerts(server), "the expected alerts")
 
         tg.cancel_scope.cancel()
