@@ -122,6 +122,19 @@ def test_the_guarantees_page_renders_the_concurrency_model_from_the_source(site)
     assert "sticky" in html
 
 
+@pytest.mark.slow
+def test_every_alerts_runbook_url_names_a_section_of_the_built_runbook(site):
+    """deploy/prometheus/alerts.yml links each alert to docs/runbook.md#<anchor>: the site has
+    that anchor (GitHub renders the same one for these plain headings)."""
+    alerts = (ROOT / "deploy" / "prometheus" / "alerts.yml").read_text(encoding="utf-8")
+    urls = re.findall(r"^ +runbook_url: (\S+)$", alerts, flags=re.M)
+    assert len(urls) == alerts.count("- alert: ") == 5
+    prefix = f"{SOURCE_URL}/blob/main/docs/runbook.md#"
+    assert all(url.startswith(prefix) for url in urls), urls
+    missing = {url.removeprefix(prefix) for url in urls} - anchors(page(site, "runbook"))
+    assert missing == set()
+
+
 def github_slug(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
