@@ -33,7 +33,6 @@ rate has a fixed window where Grafana picks one per step.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -68,6 +67,9 @@ from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 from fluxgate_stream import ALL_STATES
 from fluxgate_stream import _catalogue as catalogue
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # deploy/, for generated.py
+import generated  # found on the path set above: deploy/ is no package
 
 OUTPUT = Path(__file__).with_name("fluxgate-stream.json")
 
@@ -557,21 +559,13 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         The exit status: 0, or 1 when ``--check`` finds the file missing or out of date.
     """
-    parser = argparse.ArgumentParser(description="Generate the fluxgate-stream Grafana dashboard.")
-    parser.add_argument(
-        "--check", action="store_true", help="do not write; exit 1 if the JSON is out of date"
+    return generated.main(
+        argv,
+        description="Generate the fluxgate-stream Grafana dashboard.",
+        output=OUTPUT,
+        render=render,
+        script=Path(__file__).name,
     )
-    args = parser.parse_args(argv)
-    text = render()
-    if args.check:
-        current = OUTPUT.read_text(encoding="utf-8") if OUTPUT.exists() else ""
-        if current != text:
-            sys.stderr.write(f"{OUTPUT} is out of date: run python {Path(__file__).name}\n")
-            return 1
-        return 0
-    OUTPUT.write_text(text, encoding="utf-8")
-    sys.stdout.write(f"wrote {OUTPUT}\n")
-    return 0
 
 
 if __name__ == "__main__":

@@ -10,12 +10,14 @@ plain Prometheus loads; this writes the same groups as a prometheus-operator ``P
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # deploy/, for generated.py
+import generated  # found on the path set above: deploy/ is no package
 
 HERE = Path(__file__).resolve().parent
 OUTPUT = HERE / "prometheusrule.yaml"
@@ -80,21 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         The exit status: 0, or 1 when ``--check`` finds the file missing or out of date.
     """
-    parser = argparse.ArgumentParser(description="Generate the fluxgate-stream PrometheusRule.")
-    parser.add_argument(
-        "--check", action="store_true", help="do not write; exit 1 if the manifest is out of date"
+    return generated.main(
+        argv,
+        description="Generate the fluxgate-stream PrometheusRule.",
+        output=OUTPUT,
+        render=render,
+        script=Path(__file__).name,
     )
-    args = parser.parse_args(argv)
-    text = render()
-    if args.check:
-        current = OUTPUT.read_text(encoding="utf-8") if OUTPUT.exists() else ""
-        if current != text:
-            sys.stderr.write(f"{OUTPUT} is out of date: run python {Path(__file__).name}\n")
-            return 1
-        return 0
-    OUTPUT.write_text(text, encoding="utf-8")
-    sys.stdout.write(f"wrote {OUTPUT}\n")
-    return 0
 
 
 if __name__ == "__main__":

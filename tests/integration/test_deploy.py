@@ -54,15 +54,32 @@ def require_sdk() -> None:
     require_module("grafana_foundation_sdk", "grafana-foundation-sdk")
 
 
-def load_generator() -> ModuleType:
-    """Import ``deploy/grafana/dashboard.py`` (it needs grafana-foundation-sdk)."""
-    require_sdk()
-    spec = importlib.util.spec_from_file_location("fluxgate_dashboard", GRAFANA / "dashboard.py")
+def load_script(path: Path) -> ModuleType:
+    """Import one of deploy/'s generator scripts by path."""
+    spec = importlib.util.spec_from_file_location(f"fluxgate_deploy_{path.stem}", path)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_generator() -> ModuleType:
+    """Import ``deploy/grafana/dashboard.py`` (it needs grafana-foundation-sdk)."""
+    require_sdk()
+    return load_script(GRAFANA / "dashboard.py")
+
+
+def load_kubernetes_generator() -> ModuleType:
+    """Import ``deploy/kubernetes/generate.py``."""
+    return load_script(KUBERNETES / "generate.py")
+
+
+# Each generator's loader and the file it writes, beside the script.
+GENERATORS = [
+    pytest.param((load_generator, DASHBOARD, "dashboard.py"), id="dashboard"),
+    pytest.param((load_kubernetes_generator, MANIFEST, "generate.py"), id="kubernetes"),
+]
 
 
 def board() -> dict[str, Any]:
@@ -118,24 +135,31 @@ def test_committed_dashboard_json_is_what_the_generator_writes():
     )
 
 
-def test_generator_check_mode_reports_a_stale_file_and_rewrites_it(tmp_path, monkeypatch, capsys):
-    generator = load_generator()
-    target = tmp_path / "fluxgate-stream.json"
+@pytest.mark.parametrize("case", GENERATORS)
+def test_generator_check_mode_reports_a_stale_file_and_rewrites_it(
+    tmp_path, monkeypatch, capsys, case
+):
+    load, committed, script = case
+    generator = load()
+    target = tmp_path / committed.name
     monkeypatch.setattr(generator, "OUTPUT", target)
+    assert generator.main(["--check"]) == 1  # missing
     target.write_text("{}\n", encoding="utf-8")
 
-    assert generator.main(["--check"]) == 1
-    assert capsys.readouterr().err == f"{target} is out of date: run python dashboard.py\n"
+    assert generator.main(["--check"]) == 1  # stale
+    assert capsys.readouterr().err == f"{target} is out of date: run python {script}\n" * 2
 
     assert generator.main([]) == 0
     assert capsys.readouterr().out == f"wrote {target}\n"
-    assert target.read_text(encoding="utf-8") == DASHBOARD.read_text(encoding="utf-8")
+    assert target.read_text(encoding="utf-8") == committed.read_text(encoding="utf-8")
     assert generator.main(["--check"]) == 0
 
 
-def test_generator_runs_as_a_script_in_check_mode():
-    require_sdk()
-    result = run_python(GRAFANA / "dashboard.py", "--check", check=False)
+@pytest.mark.parametrize("case", GENERATORS)
+def test_generator_runs_as_a_script_in_check_mode(case):
+    load, committed, script = case
+    load()  # skips the dashboard's where its SDK cannot be installed
+    result = run_python(committed.parent / script, "--check", check=False)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
@@ -781,15 +805,6 @@ def test_every_dashboard_query_shows_workers_and_fleets_right(tmp_path, variable
 # -- the Kubernetes PrometheusRule ----------------------------------------------------------------
 
 
-def load_kubernetes_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fluxgate_kubernetes", KUBERNETES / "generate.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_prometheusrule_holds_exactly_the_rules_files_groups():
     manifest = yaml.safe_load(MANIFEST.read_text(encoding="utf-8"))
     assert manifest["apiVersion"] == "monitoring.coreos.com/v1"
@@ -809,26 +824,6 @@ def test_committed_prometheusrule_is_what_the_generator_writes():
     assert MANIFEST.read_text(encoding="utf-8") == generator.render(), (
         "deploy/kubernetes/prometheusrule.yaml is out of date: run make kubernetes"
     )
-
-
-def test_kubernetes_generator_check_mode_reports_a_stale_file_and_rewrites_it(
-    tmp_path, monkeypatch, capsys
-):
-    generator = load_kubernetes_generator()
-    target = tmp_path / "prometheusrule.yaml"
-    monkeypatch.setattr(generator, "OUTPUT", target)
-    assert generator.main(["--check"]) == 1  # missing
-    assert capsys.readouterr().err == f"{target} is out of date: run python generate.py\n"
-
-    assert generator.main([]) == 0
-    assert capsys.readouterr().out == f"wrote {target}\n"
-    assert target.read_text(encoding="utf-8") == MANIFEST.read_text(encoding="utf-8")
-    assert generator.main(["--check"]) == 0
-
-
-def test_kubernetes_generator_runs_as_a_script_in_check_mode():
-    result = run_python(KUBERNETES / "generate.py", "--check", check=False)
-    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
 @pytest.mark.prometheus
