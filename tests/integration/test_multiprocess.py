@@ -28,7 +28,7 @@ from fluxgate_stream._compat import multiprocess
 from fluxgate_stream.selfmetrics import export_metrics
 
 from ..support.helpers import Consumer
-from ..support.processes import CHILDREN, start_python
+from ..support.processes import CHILDREN, run_multiprocess_worker, run_python, start_python
 
 
 class Worker:
@@ -272,3 +272,78 @@ async def test_multiprocess_self_metrics_are_published_not_collected(
     PrometheusListener(f"mp_self_{anyio_backend}", registry, pipeline=other.pipeline)(OPEN)
     other.publish()
     assert read("fluxgate_stream_signals_total", path="direct") == 2.0
+
+
+# -- fork: gunicorn --preload, multiprocessing's fork start method --------------------------------
+
+
+def rows(directory: Path, pid: int, name: str) -> dict[str, float]:
+    """The state rows that process ``pid`` wrote for circuit ``name`` (its own file alone)."""
+    files = [str(directory / f"gauge_livesum_{pid}.db")]
+    found = {
+        sample.labels["state"]: sample.value
+        for family in MultiProcessCollector.merge([f for f in files if Path(f).exists()])
+        for sample in family.samples
+        if sample.name == "circuit_breaker_state" and sample.labels["circuit_name"] == name
+    }
+    return {state: value for state, value in found.items() if value}
+
+
+def test_a_forked_child_counts_in_its_state_from_the_start_and_the_parent_stops(tmp_path):
+    # The parent created both listeners (closed; then "tripped" opened) and forked two children:
+    # one by os.fork() that did nothing, one by multiprocessing's fork context that moved
+    # "tripped" to half_open. Then the parent tripped "preloaded".
+    out = run_multiprocess_worker("fork_after_listener.py", tmp_path, "forks")
+    parent, (first, second) = out["parent"], out["children"]
+    assert rows(tmp_path, first, "preloaded") == {"closed": 1.0}  # counted from the start
+    assert rows(tmp_path, first, "tripped") == {"open": 1.0}
+    assert rows(tmp_path, second, "preloaded") == {"closed": 1.0}
+    assert rows(tmp_path, second, "tripped") == {"half_open": 1.0}  # and moves on from there
+    # The parent stopped counting when it forked, until its own next transition.
+    assert rows(tmp_path, parent, "tripped") == {}
+    assert rows(tmp_path, parent, "preloaded") == {"open": 1.0}
+    seen = collected(tmp_path)
+    assert state(seen, "preloaded") == {
+        **dict.fromkeys(ALL_STATES, 0.0),
+        "closed": 2.0,
+        "open": 1.0,
+    }
+    assert state(seen, "tripped") == {
+        **dict.fromkeys(ALL_STATES, 0.0),
+        "open": 1.0,
+        "half_open": 1.0,
+    }
+    # A child's counters start at 0 in its own files: nothing of the parent's is counted twice.
+    assert transitions(seen, "tripped", "closed", "open") == 1.0
+    assert transitions(seen, "tripped", "open", "half_open") == 1.0
+    assert transitions(seen, "preloaded", "closed", "open") == 1.0
+
+
+def test_fork_in_single_process_mode_changes_nothing():
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    result = run_python(CHILDREN / "fork_after_listener.py", "forks", env=env)
+    parent, first, second = json.loads(result.stdout)["views"]
+    assert parent == {
+        "preloaded": {"closed": 0.0, "open": 1.0, "half_open": 0.0},
+        "tripped": {"closed": 0.0, "open": 1.0, "half_open": 0.0},
+    }
+    assert first == {
+        "preloaded": {"closed": 1.0, "open": 0.0, "half_open": 0.0},
+        "tripped": {"closed": 0.0, "open": 1.0, "half_open": 0.0},
+    }
+    assert second["tripped"] == {"closed": 0.0, "open": 0.0, "half_open": 1.0}
+
+
+def test_a_fork_hook_that_fails_breaks_neither_the_fork_nor_the_parent(tmp_path):
+    # The child cannot open its metric files; the hooks were registered before a reload of
+    # their module, and must run once.
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    result = run_python(CHILDREN / "fork_after_listener.py", "broken", env=env)
+    out = json.loads(result.stdout)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
+    assert errors == [
+        "ERROR fluxgate-stream could not move the state gauge in the child after os.fork()"
+    ]
+    assert "child forked" in result.stderr
+    assert "FileNotFoundError" in result.stderr
+    assert rows(tmp_path, out["parent"], "preloaded") == {"open": 1.0}

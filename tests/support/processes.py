@@ -92,11 +92,11 @@ def start_python(  # noqa: PLR0913  # the few Popen options our tests use, passe
     )
 
 
-def run_multiprocess_worker(script: str, directory: Path) -> Any:
-    """Run ``CHILDREN / script`` in prometheus_client's multiprocess mode; return its JSON line.
+def run_multiprocess_worker(script: str, directory: Path, *args: str) -> Any:
+    """Run ``CHILDREN / script *args`` in multiprocess mode; return the JSON line it printed.
 
     ``PROMETHEUS_MULTIPROC_DIR`` is ``directory``, set before anything is imported, as under
     gunicorn. The script must print one line of JSON.
     """
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
-    return json.loads(run_python(CHILDREN / script, env=env).stdout)
+    return json.loads(run_python(CHILDREN / script, *args, env=env).stdout)
