@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, start_http_server, values
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.parser import text_string_to_metric_families
 
+import fluxgate_stream
 from fluxgate_stream import ALL_STATES, PrometheusListener, SignalPipeline, limit_circuits
 from fluxgate_stream._compat import multiprocess
 from fluxgate_stream.selfmetrics import export_metrics
@@ -172,6 +173,66 @@ def test_workers_write_one_collector_reads_and_a_dead_worker_leaves_its_counts(t
         for worker in workers:
             if worker.process.poll() is None:
                 worker.exit()
+
+
+def test_our_collector_drops_a_dead_workers_state_without_mark_process_dead(tmp_path):
+    workers = [
+        Worker(tmp_path, k, final, "asyncio") for k, final in enumerate(["open", "disabled"])
+    ]
+    try:
+        for worker in workers:
+            worker.expect(ready=True)
+        seen = ours(tmp_path)
+        assert state(seen, "shared")["open"] == 1.0
+        assert state(seen, "shared")["disabled"] == 1.0
+        assert selfmetric(seen, "fluxgate_stream_consumer_running") == 2.0
+
+        # A worker dies and nobody calls mark_process_dead (uvicorn --workers has no hook). Not
+        # reaped yet, it is a zombie: exited, so it counts no more.
+        dead = workers.pop()
+        dead.process.send_signal(signal.SIGKILL)
+        os.waitid(os.P_PID, dead.pid, os.WEXITED | os.WNOWAIT)
+        assert state(collected(tmp_path), "shared")["disabled"] == 1.0  # prometheus_client's
+        seen = ours(tmp_path)
+        assert state(seen, "shared")["disabled"] == 0.0
+        assert state(seen, "shared")["open"] == 1.0
+        assert state(seen, "w1") == dict.fromkeys(ALL_STATES)  # its own circuit has no series
+        assert selfmetric(seen, "fluxgate_stream_consumer_running") == 1.0
+        # Its counters stay: totals and rate() do not go back when a worker dies.
+        assert transitions(seen, "shared", "closed", "disabled") == 1.0
+        assert transitions(seen, "shared", "closed", "open") == 10 + 11 + 1
+        assert transitions(seen, "w1", "open", "half_open") == 5
+        assert not list(tmp_path.glob(f"gauge_live*_{dead.pid}.db"))  # as mark_process_dead does
+        assert list(tmp_path.glob(f"counter_{dead.pid}.db"))
+        assert state(collected(tmp_path), "shared")["disabled"] == 0.0
+        dead.process.communicate(timeout=30)
+        assert ours(tmp_path) == seen
+    finally:
+        for worker in workers:
+            if worker.process.poll() is None:
+                worker.exit()
+
+
+def test_our_collector_drops_every_exited_writers_state_and_keeps_their_counts(tmp_path):
+    out = run_multiprocess_worker("fork_after_listener.py", tmp_path, "forks")
+    assert out["parent"] != os.getpid()
+    # The processes that wrote are gone: their live gauges go, their counters stay.
+    seen = ours(tmp_path)
+    assert state(seen, "preloaded") == dict.fromkeys(ALL_STATES)
+    assert transitions(seen, "preloaded", "closed", "open") == 1.0
+    with pytest.raises(ValueError, match="PROMETHEUS_MULTIPROC_DIR"):
+        fluxgate_stream.MultiProcessCollector(CollectorRegistry(), path=str(tmp_path / "none"))
+
+
+def ours(directory: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """What ``fluxgate_stream.MultiProcessCollector`` collects from ``directory``."""
+    registry = CollectorRegistry()
+    fluxgate_stream.MultiProcessCollector(registry, path=str(directory))
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in registry.collect()
+        for sample in family.samples
+    }
 
 
 @pytest.fixture
