@@ -208,7 +208,7 @@ class Circuit:
             self.gauge.labels(self.name, shown).set(0)
             self._gauges.clear()
 
-    def recount(self) -> None:
+    def recount(self) -> None:  # pragma: no cover  # runs in forked children (their tests)
         """Write this process's six rows for the state the circuit is in (a forked child's files).
 
         Multiprocess mode, in a child just forked: prometheus_client has given it files of its
@@ -516,27 +516,31 @@ def _forked_family() -> _Family | None:
 
 
 def _before_fork() -> None:
-    try:
-        if _forked_family() is not None:
-            APPLY_LOCK.acquire()
-            _forking[0] = True
-    except Exception:  # noqa: BLE001  # a fork hook never raises: os.fork would only print it
-        _log.exception("fluxgate-stream could not prepare for os.fork()")
+    # Nothing here can raise (a dict lookup, a lock): if it did, os.fork() would print it and go
+    # on, with the lock not taken and ``_forking`` False, so that the after-hooks do nothing.
+    if _forked_family() is not None:
+        APPLY_LOCK.acquire()
+        _forking[0] = True
 
 
-def _after_fork(*, child: bool) -> None:
-    if not _forking[0]:
-        return
+def _after_fork_in_parent() -> None:
+    if _forking[0]:
+        _after_fork(Circuit.uncount, "in the parent")
+
+
+def _after_fork_in_child() -> None:  # pragma: no cover  # runs in forked children (their tests)
+    if _forking[0]:
+        _after_fork(Circuit.recount, "in the child")
+
+
+def _after_fork(move: Callable[[Circuit], None], where: str) -> None:
+    """Apply ``move`` to every multiprocess circuit, then release the lock ``_before_fork`` took."""
     try:
         family = _forked_family()
         if family is not None:
             for circuit in list(family.circuits.values()):
-                if child:
-                    circuit.recount()
-                else:
-                    circuit.uncount()
+                move(circuit)
     except Exception:  # noqa: BLE001  # a fork hook never raises: os.fork would only print it
-        where = "in the child" if child else "in the parent"
         _log.exception("fluxgate-stream could not move the state gauge %s after os.fork()", where)
     finally:
         _forking[0] = False
@@ -551,8 +555,8 @@ def _register_fork_hooks() -> bool:
     if hasattr(os, "register_at_fork"):  # POSIX
         os.register_at_fork(
             before=lambda: _before_fork(),  # noqa: PLW0108  # looked up at each fork: reload-proof
-            after_in_parent=lambda: _after_fork(child=False),
-            after_in_child=lambda: _after_fork(child=True),
+            after_in_parent=lambda: _after_fork_in_parent(),  # noqa: PLW0108  # as above
+            after_in_child=lambda: _after_fork_in_child(),  # noqa: PLW0108  # as above
         )
     return True
 

@@ -14,12 +14,14 @@ import os
 import signal
 import subprocess
 import urllib.request
+import warnings
 from pathlib import Path
 
 import anyio
 import pytest
 from fluxgate.signal import Signal
 from prometheus_client import CollectorRegistry, start_http_server, values
+from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -408,3 +410,77 @@ def test_a_fork_hook_that_fails_breaks_neither_the_fork_nor_the_parent(tmp_path)
     assert "child forked" in result.stderr
     assert "FileNotFoundError" in result.stderr
     assert rows(tmp_path, out["parent"], "preloaded") == {"open": 1.0}
+
+
+def fork_and_reap() -> None:
+    """A real ``os.fork()`` of this process; the child leaves at once, the parent reaps it."""
+    with warnings.catch_warnings():
+        # Python >= 3.12 warns about forking a process with threads: the child only exits.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover  # the child
+        os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0
+
+
+def test_this_process_stops_counting_when_it_forks_until_its_next_transition(
+    multiprocess_mode, request
+):
+    name = f"mp_fork_{request.node.name}"
+    listener = PrometheusListener(name, CollectorRegistry())
+    mine = MultiProcessCollector.merge([str(multiprocess_mode / f"gauge_livesum_{os.getpid()}.db")])
+
+    def shown() -> dict[str, float]:
+        return {
+            sample.labels["state"]: sample.value
+            for family in MultiProcessCollector.merge(
+                [str(multiprocess_mode / f"gauge_livesum_{os.getpid()}.db")]
+            )
+            for sample in family.samples
+            if sample.labels.get("circuit_name") == name and sample.value
+        }
+
+    assert mine
+    assert shown() == {"closed": 1.0}
+    fork_and_reap()
+    assert shown() == {}  # the forking process counts in no state
+    fork_and_reap()
+    assert shown() == {}
+    listener(Signal("closed", "open", 0.0))
+    listener(Signal("open", "closed", 0.0))  # back where it was: all six rows written again
+    assert shown() == {"closed": 1.0}
+    # Each child counted as closed from its start (its own files); they have exited since, so
+    # only prometheus_client's collector still counts them.
+    every = dict.fromkeys(ALL_STATES, 0.0)
+    assert state(collected(multiprocess_mode), name) == {**every, "closed": 3.0}
+    assert state(ours(multiprocess_mode), name) == {**every, "closed": 1.0}
+
+
+def test_a_failing_fork_hook_in_the_parent_is_logged_and_the_fork_goes_on(
+    multiprocess_mode, request, caplog
+):
+    PrometheusListener(f"mp_fork_fail_{request.node.name}", CollectorRegistry())
+    close_all_files = getattr(values.ValueClass, "close_all_files", None)
+    if close_all_files is None:
+        pytest.skip("prometheus-client < 0.26 cannot close its files")
+    close_all_files()  # the parent's next write to the state gauge fails
+    fork_and_reap()
+    assert [r.getMessage() for r in caplog.records] == [
+        "fluxgate-stream could not move the state gauge in the parent after os.fork()"
+    ]
+    PrometheusListener(f"mp_fork_after_{request.node.name}", CollectorRegistry())  # lock released
+
+
+def test_our_collector_leaves_out_a_dead_workers_file_it_cannot_remove(tmp_path, caplog):
+    gone = run_python("-c", "import os; print(os.getpid())").stdout.strip()  # exited, reaped
+    (tmp_path / f"gauge_livesum_{gone}.db").mkdir()  # unlink() fails on a directory
+    MmapedDict(str(tmp_path / "gauge_livesum_custom-id.db")).close()  # no pid: never dropped
+    collector = fluxgate_stream.MultiProcessCollector(None, path=str(tmp_path))
+    assert list(collector.collect()) == []  # the directory was not read as a file
+    assert list(collector.collect()) == []
+    assert [r.getMessage() for r in caplog.records] == [
+        f"cannot remove {tmp_path / f'gauge_livesum_{gone}.db'}, the live gauges of process "
+        f"{gone}, which no longer exists: [Errno 21] Is a directory: "
+        f"'{tmp_path / f'gauge_livesum_{gone}.db'}'; it is left out of the merged metrics"
+    ]
+    assert (tmp_path / "gauge_livesum_custom-id.db").exists()
