@@ -9,32 +9,8 @@ that restarts workers on its own: there a dead worker would count in its last st
 
 ``MultiProcessCollector`` is prometheus_client's collector, which first drops the live-gauge files
 of the processes that no longer exist: what ``mark_process_dead`` would have done. Use it in
-place of prometheus_client's, in the worker (or the process) that serves the metrics.
-
-What is dropped, and what is kept:
-
-- Only the files of *live* gauges (``gauge_livesum_<pid>.db``, ``gauge_liveall_...``,
-  ``livemax``, ``livemin``, ``livemostrecent``): the state gauge and the self-metrics' gauges.
-  Counters, histograms, summaries and the other gauge modes of dead workers are kept, as with
-  ``mark_process_dead``: totals and ``rate()`` stay right when workers restart.
-- A process counts as alive while its pid exists in the collecting process's pid namespace
-  (``os.kill(pid, 0)``), and on Linux is not a zombie (an exited child that its parent has not
-  reaped yet). Every writer of the directory must therefore run on this host and be visible to
-  the collecting process: the workers of one server, in one container, are; a directory shared
-  between containers or hosts is not supported.
-- Pid reuse: a dead worker's pid taken by another process before a scrape has seen it gone keeps
-  the dead worker counted until that process exits; a new *worker* that gets the pid reopens the
-  dead worker's files and inherits their rows, which its listeners overwrite for their circuits
-  when they are created (a circuit that only the dead worker had stays counted). Pids are handed
-  out in increasing order up to ``/proc/sys/kernel/pid_max``, so this takes a wrap-around within
-  one scrape interval.
-- Files named by a custom ``process_identifier`` (not a pid) are never dropped. On a platform
-  without POSIX signals (Windows) nothing is dropped: the collector is prometheus_client's.
-- A file that cannot be removed (permissions) is left out of the merge and logged once.
-
-Collecting removes files, so a scrape is not read-only: it has the same effect as the server
-calling ``mark_process_dead`` for each dead worker, and is safe to run concurrently in several
-workers (prometheus_client's merge skips live-gauge files that vanish while it reads).
+place of prometheus_client's, in the worker (or the process) that serves the metrics. What it
+drops and keeps, and its limits, are in its docstring (the API reference).
 """
 
 from __future__ import annotations
@@ -68,10 +44,35 @@ _merge = cast(
 class MultiProcessCollector(_multiprocess.MultiProcessCollector):
     """prometheus_client's ``MultiProcessCollector``, dropping dead processes' live gauges.
 
-    A drop-in replacement: it merges the files of ``PROMETHEUS_MULTIPROC_DIR`` (or ``path``) at
-    each collection, as prometheus_client's does, after removing the live-gauge files of every
-    process that no longer exists (see the module's documentation for what counts as alive, and
-    for pid reuse). Counters of dead processes are kept.
+    A drop-in replacement: at each collection it merges the files of ``PROMETHEUS_MULTIPROC_DIR``
+    (or ``path``), as prometheus_client's does, after removing the live-gauge files of every
+    process that no longer exists, as ``mark_process_dead(pid)`` would. A dead worker's state
+    therefore leaves the state gauge at the first scrape after it exited, with no server hook.
+
+    What is dropped, and what is kept:
+
+    - Only the files of *live* gauges (``gauge_livesum_<pid>.db``, ``gauge_liveall_...``,
+      ``livemax``, ``livemin``, ``livemostrecent``): the state gauge and the self-metrics'
+      gauges. Counters, histograms, summaries and the other gauge modes of dead workers are kept,
+      as with ``mark_process_dead``, so totals and ``rate()`` stay right when workers restart.
+    - A process is alive while its pid exists in the collecting process's pid namespace
+      (``os.kill(pid, 0)``) and, on Linux, is not a zombie (exited, not yet reaped by its
+      parent). Every writer of the directory must run on this host and be visible from the
+      collecting process: the workers of one server in one container are; a directory shared
+      between containers or hosts is not supported.
+    - Pid reuse: if another process gets a dead worker's pid before a scrape has seen the worker
+      gone, the dead worker counts until that process exits; a new *worker* with that pid
+      reopens the dead worker's files and inherits their rows, which its listeners overwrite for
+      their circuits when they are created (a circuit that only the dead worker had stays
+      counted). Linux hands out pids in increasing order up to ``/proc/sys/kernel/pid_max``, so
+      this takes a wrap-around within one scrape interval.
+    - Files named by a custom ``process_identifier`` (not a pid) are never dropped. Where there
+      are no POSIX signals (Windows) nothing is dropped: it is prometheus_client's collector.
+    - A file that cannot be removed (permissions) is left out of the merge, and logged once.
+
+    A collection removes files, so it is not read-only: the same effect as the server calling
+    ``mark_process_dead`` for each dead worker. Several workers may collect at once
+    (prometheus_client's merge skips live-gauge files that vanish while it reads).
 
     Args:
         registry: the registry to register with (the one the metrics endpoint serves), or
