@@ -20,6 +20,7 @@ from fluxgate_stream._circuits import CircuitLimitError, limit_circuits
 from fluxgate_stream.anyio_breaker import AnyioCircuitBreaker
 from fluxgate_stream.health import HealthCollector, HealthWatch, watch
 from fluxgate_stream.listener import PrometheusListener, QueueingListener
+from fluxgate_stream.multiprocess import MultiProcessCollector
 from fluxgate_stream.pipeline import PipelineStatistics, SignalPipeline, default_pipeline
 from fluxgate_stream.selfmetrics import PipelineMetrics, export_metrics
 from fluxgate_stream.sink import SignalSink, StreamingListener, Transitions
@@ -32,6 +33,7 @@ __all__ = [
     "CircuitLimitError",
     "HealthCollector",
     "HealthWatch",
+    "MultiProcessCollector",
     "PipelineMetrics",
     "PipelineStatistics",
     "PrometheusListener",

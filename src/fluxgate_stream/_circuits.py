@@ -17,14 +17,26 @@ view and every registry shares one family. The state gauge is our own, with
 transition counters are upstream's, summed over every process that ever wrote them. Series
 cannot be removed there: ``close()`` sets this process's six state series to 0 instead.
 
+Fork, in multiprocess mode (``gunicorn --preload`` imports the app in the master, then forks its
+workers): a forked child counts in each circuit's current state from the start, and the process
+that forked stops counting until its circuit's own next transition. prometheus_client gives a
+child its own files (its value objects switch files when the pid changes) but they start empty:
+the ``os.register_at_fork`` hooks at the end of this module re-write, in the child, each circuit's
+six rows into the child's files, and zero the parent's row of the state it shows. Without them the
+master would count in ``closed`` for ever, and a worker in no state until its first transition.
+Single-process mode needs nothing: a child's metrics are a copy of its parent's.
+
 Module state that identifies series (the families and their circuits) survives
 ``importlib.reload``: the module's namespace is reused, and so are they.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 import weakref
+from contextlib import suppress
 from typing import TYPE_CHECKING, TypeVar, cast
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
@@ -79,7 +91,9 @@ class Circuit:
 
     Attributes:
         name: the ``circuit_name`` label value.
-        state: the state the gauge shows, or ``None`` while the circuit has no series.
+        state: the state the gauge shows, or ``None`` while the circuit has no series. (In
+            multiprocess mode, after this process forked, the state the circuit is in while this
+            process counts in none: see ``uncount()``.)
         state_seq: sequence number of the signal that set ``state`` (-1: set by construction).
         closed_seq: sequence number of the latest applied ``close()`` (-1: never closed);
             signals older than it are void, their series having been dropped.
@@ -181,6 +195,31 @@ class Circuit:
         self.state = state
         self.state_seq = seq
 
+    def uncount(self) -> None:
+        """Stop counting this process in the live state gauge, until the next ``show()``.
+
+        Multiprocess mode, in a process that has just forked: its row of the state shown goes to
+        0; ``state`` stays (it is still the circuit's state, for the next transition and for the
+        children forked later). Forgetting the rows makes the next ``show()`` write all six, even
+        for the state that ``state`` already names. Caller must hold APPLY_LOCK.
+        """
+        shown = self.state
+        if shown is not None:
+            self.gauge.labels(self.name, shown).set(0)
+            self._gauges.clear()
+
+    def recount(self) -> None:  # pragma: no cover  # runs in forked children (their tests)
+        """Write this process's six rows for the state the circuit is in (a forked child's files).
+
+        Multiprocess mode, in a child just forked: prometheus_client has given it files of its
+        own, which start empty. Called in the child before anything else runs (the parent held
+        APPLY_LOCK across the fork, so no write of ours was half done).
+        """
+        shown = self.state
+        if shown is not None:
+            self._gauges.clear()
+            self.show(shown, self.state_seq)
+
     def count(self, old: State, new: State, n: int) -> None:
         """Add ``n`` transitions ``old`` -> ``new``. Caller must hold APPLY_LOCK."""
         child = self._counters.get((old, new))
@@ -278,6 +317,9 @@ _FAMILIES: weakref.WeakKeyDictionary[CollectorRegistry, _Family] = kept(
 _MULTIPROCESS_FAMILIES: weakref.WeakKeyDictionary[type, _Family] = kept(
     "circuits.multiprocess_families", weakref.WeakKeyDictionary[type, _Family]
 )
+
+
+_log = logging.getLogger("fluxgate_stream")
 
 
 def _family(registry: CollectorRegistry) -> _Family:
@@ -453,3 +495,70 @@ def limit_circuits(max_circuits: int | None, registry: CollectorRegistry | None 
     check_count(max_circuits, "max_circuits", optional=True)
     with APPLY_LOCK:
         _family(REGISTRY if registry is None else registry).max_circuits = max_circuits
+
+
+# -- fork, in multiprocess mode --------------------------------------------------------------------
+#
+# Invariants: the hooks do something only in multiprocess mode and only once this process has
+# multiprocess circuits (``_forking`` says whether ``_before_fork`` took APPLY_LOCK, and is only
+# written with APPLY_LOCK held). APPLY_LOCK is held across the fork, so no write of ours is half
+# done in the child: its holders never block (see ``_apply``), so the fork waits for one batch's
+# writes at most. In the child, only the forking thread exists: it releases the lock it inherited
+# as the owner. A hook never raises (os.fork would only print it): a failure is logged, and the
+# lock is released whatever happened.
+
+_forking: list[bool] = kept("circuits.forking", lambda: [False])
+
+
+def _forked_family() -> _Family | None:
+    """This process's multiprocess family, if prometheus_client is in multiprocess mode."""
+    return _MULTIPROCESS_FAMILIES.get(value_class()) if multiprocess() else None
+
+
+def _before_fork() -> None:
+    # Nothing here can raise (a dict lookup, a lock): if it did, os.fork() would print it and go
+    # on, with the lock not taken and ``_forking`` False, so that the after-hooks do nothing.
+    if _forked_family() is not None:
+        APPLY_LOCK.acquire()
+        _forking[0] = True
+
+
+def _after_fork_in_parent() -> None:
+    if _forking[0]:
+        _after_fork(Circuit.uncount, "in the parent")
+
+
+def _after_fork_in_child() -> None:  # pragma: no cover  # runs in forked children (their tests)
+    if _forking[0]:
+        _after_fork(Circuit.recount, "in the child")
+
+
+def _after_fork(move: Callable[[Circuit], None], where: str) -> None:
+    """Apply ``move`` to every multiprocess circuit, then release the lock ``_before_fork`` took."""
+    try:
+        family = _forked_family()
+        if family is not None:
+            for circuit in list(family.circuits.values()):
+                move(circuit)
+    except Exception:  # noqa: BLE001  # a fork hook never raises: os.fork would only print it
+        _log.exception("fluxgate-stream could not move the state gauge %s after os.fork()", where)
+    finally:
+        _forking[0] = False
+        # RuntimeError: in the child, another hook made the lock anew: nothing to release.
+        with suppress(RuntimeError):
+            APPLY_LOCK.release()
+
+
+def _register_fork_hooks() -> bool:
+    # The hooks look their functions up in this module's namespace when they run, so after
+    # importlib.reload (kept(): registered once) they run the reloaded code.
+    if hasattr(os, "register_at_fork"):  # POSIX
+        os.register_at_fork(
+            before=lambda: _before_fork(),  # noqa: PLW0108  # looked up at each fork: reload-proof
+            after_in_parent=lambda: _after_fork_in_parent(),  # noqa: PLW0108  # as above
+            after_in_child=lambda: _after_fork_in_child(),  # noqa: PLW0108  # as above
+        )
+    return True
+
+
+kept("circuits.fork_hooks", _register_fork_hooks)

@@ -25,6 +25,7 @@ PUBLIC_MODULES = {
     "demo",
     "health",
     "listener",
+    "multiprocess",
     "pipeline",
     "selfmetrics",
     "sink",

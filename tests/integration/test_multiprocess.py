@@ -14,21 +14,24 @@ import os
 import signal
 import subprocess
 import urllib.request
+import warnings
 from pathlib import Path
 
 import anyio
 import pytest
 from fluxgate.signal import Signal
 from prometheus_client import CollectorRegistry, start_http_server, values
+from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.parser import text_string_to_metric_families
 
+import fluxgate_stream
 from fluxgate_stream import ALL_STATES, PrometheusListener, SignalPipeline, limit_circuits
 from fluxgate_stream._compat import multiprocess
 from fluxgate_stream.selfmetrics import export_metrics
 
 from ..support.helpers import Consumer
-from ..support.processes import CHILDREN, start_python
+from ..support.processes import CHILDREN, run_multiprocess_worker, run_python, start_python
 
 
 class Worker:
@@ -174,6 +177,66 @@ def test_workers_write_one_collector_reads_and_a_dead_worker_leaves_its_counts(t
                 worker.exit()
 
 
+def test_our_collector_drops_a_dead_workers_state_without_mark_process_dead(tmp_path):
+    workers = [
+        Worker(tmp_path, k, final, "asyncio") for k, final in enumerate(["open", "disabled"])
+    ]
+    try:
+        for worker in workers:
+            worker.expect(ready=True)
+        seen = ours(tmp_path)
+        assert state(seen, "shared")["open"] == 1.0
+        assert state(seen, "shared")["disabled"] == 1.0
+        assert selfmetric(seen, "fluxgate_stream_consumer_running") == 2.0
+
+        # A worker dies and nobody calls mark_process_dead (uvicorn --workers has no hook). Not
+        # reaped yet, it is a zombie: exited, so it counts no more.
+        dead = workers.pop()
+        dead.process.send_signal(signal.SIGKILL)
+        os.waitid(os.P_PID, dead.pid, os.WEXITED | os.WNOWAIT)
+        assert state(collected(tmp_path), "shared")["disabled"] == 1.0  # prometheus_client's
+        seen = ours(tmp_path)
+        assert state(seen, "shared")["disabled"] == 0.0
+        assert state(seen, "shared")["open"] == 1.0
+        assert state(seen, "w1") == dict.fromkeys(ALL_STATES)  # its own circuit has no series
+        assert selfmetric(seen, "fluxgate_stream_consumer_running") == 1.0
+        # Its counters stay: totals and rate() do not go back when a worker dies.
+        assert transitions(seen, "shared", "closed", "disabled") == 1.0
+        assert transitions(seen, "shared", "closed", "open") == 10 + 11 + 1
+        assert transitions(seen, "w1", "open", "half_open") == 5
+        assert not list(tmp_path.glob(f"gauge_live*_{dead.pid}.db"))  # as mark_process_dead does
+        assert list(tmp_path.glob(f"counter_{dead.pid}.db"))
+        assert state(collected(tmp_path), "shared")["disabled"] == 0.0
+        dead.process.communicate(timeout=30)
+        assert ours(tmp_path) == seen
+    finally:
+        for worker in workers:
+            if worker.process.poll() is None:
+                worker.exit()
+
+
+def test_our_collector_drops_every_exited_writers_state_and_keeps_their_counts(tmp_path):
+    out = run_multiprocess_worker("fork_after_listener.py", tmp_path, "forks")
+    assert out["parent"] != os.getpid()
+    # The processes that wrote are gone: their live gauges go, their counters stay.
+    seen = ours(tmp_path)
+    assert state(seen, "preloaded") == dict.fromkeys(ALL_STATES)
+    assert transitions(seen, "preloaded", "closed", "open") == 1.0
+    with pytest.raises(ValueError, match="PROMETHEUS_MULTIPROC_DIR"):
+        fluxgate_stream.MultiProcessCollector(CollectorRegistry(), path=str(tmp_path / "none"))
+
+
+def ours(directory: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """What ``fluxgate_stream.MultiProcessCollector`` collects from ``directory``."""
+    registry = CollectorRegistry()
+    fluxgate_stream.MultiProcessCollector(registry, path=str(directory))
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in registry.collect()
+        for sample in family.samples
+    }
+
+
 @pytest.fixture
 def multiprocess_mode(tmp_path, monkeypatch):
     """prometheus_client in its real multiprocess mode, writing to ``tmp_path``, for one test."""
@@ -272,3 +335,152 @@ async def test_multiprocess_self_metrics_are_published_not_collected(
     PrometheusListener(f"mp_self_{anyio_backend}", registry, pipeline=other.pipeline)(OPEN)
     other.publish()
     assert read("fluxgate_stream_signals_total", path="direct") == 2.0
+
+
+# -- fork: gunicorn --preload, multiprocessing's fork start method --------------------------------
+
+
+def rows(directory: Path, pid: int, name: str) -> dict[str, float]:
+    """The state rows that process ``pid`` wrote for circuit ``name`` (its own file alone)."""
+    files = [str(directory / f"gauge_livesum_{pid}.db")]
+    found = {
+        sample.labels["state"]: sample.value
+        for family in MultiProcessCollector.merge([f for f in files if Path(f).exists()])
+        for sample in family.samples
+        if sample.name == "circuit_breaker_state" and sample.labels["circuit_name"] == name
+    }
+    return {state: value for state, value in found.items() if value}
+
+
+def test_a_forked_child_counts_in_its_state_from_the_start_and_the_parent_stops(tmp_path):
+    # The parent created both listeners (closed; then "tripped" opened) and forked two children:
+    # one by os.fork() that did nothing, one by multiprocessing's fork context that moved
+    # "tripped" to half_open. Then the parent tripped "preloaded".
+    out = run_multiprocess_worker("fork_after_listener.py", tmp_path, "forks")
+    parent, (first, second) = out["parent"], out["children"]
+    assert rows(tmp_path, first, "preloaded") == {"closed": 1.0}  # counted from the start
+    assert rows(tmp_path, first, "tripped") == {"open": 1.0}
+    assert rows(tmp_path, second, "preloaded") == {"closed": 1.0}
+    assert rows(tmp_path, second, "tripped") == {"half_open": 1.0}  # and moves on from there
+    # The parent stopped counting when it forked, until its own next transition.
+    assert rows(tmp_path, parent, "tripped") == {}
+    assert rows(tmp_path, parent, "preloaded") == {"open": 1.0}
+    seen = collected(tmp_path)
+    assert state(seen, "preloaded") == {
+        **dict.fromkeys(ALL_STATES, 0.0),
+        "closed": 2.0,
+        "open": 1.0,
+    }
+    assert state(seen, "tripped") == {
+        **dict.fromkeys(ALL_STATES, 0.0),
+        "open": 1.0,
+        "half_open": 1.0,
+    }
+    # A child's counters start at 0 in its own files: nothing of the parent's is counted twice.
+    assert transitions(seen, "tripped", "closed", "open") == 1.0
+    assert transitions(seen, "tripped", "open", "half_open") == 1.0
+    assert transitions(seen, "preloaded", "closed", "open") == 1.0
+
+
+def test_fork_in_single_process_mode_changes_nothing():
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    result = run_python(CHILDREN / "fork_after_listener.py", "forks", env=env)
+    parent, first, second = json.loads(result.stdout)["views"]
+    assert parent == {
+        "preloaded": {"closed": 0.0, "open": 1.0, "half_open": 0.0},
+        "tripped": {"closed": 0.0, "open": 1.0, "half_open": 0.0},
+    }
+    assert first == {
+        "preloaded": {"closed": 1.0, "open": 0.0, "half_open": 0.0},
+        "tripped": {"closed": 0.0, "open": 1.0, "half_open": 0.0},
+    }
+    assert second["tripped"] == {"closed": 0.0, "open": 0.0, "half_open": 1.0}
+
+
+def test_a_fork_hook_that_fails_breaks_neither_the_fork_nor_the_parent(tmp_path):
+    # The child cannot open its metric files; the hooks were registered before a reload of
+    # their module, and must run once.
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    result = run_python(CHILDREN / "fork_after_listener.py", "broken", env=env)
+    out = json.loads(result.stdout)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
+    assert errors == [
+        "ERROR fluxgate-stream could not move the state gauge in the child after os.fork()"
+    ]
+    assert "child forked" in result.stderr
+    assert "FileNotFoundError" in result.stderr
+    assert rows(tmp_path, out["parent"], "preloaded") == {"open": 1.0}
+
+
+def fork_and_reap() -> None:
+    """A real ``os.fork()`` of this process; the child leaves at once, the parent reaps it."""
+    with warnings.catch_warnings():
+        # Python >= 3.12 warns about forking a process with threads: the child only exits.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover  # the child
+        os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0
+
+
+def test_this_process_stops_counting_when_it_forks_until_its_next_transition(
+    multiprocess_mode, request
+):
+    name = f"mp_fork_{request.node.name}"
+    listener = PrometheusListener(name, CollectorRegistry())
+    mine = MultiProcessCollector.merge([str(multiprocess_mode / f"gauge_livesum_{os.getpid()}.db")])
+
+    def shown() -> dict[str, float]:
+        return {
+            sample.labels["state"]: sample.value
+            for family in MultiProcessCollector.merge(
+                [str(multiprocess_mode / f"gauge_livesum_{os.getpid()}.db")]
+            )
+            for sample in family.samples
+            if sample.labels.get("circuit_name") == name and sample.value
+        }
+
+    assert mine
+    assert shown() == {"closed": 1.0}
+    fork_and_reap()
+    assert shown() == {}  # the forking process counts in no state
+    fork_and_reap()
+    assert shown() == {}
+    listener(Signal("closed", "open", 0.0))
+    listener(Signal("open", "closed", 0.0))  # back where it was: all six rows written again
+    assert shown() == {"closed": 1.0}
+    # Each child counted as closed from its start (its own files); they have exited since, so
+    # only prometheus_client's collector still counts them.
+    every = dict.fromkeys(ALL_STATES, 0.0)
+    assert state(collected(multiprocess_mode), name) == {**every, "closed": 3.0}
+    assert state(ours(multiprocess_mode), name) == {**every, "closed": 1.0}
+
+
+def test_a_failing_fork_hook_in_the_parent_is_logged_and_the_fork_goes_on(
+    multiprocess_mode, request, caplog
+):
+    PrometheusListener(f"mp_fork_fail_{request.node.name}", CollectorRegistry())
+    close_all_files = getattr(values.ValueClass, "close_all_files", None)
+    if close_all_files is None:
+        pytest.skip("prometheus-client < 0.26 cannot close its files")
+    close_all_files()  # the parent's next write to the state gauge fails
+    fork_and_reap()
+    assert [r.getMessage() for r in caplog.records] == [
+        "fluxgate-stream could not move the state gauge in the parent after os.fork()"
+    ]
+    PrometheusListener(f"mp_fork_after_{request.node.name}", CollectorRegistry())  # lock released
+
+
+def test_our_collector_leaves_out_a_dead_workers_file_it_cannot_remove(tmp_path, caplog):
+    gone = run_python("-c", "import os; print(os.getpid())").stdout.strip()  # exited, reaped
+    (tmp_path / f"gauge_livesum_{gone}.db").mkdir()  # unlink() fails on a directory
+    MmapedDict(str(tmp_path / "gauge_livesum_custom-id.db")).close()  # no pid: never dropped
+    collector = fluxgate_stream.MultiProcessCollector(None, path=str(tmp_path))
+    assert list(collector.collect()) == []  # the directory was not read as a file
+    assert list(collector.collect()) == []
+    assert [r.getMessage() for r in caplog.records] == [
+        f"cannot remove {tmp_path / f'gauge_livesum_{gone}.db'}, the live gauges of process "
+        f"{gone}, which no longer exists: [Errno 21] Is a directory: "
+        f"'{tmp_path / f'gauge_livesum_{gone}.db'}'; it is left out of the merged metrics"
+    ]
+    assert (tmp_path / "gauge_livesum_custom-id.db").exists()

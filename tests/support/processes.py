@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
 
@@ -74,29 +76,64 @@ def start_python(  # noqa: PLR0913  # the few Popen options our tests use, passe
     stdin: int | IO[Any] | None = None,
     stderr: int | IO[Any] | None = subprocess.PIPE,
     pass_fds: tuple[int, ...] = (),
+    stdout: int | IO[Any] | None = subprocess.PIPE,
+    start_new_session: bool = False,
 ) -> subprocess.Popen[str]:
     """Start ``python *args`` (as for ``run_python``) for a test that talks to it as it runs.
 
-    Its stdout is a text pipe; ``stdin`` and ``stderr`` are as for ``subprocess.Popen``
-    (``subprocess.PIPE``, ``subprocess.STDOUT``...). The caller waits for it, or kills it.
+    Its stdout is a text pipe unless ``stdout`` says otherwise; ``stdin`` and ``stderr`` are as
+    for ``subprocess.Popen`` (``subprocess.PIPE``, ``subprocess.STDOUT``...). The caller waits for
+    it, or kills it (``process_group`` kills a server and every process it started).
     """
     return subprocess.Popen(  # this interpreter, on our own scripts and modules
         _command(args, warnings_as_errors=warnings_as_errors),
         cwd=cwd,
         env=env,
         stdin=stdin,
-        stdout=subprocess.PIPE,
+        stdout=stdout,
         stderr=stderr,
         text=True,
         pass_fds=pass_fds,
+        start_new_session=start_new_session,
     )
 
 
-def run_multiprocess_worker(script: str, directory: Path) -> Any:
-    """Run ``CHILDREN / script`` in prometheus_client's multiprocess mode; return its JSON line.
+@contextmanager
+def process_group(
+    *args: str | Path,
+    log: Path,
+    env: Mapping[str, str] | None = None,
+    pass_fds: tuple[int, ...] = (),
+) -> Iterator[subprocess.Popen[str]]:
+    """Run ``python *args`` (a server and the workers it starts) while the block runs.
+
+    It leads a session of its own, and its output (stdout and stderr) goes to the file ``log``.
+    However the block is left, the whole process group is killed (SIGKILL) and the leader waited
+    for, so that no worker outlives a failed test.
+    """
+    with log.open("w", encoding="utf-8") as output:
+        process = start_python(
+            *args,
+            env=env,
+            pass_fds=pass_fds,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            yield process
+        finally:
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def run_multiprocess_worker(script: str, directory: Path, *args: str) -> Any:
+    """Run ``CHILDREN / script *args`` in multiprocess mode; return the JSON line it printed.
 
     ``PROMETHEUS_MULTIPROC_DIR`` is ``directory``, set before anything is imported, as under
     gunicorn. The script must print one line of JSON.
     """
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
-    return json.loads(run_python(CHILDREN / script, env=env).stdout)
+    return json.loads(run_python(CHILDREN / script, *args, env=env).stdout)
