@@ -18,6 +18,7 @@ from types import FunctionType
 from fluxgate_stream._catalogue import ALL_STATES
 from fluxgate_stream._circuits import CircuitLimitError, limit_circuits
 from fluxgate_stream.anyio_breaker import AnyioCircuitBreaker
+from fluxgate_stream.background import ConsumerThread
 from fluxgate_stream.health import HealthCollector, HealthWatch, watch
 from fluxgate_stream.listener import PrometheusListener, QueueingListener
 from fluxgate_stream.pipeline import PipelineStatistics, SignalPipeline, default_pipeline
@@ -30,6 +31,7 @@ __all__ = [
     "ALL_STATES",
     "AnyioCircuitBreaker",
     "CircuitLimitError",
+    "ConsumerThread",
     "HealthCollector",
     "HealthWatch",
     "PipelineMetrics",

@@ -22,6 +22,7 @@ from ..support.helpers import Consumer
 PUBLIC_MODULES = {
     "anyio_breaker",
     "asgi",
+    "background",
     "demo",
     "health",
     "listener",
