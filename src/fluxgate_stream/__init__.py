@@ -24,6 +24,7 @@ from fluxgate_stream.listener import PrometheusListener, QueueingListener
 from fluxgate_stream.pipeline import PipelineStatistics, SignalPipeline, default_pipeline
 from fluxgate_stream.selfmetrics import PipelineMetrics, export_metrics
 from fluxgate_stream.sink import SignalSink, StreamingListener, Transitions
+from fluxgate_stream.threadsafe_breaker import ThreadSafeCircuitBreaker
 
 __version__ = _version("fluxgate-stream")
 
@@ -41,6 +42,7 @@ __all__ = [
     "SignalPipeline",
     "SignalSink",
     "StreamingListener",
+    "ThreadSafeCircuitBreaker",
     "Transitions",
     "__version__",
     "default_pipeline",

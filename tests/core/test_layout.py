@@ -29,6 +29,7 @@ PUBLIC_MODULES = {
     "pipeline",
     "selfmetrics",
     "sink",
+    "threadsafe_breaker",
     "time_in_state",
 }
 
