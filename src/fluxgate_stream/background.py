@@ -157,8 +157,8 @@ class ConsumerThread:
             RuntimeError: this ``ConsumerThread`` was started before, or its pipeline's consumer
                 already runs elsewhere (another ``ConsumerThread``, a task group, an ASGI
                 lifespan): a pipeline has one consumer.
-            Exception: whatever starting the event loop raised (for instance ``ModuleNotFoundError``
-                for ``backend="trio"`` without trio installed); the thread has ended.
+            Exception: whatever starting the event loop raised (anyio's ``LookupError`` for
+                ``backend="trio"`` without trio installed); the thread has ended.
         """
         with self._lock:
             if self._phase != _NEW:

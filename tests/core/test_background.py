@@ -52,6 +52,9 @@ def test_start_returns_with_the_consumer_running_and_flush_applies_from_a_thread
     try:
         assert consumer.running
         assert pipeline.running
+        assert consumer.backend == backend
+        assert consumer.pipeline is pipeline
+        assert repr(consumer) == f"<ConsumerThread {backend} running pipeline={pipeline!r}>"
         cb.force_open()  # the first signal is queued already: start() returned with it running
         assert pipeline.stats()["direct"] == 0
         consumer.flush(timeout=10)
@@ -270,3 +273,32 @@ def test_stop_times_out_on_a_task_that_ignores_cancellation():
 def test_exit_without_stop_applies_the_queue_at_exit(child_backend):
     result = run_python(CHILDREN / "exit_with_the_consumer_thread_running.py", child_backend)
     assert result.stdout.split() == ["101.0", "1.0", "201"]
+
+
+def test_a_loop_that_cannot_start_fails_start_with_its_own_error():
+    # trio missing (here: made unimportable in a fresh interpreter): start() raises what
+    # anyio.run raised, the thread has ended, and listener calls keep applying directly.
+    code = (
+        "import sys\n"
+        "from fluxgate_stream import ConsumerThread, SignalPipeline\n"
+        "sys.modules['trio'] = None  # import trio now fails\n"
+        "consumer = ConsumerThread(SignalPipeline(), backend='trio')\n"
+        "try:\n"
+        "    consumer.start()\n"
+        "except LookupError as error:\n"
+        "    print(error, consumer.running, consumer.pipeline.running)\n"
+        "try:\n"
+        "    consumer.start()\n"
+        "except RuntimeError as error:\n"
+        "    print(error)\n"
+        "consumer.stop()\n"
+    )
+    lines = run_python("-c", code).stdout.splitlines()
+    assert (
+        lines[0]
+        == "Backend 'trio' is not available. Install it with: pip install anyio[trio] False False"
+    )
+    assert lines[1] == (
+        "this ConsumerThread was already started (it is stopped); "
+        "a ConsumerThread runs once: create a new one"
+    )
