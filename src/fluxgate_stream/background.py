@@ -29,13 +29,19 @@ Concurrency model
 * Stopping cancels the task group: the consumer applies everything still queued before it
   returns (``SignalPipeline.run``), then the loop ends and the thread exits; ``stop()`` joins it.
   Listener calls made after that apply directly, as with no consumer.
+* ``os.fork()`` copies no thread: in the child, every ``ConsumerThread`` started in the parent
+  is stopped (``_forked``, run by an ``after_in_child`` hook): its lock is fresh, its token to
+  the parent's loop forgotten, its ``atexit`` hook gone, so nothing in the child reaches the
+  parent's loop. The pipeline's own state after a fork is the pipeline's business.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
+import weakref
 from contextlib import suppress
 from typing import TYPE_CHECKING, Final, Literal
 
@@ -44,7 +50,7 @@ import anyio.from_thread
 from anyio.lowlevel import current_token
 
 from fluxgate_stream._checks import check_choice, check_seconds
-from fluxgate_stream._compat import call_soon
+from fluxgate_stream._compat import call_soon, kept
 from fluxgate_stream.pipeline import SignalPipeline, resolve_pipeline
 
 if TYPE_CHECKING:
@@ -80,6 +86,8 @@ class ConsumerThread:
 
     Start it in the process that serves: after a fork (gunicorn's ``post_fork`` hook), not at
     import time in a server that imports the app and then forks its workers (``--preload``).
+    A fork copies no thread: in a forked child, a ``ConsumerThread`` started in the parent is
+    stopped (``running`` is false, ``stop()`` returns at once); start a new one there.
 
     Args:
         pipeline: the pipeline whose consumer to run; ``None`` means ``default_pipeline()``,
@@ -116,7 +124,7 @@ class ConsumerThread:
     ) -> None:
         self._pipeline: Final = resolve_pipeline(pipeline)
         self._backend: Final = check_choice(backend, "backend", BACKENDS)
-        self._lock: Final = threading.Lock()  # guards _phase only
+        self._lock = threading.Lock()  # guards _phase only (a fresh one in a forked child)
         self._phase: str = _NEW
         self._ready: Final = threading.Event()  # set by the thread: consumer started, or failed
         self._thread: Final = threading.Thread(
@@ -180,6 +188,8 @@ class ConsumerThread:
             self._thread.join()
             raise self._error
         atexit.register(self._stop_at_exit)
+        kept("background.at_fork", ConsumerThread._register_at_fork)  # once per process
+        _STARTED.add(self)
         return self
 
     def stop(self, timeout: float | None = 10.0) -> None:
@@ -220,6 +230,27 @@ class ConsumerThread:
             raise TimeoutError(f"the consumer thread was still running after {timeout} s")
         with self._lock:
             self._phase = _STOPPED
+
+    @staticmethod
+    def _register_at_fork() -> bool:
+        if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+            os.register_at_fork(after_in_child=ConsumerThread._after_fork_in_child)
+        return True
+
+    @staticmethod
+    def _after_fork_in_child() -> None:
+        for consumer in list(_STARTED):
+            consumer._forked()
+
+    def _forked(self) -> None:
+        """In a forked child: the thread did not come along; nothing may reach its loop."""
+        self._lock = threading.Lock()  # the parent's may have been held by another thread
+        if self._phase != _NEW:
+            self._phase = _STOPPED
+            self._token = None
+            self._group = None
+            self._ready.set()
+            atexit.unregister(self._stop_at_exit)
 
     def _stop_at_exit(self) -> None:
         """The ``atexit`` hook: stop, so that what is queued is applied before the exit."""
@@ -315,3 +346,10 @@ class ConsumerThread:
             self._group = group
             await group.start(self._pipeline.run)
             self._ready.set()
+
+
+#: Every ConsumerThread started in this process, for the fork hook (weakly held; kept across
+#: importlib.reload, so the one hook sees instances of every copy of the class).
+_STARTED: weakref.WeakSet[ConsumerThread] = kept(
+    "background.started", weakref.WeakSet[ConsumerThread]
+)
