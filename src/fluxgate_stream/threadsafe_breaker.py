@@ -34,6 +34,8 @@ Concurrency model
   which is as long as another thread's bookkeeping: microseconds.
 
 Everything else is upstream's: the constructor, the components, the states and the messages.
+``tests/breakers/test_upstream_suite.py`` runs fluxgate's own ``CircuitBreaker`` tests against
+this class.
 """
 
 from __future__ import annotations
