@@ -24,7 +24,8 @@ Concurrency model
   bridge; without, it applies under the process-wide apply lock, which it never waits on while
   holding anything of ours). Listeners must not block, and must not call this breaker. Locks
   are taken in one order: this lock, then (no consumer running) the apply lock; nothing of ours
-  calls a breaker with the apply lock held (``watch()`` reads ``info()`` outside every lock).
+  calls a breaker with the apply lock held (``watch()`` reads ``info()`` outside every lock),
+  and a ``SignalSink`` of yours, which runs under the apply lock, must not either.
 * A call's outcome counts only if no transition happened while it ran (as in
   ``AnyioCircuitBreaker``): the transition reset the window, and an outcome of the previous state
   must not land in the next state's window nor trip the breaker a second time. The caller still
