@@ -95,26 +95,24 @@ def upstream_test_file() -> Path:
     return path
 
 
+def _test_names(path: Path, kind: type[ast.FunctionDef | ast.AsyncFunctionDef]) -> list[str]:
+    """Names of the module-level tests of ``kind`` (coroutine or plain) in fluxgate's file."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return sorted(
+        node.name for node in tree.body if isinstance(node, kind) and node.name.startswith("test")
+    )
+
+
 @pytest.fixture(scope="module")
 def upstream_async_tests(upstream_test_file: Path) -> list[str]:
     """Names of the module-level coroutine tests in fluxgate's file: what the harness must run."""
-    tree = ast.parse(upstream_test_file.read_text(encoding="utf-8"))
-    return sorted(
-        node.name
-        for node in tree.body
-        if isinstance(node, ast.AsyncFunctionDef) and node.name.startswith("test")
-    )
+    return _test_names(upstream_test_file, ast.AsyncFunctionDef)
 
 
 @pytest.fixture(scope="module")
 def upstream_sync_tests(upstream_test_file: Path) -> list[str]:
     """Names of the module-level plain (sync) tests in fluxgate's file."""
-    tree = ast.parse(upstream_test_file.read_text(encoding="utf-8"))
-    return sorted(
-        node.name
-        for node in tree.body
-        if isinstance(node, ast.FunctionDef) and node.name.startswith("test")
-    )
+    return _test_names(upstream_test_file, ast.FunctionDef)
 
 
 def _start_run(
