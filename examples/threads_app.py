@@ -1,10 +1,10 @@
 """A WSGI app with a sync fluxgate ``CircuitBreaker``; the consumer runs in a background thread.
 
 Request threads (here the server's, in Flask or Django your workers') call the breaker; its
-listener only appends each signal to the pipeline's thread bridge. The consumer, on an event
-loop that ``anyio.from_thread.start_blocking_portal()`` runs in a thread of its own, writes the
-metrics. Stdlib ``wsgiref`` serves it; with Flask, route ``/metrics`` to the same
-``make_wsgi_app()`` (``DispatcherMiddleware``) and start ``consumer_thread()`` next to ``app.run``.
+listener only appends each signal to the pipeline's thread bridge. The consumer, on the event
+loop that a ``fluxgate_stream.ConsumerThread`` runs in a thread of its own, writes the metrics.
+Stdlib ``wsgiref`` serves it; ``examples/flask_app.py`` is the same with Flask, whose threaded
+server runs requests concurrently.
 
 Run it from a checkout of fluxgate-stream (it is not on PyPI yet) with::
 
@@ -15,8 +15,9 @@ then ``curl 'localhost:8000/pay?fail=true'`` three times to trip the breaker, an
 ``curl localhost:8000/metrics``. Ctrl-C (or SIGTERM) stops it gracefully: the request in progress
 finishes, then the consumer applies everything still queued.
 
-fluxgate's sync ``CircuitBreaker`` is not thread-safe: share one only between threads that take
-turns (as ``wsgiref``'s single-threaded server does), or give each worker thread its own.
+fluxgate's sync ``CircuitBreaker`` is not thread-safe: it is shared here only because ``wsgiref``'s
+server handles one request at a time. Where requests run concurrently, share a
+``fluxgate_stream.ThreadSafeCircuitBreaker`` instead (see ``examples/flask_app.py``).
 """
 
 from __future__ import annotations
@@ -24,40 +25,22 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from anyio.from_thread import start_blocking_portal
 from fluxgate import CallNotPermittedError, CircuitBreaker
 from fluxgate.retries import Cooldown
 from fluxgate.trippers import FailureRate, MinRequests
 from prometheus_client import REGISTRY, CollectorRegistry, make_wsgi_app
 
-from fluxgate_stream import PrometheusListener, SignalPipeline, default_pipeline
+from fluxgate_stream import ConsumerThread, PrometheusListener
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Iterable
     from types import FrameType
 
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
-    from anyio.from_thread import BlockingPortal
-
-
-@contextmanager
-def consumer_thread(pipeline: SignalPipeline) -> Iterator[BlockingPortal]:
-    """Run ``pipeline``'s consumer on an event loop in a background thread, while the block runs.
-
-    Yields the portal to that loop: ``portal.call(pipeline.flush)`` waits, from any thread,
-    until everything queued so far is applied. On exit the consumer stops, applying the rest.
-    """
-    with start_blocking_portal() as portal:
-        consumer, _ = portal.start_task(pipeline.run)
-        try:
-            yield portal
-        finally:
-            consumer.cancel()
 
 
 class PaymentProviderError(ConnectionError):
@@ -108,14 +91,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     args = parser.parse_args(argv)
 
-    pipeline = default_pipeline()  # the one PrometheusListener uses unless given pipeline=
     cb = CircuitBreaker(
         tripper=MinRequests(3) & FailureRate(0.5),
         retry=Cooldown(30.0),
         listeners=[PrometheusListener(name="payment_api")],
     )
     with (
-        consumer_thread(pipeline),
+        ConsumerThread(),  # the default pipeline, which PrometheusListener uses unless told
         make_server(args.host, args.port, make_app(cb), handler_class=QuietHandler) as server,
     ):
 

@@ -18,12 +18,14 @@ from types import FunctionType
 from fluxgate_stream._catalogue import ALL_STATES
 from fluxgate_stream._circuits import CircuitLimitError, limit_circuits
 from fluxgate_stream.anyio_breaker import AnyioCircuitBreaker
+from fluxgate_stream.background import ConsumerThread
 from fluxgate_stream.health import HealthCollector, HealthWatch, watch
 from fluxgate_stream.listener import PrometheusListener, QueueingListener
 from fluxgate_stream.multiprocess import MultiProcessCollector
 from fluxgate_stream.pipeline import PipelineStatistics, SignalPipeline, default_pipeline
 from fluxgate_stream.selfmetrics import PipelineMetrics, export_metrics
 from fluxgate_stream.sink import SignalSink, StreamingListener, Transitions
+from fluxgate_stream.threadsafe_breaker import ThreadSafeCircuitBreaker
 
 __version__ = _version("fluxgate-stream")
 
@@ -31,6 +33,7 @@ __all__ = [
     "ALL_STATES",
     "AnyioCircuitBreaker",
     "CircuitLimitError",
+    "ConsumerThread",
     "HealthCollector",
     "HealthWatch",
     "MultiProcessCollector",
@@ -41,6 +44,7 @@ __all__ = [
     "SignalPipeline",
     "SignalSink",
     "StreamingListener",
+    "ThreadSafeCircuitBreaker",
     "Transitions",
     "__version__",
     "default_pipeline",

@@ -25,6 +25,7 @@ __all__ = [
     "KNOWN_STATES",
     "check_bool",
     "check_breaker",
+    "check_choice",
     "check_count",
     "check_name",
     "check_seconds",
@@ -201,3 +202,17 @@ def check_thresholds(breaker: object, given: object) -> tuple[float, ...]:
             raise ValueError(f"slow_thresholds must be positive and finite, got {value!r}")
         out.add(float(number))
     return tuple(sorted(out))
+
+
+def check_choice(value: object, what: str, choices: tuple[str, ...]) -> str:
+    """Return ``value`` if it is one of ``choices`` (names such as an anyio backend's).
+
+    Raises:
+        TypeError: ``value`` is not a ``str``.
+        ValueError: it is not one of ``choices``.
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, got {type(value).__name__}")
+    if value not in choices:
+        raise ValueError(f"{what} must be one of {', '.join(choices)}, got {value!r}")
+    return value

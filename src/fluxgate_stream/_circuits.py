@@ -64,7 +64,9 @@ if TYPE_CHECKING:
     from fluxgate_stream._apply import Pending
     from fluxgate_stream.time_in_state import Span
 
-__all__ = ["Circuit", "CircuitLimitError", "circuit_for", "limit_circuits"]
+__all__ = ["Circuit", "CircuitLimitError", "circuit_for", "join", "limit_circuits"]
+
+_log = logging.getLogger("fluxgate_stream")
 
 _Metric = TypeVar("_Metric", Gauge, Counter)
 
@@ -103,6 +105,9 @@ class Circuit:
         exclusive: whether only fluxgate-stream writes its gauge (we created the gauge). Not so
             on the default registry, whose gauge is upstream's, nor on a registry where
             upstream's listener registered it first.
+        listeners: the listener objects of this circuit still alive (weakly held), to warn when
+            a second one is created (see ``join``).
+        warned: whether that warning was logged (once per circuit).
     """
 
     __slots__ = (
@@ -114,10 +119,12 @@ class Circuit:
         "exclusive",
         "fold",
         "gauge",
+        "listeners",
         "multiprocess",
         "name",
         "state",
         "state_seq",
+        "warned",
     )
 
     def __init__(
@@ -141,6 +148,8 @@ class Circuit:
         self.fold: Callable[[Pending, int, Signal], None] | None = None
         self._gauges: dict[State, Gauge] = {}
         self._counters: dict[tuple[State, State], Counter] = {}
+        self.listeners: weakref.WeakSet[object] = weakref.WeakSet()
+        self.warned: bool = False
 
     def __repr__(self) -> str:
         return f"<Circuit {self.name!r} state={self.state!r}>"
@@ -319,9 +328,6 @@ _MULTIPROCESS_FAMILIES: weakref.WeakKeyDictionary[type, _Family] = kept(
 )
 
 
-_log = logging.getLogger("fluxgate_stream")
-
-
 def _family(registry: CollectorRegistry) -> _Family:
     """Return the registry's family, creating its metrics once. Caller must hold APPLY_LOCK."""
     if multiprocess():
@@ -437,6 +443,30 @@ def circuit_for(
         if time_in_state or circuit.clock is not None:
             circuit.start_clock(time.time())  # or, if timed already, count the initial state
         return circuit
+
+
+def join(circuit: Circuit, listener: object) -> None:
+    """Note a new ``listener`` of ``circuit``; warn, once, if another one is alive already.
+
+    Listeners that share a (registry, ``circuit_name``) write the same series, as upstream's do:
+    the gauge shows the latest signal applied, whichever listener sent it. That is exact for one
+    breaker, however many listeners it has; for several breakers behind one name (a breaker per
+    thread) an open one can read as closed. Neither counting listeners nor refusing the second
+    is exact (docs/guarantees.md says why), so the second live listener is told about, once.
+    """
+    with APPLY_LOCK:
+        others = len(circuit.listeners)
+        circuit.listeners.add(listener)
+        if others and not circuit.warned:
+            circuit.warned = True
+            _log.warning(
+                "circuit_name %s now has %d live listeners in one registry; their series are "
+                "shared, so if they serve several breakers the gauge shows whichever breaker "
+                "moved last (an open one can read as closed): share one breaker "
+                "(ThreadSafeCircuitBreaker across threads) or give each breaker its own name",
+                _shorten(circuit.name),
+                others + 1,
+            )
 
 
 def _shorten(name: str) -> str:

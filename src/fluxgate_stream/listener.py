@@ -17,7 +17,7 @@ from fluxgate_stream._checks import (
     check_state,
     check_timestamp,
 )
-from fluxgate_stream._circuits import circuit_for
+from fluxgate_stream._circuits import circuit_for, join
 from fluxgate_stream._queue import PipelineState
 from fluxgate_stream.pipeline import SignalPipeline, resolve_pipeline
 
@@ -40,7 +40,7 @@ class QueueingListener:
     them the fluxgate ``Listener`` call and ``close()``.
     """
 
-    __slots__ = ("_state", "_target", "_to")
+    __slots__ = ("__weakref__", "_state", "_target", "_to")
 
     _state: PipelineState  # the pipeline's, shared with its consumer (see fluxgate_stream._queue)
     _target: Target
@@ -187,3 +187,4 @@ class PrometheusListener(QueueingListener):
             check_state(initial_state, "initial_state")
         check_bool(time_in_state, "time_in_state")
         self._target = circuit_for(registry, name, initial_state, time_in_state=time_in_state)
+        join(self._target, self)

@@ -1,4 +1,8 @@
-"""fluxgate's own ``AsyncCircuitBreaker`` tests, re-targeted at ``AnyioCircuitBreaker``.
+"""fluxgate's own breaker tests, re-targeted at our breakers.
+
+The ``AsyncCircuitBreaker`` tests run against ``AnyioCircuitBreaker`` on both backends; the sync
+``CircuitBreaker`` tests run against ``ThreadSafeCircuitBreaker``, which must behave exactly as
+upstream's class wherever one thread calls it.
 
 The tests come from the sdist of the installed fluxgate version, downloaded with pip at test time
 into a cache directory outside the repository (``$FLUXGATE_STREAM_CACHE_DIR``, else
@@ -91,15 +95,24 @@ def upstream_test_file() -> Path:
     return path
 
 
+def _test_names(path: Path, kind: type[ast.FunctionDef | ast.AsyncFunctionDef]) -> list[str]:
+    """Names of the module-level tests of ``kind`` (coroutine or plain) in fluxgate's file."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return sorted(
+        node.name for node in tree.body if isinstance(node, kind) and node.name.startswith("test")
+    )
+
+
 @pytest.fixture(scope="module")
 def upstream_async_tests(upstream_test_file: Path) -> list[str]:
     """Names of the module-level coroutine tests in fluxgate's file: what the harness must run."""
-    tree = ast.parse(upstream_test_file.read_text(encoding="utf-8"))
-    return sorted(
-        node.name
-        for node in tree.body
-        if isinstance(node, ast.AsyncFunctionDef) and node.name.startswith("test")
-    )
+    return _test_names(upstream_test_file, ast.AsyncFunctionDef)
+
+
+@pytest.fixture(scope="module")
+def upstream_sync_tests(upstream_test_file: Path) -> list[str]:
+    """Names of the module-level plain (sync) tests in fluxgate's file."""
+    return _test_names(upstream_test_file, ast.FunctionDef)
 
 
 def _start_run(
@@ -135,9 +148,10 @@ def _results(run_dir: Path, proc: subprocess.Popen[str]) -> dict[str, dict[str, 
     output, _ = proc.communicate(timeout=RUN_TIMEOUT)
     report = run_dir / "report.xml"
     assert report.exists(), f"the upstream suite did not run:\n{output}"
-    results: dict[str, dict[str, str]] = {backend: {} for backend in BACKENDS}
+    results: dict[str, dict[str, str]] = {backend: {} for backend in (*BACKENDS, "sync")}
     for case in ET.parse(report).iter("testcase"):  # noqa: S314 - our own subprocess's junit report
         name, _, backend = case.attrib["name"].partition("[")
+        backend = backend or "sync"  # a sync test is not parametrized by backend
         problem = next(iter(case), None)
         outcome = "passed" if problem is None else f"{problem.tag}: {problem.get('message', '')}"
         results[backend.rstrip("]")][name] = outcome.splitlines()[0]
@@ -159,9 +173,11 @@ def suite_results(
         "upstream-trio": _start_run(
             root / "upstream-trio", upstream_test_file, "upstream", "trio", 2
         ),
+        "threadsafe": _start_run(root / "threadsafe", upstream_test_file, "threadsafe", "", 30),
     }
     results = {run: _results(root / run, proc) for run, proc in runs.items()}
     return {
+        "threadsafe": {"sync": results["threadsafe"]["sync"]},
         "anyio": results["anyio"],
         "upstream": {
             "asyncio": results["upstream-asyncio"]["asyncio"],
@@ -191,3 +207,12 @@ def test_control_upstream_class_passes_on_asyncio_and_fails_on_trio(
     assert {name: outcome for name, outcome in on_asyncio.items() if outcome != "passed"} == {}
     assert sorted(on_trio) == upstream_async_tests
     assert [name for name, outcome in on_trio.items() if outcome != "passed"] != []
+
+
+def test_fluxgate_sync_suite_passes_against_threadsafe_breaker(
+    suite_results: dict[str, dict[str, dict[str, str]]],
+    upstream_sync_tests: list[str],
+) -> None:
+    results = suite_results["threadsafe"]["sync"]
+    assert sorted(results) == upstream_sync_tests
+    assert {name: outcome for name, outcome in results.items() if outcome != "passed"} == {}

@@ -22,6 +22,7 @@ from ..support.helpers import Consumer
 PUBLIC_MODULES = {
     "anyio_breaker",
     "asgi",
+    "background",
     "demo",
     "health",
     "listener",
@@ -29,6 +30,7 @@ PUBLIC_MODULES = {
     "pipeline",
     "selfmetrics",
     "sink",
+    "threadsafe_breaker",
     "time_in_state",
 }
 

@@ -21,7 +21,7 @@ from fluxgate import CircuitBreaker
 from fluxgate.retries import Cooldown
 from fluxgate.trippers import FailureRate, MinRequests
 
-from fluxgate_stream import ALL_STATES, PrometheusListener, SignalPipeline
+from fluxgate_stream import ALL_STATES, ConsumerThread, PrometheusListener, SignalPipeline
 
 from ..support.http import Samples, http_get, poll, scrape
 from ..support.metrics import count, samples, shown
@@ -163,7 +163,7 @@ def test_the_wsgi_app_feeds_the_consumer_thread_exact_counts_after_flush(registr
     )
     app = example.make_app(cb, registry)
     with (
-        example.consumer_thread(pipeline) as portal,
+        ConsumerThread(pipeline) as consumer,
         make_server("127.0.0.1", 0, app, handler_class=example.QuietHandler) as server,
     ):
         serving = threading.Thread(target=server.serve_forever)
@@ -174,7 +174,7 @@ def test_the_wsgi_app_feeds_the_consumer_thread_exact_counts_after_flush(registr
             assert [http_get(f"{base}pay?fail=true")[0] for _ in range(3)] == [502, 502, 502]
             assert http_get(f"{base}pay")[0] == 503
             cb.reset()  # from this thread too: another producer on the bridge
-            portal.call(pipeline.flush)
+            consumer.flush()
             assert shown(registry, "payment_api") == "closed"
             assert count(registry, "payment_api", "closed", "open") == 1
             assert count(registry, "payment_api", "open", "closed") == 1
@@ -205,13 +205,13 @@ def test_worker_threads_with_their_own_breakers_give_exact_counts(registry):
             cb.force_open()  # open -> forced_open
             cb.reset()  # forced_open -> closed
 
-    with example.consumer_thread(pipeline) as portal:
+    with ConsumerThread(pipeline) as consumer:
         threads = [threading.Thread(target=work, args=(index,)) for index in range(workers)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        portal.call(pipeline.flush)
+        consumer.flush()
         for index in range(workers):
             name = f"worker-{index}"
             assert shown(registry, name) == "closed"

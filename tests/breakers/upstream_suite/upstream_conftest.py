@@ -1,11 +1,14 @@
-"""Adapter that runs fluxgate's own ``AsyncCircuitBreaker`` tests against ``AnyioCircuitBreaker``.
+"""Adapter that runs fluxgate's own breaker tests against ``AnyioCircuitBreaker`` (async tests)
+and ``ThreadSafeCircuitBreaker`` (sync tests).
 
 ``tests/breakers/test_upstream_suite.py`` copies this file, as ``conftest.py``, next to fluxgate's
 ``tests/test_circuitbreaker.py`` (taken from the fluxgate sdist at test time, never committed here)
 and runs pytest on it in a subprocess. Their file is not edited; this conftest adapts it:
 
-1. Selection: only coroutine tests run. They are the ``AsyncCircuitBreaker`` tests; the sync ones
-   test ``fluxgate.CircuitBreaker``, which this project does not replace, and are deselected.
+1. Selection: only coroutine tests run, the ``AsyncCircuitBreaker`` tests. With
+   ``FLUXGATE_UPSTREAM_TARGET=threadsafe``, only the others run, the ``CircuitBreaker`` tests,
+   with their module's ``CircuitBreaker`` (and ``fluxgate.CircuitBreaker``) replaced by
+   ``ThreadSafeCircuitBreaker``; steps 2 to 4 concern the coroutine tests only.
 2. Backends: their suite relies on pytest-asyncio's auto mode. Here every coroutine test gets the
    ``anyio`` marker instead, and ``anyio_backend`` runs it on asyncio and on trio.
 3. Target: their module's ``AsyncCircuitBreaker`` (and ``fluxgate.AsyncCircuitBreaker``) becomes
@@ -42,6 +45,7 @@ import fluxgate.permits
 import pytest
 
 from fluxgate_stream.anyio_breaker import AnyioCircuitBreaker
+from fluxgate_stream.threadsafe_breaker import ThreadSafeCircuitBreaker
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine, Generator
@@ -51,6 +55,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 TARGET = os.environ.get("FLUXGATE_UPSTREAM_TARGET", "anyio")
+#: Whether this run is of the sync tests (``CircuitBreaker``), else of the coroutine tests.
+SYNC = TARGET == "threadsafe"
 
 #: Backends to run on; the negative control runs each in its own process (see the test module).
 BACKENDS = os.environ.get("FLUXGATE_UPSTREAM_BACKENDS", "asyncio,trio").split(",")
@@ -146,9 +152,9 @@ class _WallClockFreezer:
 
 def pytest_configure(config: pytest.Config) -> None:
     """Set up what their module needs at import. A hook, so importing this file changes nothing."""
-    if TARGET not in {"anyio", "upstream"}:
+    if TARGET not in {"anyio", "upstream", "threadsafe"}:
         raise pytest.UsageError(
-            f"FLUXGATE_UPSTREAM_TARGET must be 'anyio' or 'upstream', got {TARGET!r}"
+            f"FLUXGATE_UPSTREAM_TARGET must be 'anyio', 'upstream' or 'threadsafe', got {TARGET!r}"
         )
     if importlib.util.find_spec("freezegun") is None:
         stub = types.ModuleType("freezegun.api")
@@ -170,6 +176,10 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(autouse=True)
 def _retarget(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     module = request.module
+    if SYNC:
+        monkeypatch.setattr(module, "CircuitBreaker", ThreadSafeCircuitBreaker)
+        monkeypatch.setattr(fluxgate, "CircuitBreaker", ThreadSafeCircuitBreaker)
+        return
     if TARGET == "anyio":
         monkeypatch.setattr(module, "AsyncCircuitBreaker", AnyioCircuitBreaker)
         monkeypatch.setattr(fluxgate, "AsyncCircuitBreaker", AnyioCircuitBreaker)
@@ -179,7 +189,7 @@ def _retarget(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> None:
-    if inspect.iscoroutinefunction(obj) and name.startswith("test"):
+    if not SYNC and inspect.iscoroutinefunction(obj) and name.startswith("test"):
         pytest.mark.anyio(obj)
 
 
@@ -187,7 +197,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     kept = [
         item
         for item in items
-        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.function)
+        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.function) != SYNC
     ]
     deselected = [item for item in items if item not in kept]
     if deselected:

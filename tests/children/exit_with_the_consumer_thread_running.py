@@ -1,0 +1,45 @@
+"""A script that exits with its ``ConsumerThread`` still running, signals still queued.
+
+Run by ``tests/core/test_background.py`` as ``exit_with_the_consumer_thread_running.py BACKEND``.
+Its own ``atexit`` hook, registered before the consumer's (hooks run last-registered first),
+prints what the registry shows once the consumer's hook has stopped it: ``<trips> <state>``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import sys
+import threading
+
+from fluxgate.signal import Signal
+from prometheus_client import CollectorRegistry
+
+from fluxgate_stream import ConsumerThread, PrometheusListener, SignalPipeline
+
+registry = CollectorRegistry()
+pipeline = SignalPipeline(batch_window=60.0)  # a long window: nothing is applied before the exit
+listener = PrometheusListener("at_exit", registry, pipeline=pipeline)
+
+
+def report() -> None:
+    labels = {"circuit_name": "at_exit", "old_state": "closed", "new_state": "open"}
+    trips = registry.get_sample_value("circuit_breaker_state_transition_total", labels)
+    state = registry.get_sample_value(
+        "circuit_breaker_state", {"circuit_name": "at_exit", "state": "open"}
+    )
+    print(trips, state, pipeline.stats()["bridge"], flush=True)
+
+
+def produce() -> None:
+    for _ in range(100):
+        listener(Signal("closed", "open", 0.0))
+        listener(Signal("open", "closed", 0.0))
+    listener(Signal("closed", "open", 0.0))
+
+
+atexit.register(report)
+# Never stopped: the atexit hook does it.
+ConsumerThread(pipeline, backend="trio" if sys.argv[1] == "trio" else "asyncio").start()
+producer = threading.Thread(target=produce)
+producer.start()
+producer.join()
