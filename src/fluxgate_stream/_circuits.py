@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, TypeVar, cast
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
 from fluxgate_stream._apply import APPLY_LOCK, SEQUENCE
-from fluxgate_stream._catalogue import ALL_STATES, STATE, TRANSITIONS
+from fluxgate_stream._catalogue import ALL_STATES, OWN_TRANSITIONS, STATE, TRANSITIONS
 from fluxgate_stream._checks import check_count
 from fluxgate_stream._compat import (
     kept,
@@ -89,6 +89,16 @@ class Circuit:
         exclusive: whether only fluxgate-stream writes its gauge (we created the gauge). Not so
             on the default registry, whose gauge is upstream's, nor on a registry where
             upstream's listener registered it first.
+        own_counter: whether only fluxgate-stream writes its counter (we created it). Not so on
+            the default registry nor in multiprocess mode, where the counter is upstream's.
+        zeros: whether its ``OWN_TRANSITIONS`` counters are created at 0 along with its gauge
+            (a listener with an ``initial_state`` was created for it).
+
+    A metric child (the object behind one label set) is kept for the next write only where no
+    one else can remove it: upstream's ``close()`` removes the children of a name from the
+    metrics it shares with us, and a kept child would then be written unseen for ever. Where
+    the metric is shared, every write asks the metric for its child (``labels()``), which
+    recreates a removed one.
     """
 
     __slots__ = (
@@ -102,8 +112,10 @@ class Circuit:
         "gauge",
         "multiprocess",
         "name",
+        "own_counter",
         "state",
         "state_seq",
+        "zeros",
     )
 
     def __init__(
@@ -114,12 +126,15 @@ class Circuit:
         *,
         multiprocess: bool = False,
         exclusive: bool = False,
+        own_counter: bool = False,
     ) -> None:
         self.name: str = name
         self.gauge: Gauge = gauge
         self.counter: Counter = counter
         self.multiprocess: bool = multiprocess
         self.exclusive: bool = exclusive
+        self.own_counter: bool = own_counter
+        self.zeros: bool = False
         self.state: State | None = None
         self.state_seq: int = -1
         self.closed_seq: int = -1
@@ -164,7 +179,9 @@ class Circuit:
         """Set the gauge to 1 for ``state``, 0 for the other five. Caller must hold APPLY_LOCK.
 
         When the gauge is ``exclusive`` and shows a state already, the other four are 0 already:
-        two writes move the 1. Otherwise all six are written, as upstream's listener does.
+        two writes move the 1. Otherwise all six are written, as upstream's listener does. The
+        ``OWN_TRANSITIONS`` counters at 0 come with the gauge (when ``zeros``): when it is
+        created, and on every write where another writer could have removed them.
         """
         gauges = self._gauges
         shown = self.state
@@ -172,21 +189,40 @@ class Circuit:
             if shown != state:
                 gauges[shown].set(0)
                 gauges[state].set(1)
-        else:
+        elif self.exclusive:
             for each in ALL_STATES:
                 child = gauges.get(each)
                 if child is None:
                     child = gauges[each] = self.gauge.labels(self.name, each)
                 child.set(1 if each == state else 0)
+        else:  # a shared gauge: ask for each child, in case upstream's close() removed it
+            for each in ALL_STATES:
+                self.gauge.labels(self.name, each).set(1 if each == state else 0)
+        if self.zeros and (shown is None or not self.own_counter):
+            self.zero()
         self.state = state
         self.state_seq = seq
 
-    def count(self, old: State, new: State, n: int) -> None:
-        """Add ``n`` transitions ``old`` -> ``new``. Caller must hold APPLY_LOCK."""
+    def zero(self) -> None:
+        """Create the ``OWN_TRANSITIONS`` counters at 0 where absent. Caller must hold APPLY_LOCK.
+
+        A counter that exists keeps its value: creating a child is all ``labels()`` does.
+        """
+        for old, new in OWN_TRANSITIONS:
+            self._counter(old, new)
+
+    def _counter(self, old: State, new: State) -> Counter:
+        """The counter child of ``old`` -> ``new``, kept only if the counter is ours alone."""
+        if not self.own_counter:
+            return self.counter.labels(self.name, old, new)
         child = self._counters.get((old, new))
         if child is None:
             child = self._counters[old, new] = self.counter.labels(self.name, old, new)
-        child.inc(n)
+        return child
+
+    def count(self, old: State, new: State, n: int) -> None:
+        """Add ``n`` transitions ``old`` -> ``new``. Caller must hold APPLY_LOCK."""
+        self._counter(old, new).inc(n)
 
     def drop(self, seq: int) -> None:
         """Remove every series of this circuit, as upstream's ``close()`` does.
@@ -226,6 +262,7 @@ class _Family:
         "gauge",
         "max_circuits",
         "multiprocess",
+        "own_counter",
         "seconds",
     )
 
@@ -236,12 +273,15 @@ class _Family:
         *,
         multiprocess: bool = False,
         exclusive: bool = False,
+        own_counter: bool = False,
     ) -> None:
         self.gauge: Gauge = gauge
         self.counter: Counter = counter
         self.multiprocess: bool = multiprocess
         #: Whether we created the gauge, so that no other writer (upstream's listener) has it.
         self.exclusive: bool = exclusive
+        #: The same for the counter.
+        self.own_counter: bool = own_counter
         self.circuits: dict[str, Circuit] = {}
         self.max_circuits: int | None = None
         #: The time-in-state collector, registered with the first timed circuit.
@@ -291,12 +331,15 @@ def _family(registry: CollectorRegistry) -> _Family:
         # Share upstream's module-level metrics: importing it registered them on REGISTRY.
         gauge = upstream_state_gauge()
         counter = upstream_transition_counter()
-        exclusive = False
+        exclusive = own_counter = False
     else:
         exclusive = registered(registry, GAUGE_NAME) is None
+        own_counter = registered(registry, COUNTER_NAME) is None
         gauge = _existing_or_new(registry, Gauge, GAUGE_NAME, GAUGE_HELP, GAUGE_LABELS)
         counter = _existing_or_new(registry, Counter, COUNTER_NAME, COUNTER_HELP, COUNTER_LABELS)
-    family = _FAMILIES[registry] = _Family(gauge, counter, exclusive=exclusive)
+    family = _FAMILIES[registry] = _Family(
+        gauge, counter, exclusive=exclusive, own_counter=own_counter
+    )
     return family
 
 
@@ -365,7 +408,10 @@ def circuit_for(
 
     A circuit that has never had a series shows ``initial_state`` from now on (unless it is
     ``None``), so a circuit that never trips is still counted by ``sum(circuit_breaker_state)``.
-    Any real transition outranks it, even one queued earlier. With ``time_in_state``, the
+    Any real transition outranks it, even one queued earlier. With an ``initial_state``, the
+    circuit's ``OWN_TRANSITIONS`` counters exist at 0 from now on (unless it was ``close()``d and
+    has no series: then from its next transition), and come back with its series after every
+    ``close()``. With ``time_in_state``, the
     circuit counts its time in each state from now on (``fluxgate_stream.time_in_state``).
 
     Raises:
@@ -389,9 +435,14 @@ def circuit_for(
                 family.counter,
                 multiprocess=family.multiprocess,
                 exclusive=family.exclusive,
+                own_counter=family.own_counter,
             )
-        if initial_state is not None and circuit.state is None and circuit.closed_seq < 0:
-            circuit.show(initial_state, -1)
+        if initial_state is not None:
+            circuit.zeros = True
+            if circuit.state is not None:
+                circuit.zero()
+            elif circuit.closed_seq < 0:
+                circuit.show(initial_state, -1)  # and the zeros
         if time_in_state or circuit.clock is not None:
             circuit.start_clock(time.time())  # or, if timed already, count the initial state
         return circuit
@@ -427,7 +478,9 @@ def limit_circuits(max_circuits: int | None, registry: CollectorRegistry | None 
     working. Every name that a ``PrometheusListener`` was ever created for counts, ``close()``d
     or not, for the life of the process. ``None`` removes the cap. Lowering the cap below the
     number of names in use refuses new names only. In multiprocess mode, all registries share
-    one cap, as they share their series.
+    one cap, as they share their series. A name costs 6 gauge series and, with an
+    ``initial_state``, 4 counter series at 0 from its creation (``OWN_TRANSITIONS``); at most 30
+    more counter series as it transitions.
 
     Args:
         max_circuits: the most circuit names allowed, at least 1; ``None`` for no cap.

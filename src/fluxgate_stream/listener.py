@@ -140,11 +140,15 @@ class PrometheusListener(QueueingListener):
             ``default_pipeline()``.
         initial_state: the state a circuit without series shows from construction on, so that
             circuits which never tripped are counted by ``sum(circuit_breaker_state) by (state)``.
-            ``None`` turns this off (upstream's behaviour: no series before the first transition).
+            With it, the counters of the four transitions a breaker makes on its own
+            (closed -> open, open -> half_open, half_open -> open, half_open -> closed) exist at
+            0 from construction on, so that ``rate()`` and ``increase()`` count the first of
+            each. ``None`` turns both off (upstream's behaviour: no series before the first
+            transition).
         time_in_state: also export ``circuit_breaker_state_seconds_total{circuit_name,state}``,
             the seconds the circuit has spent in each state, from the signals' timestamps, the
             current state counted up to each scrape (see ``fluxgate_stream.time_in_state``).
-            Off by default, so that the drop-in exports exactly upstream's series. Once on for
+            Off by default, so that the drop-in exports only upstream's two metrics. Once on for
             a (registry, name), it stays on for every listener of that circuit.
 
     Raises:
