@@ -26,6 +26,7 @@ __all__ = [
     "FAILURE_RATE",
     "HEALTH",
     "LAST_TRANSITION",
+    "OWN_TRANSITIONS",
     "PATHS",
     "QUEUE_DEPTH",
     "REOPENS",
@@ -38,7 +39,6 @@ __all__ = [
     "TRANSITIONS",
     "WAKEUPS",
     "MetricSpec",
-    "OWN_TRANSITIONS",
 ]
 
 ALL_STATES: tuple[State, ...] = get_args(State)

@@ -31,7 +31,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
 from fluxgate_stream._apply import APPLY_LOCK, SEQUENCE
 from fluxgate_stream._catalogue import ALL_STATES, OWN_TRANSITIONS, STATE, TRANSITIONS
-from fluxgate_stream._checks import check_count
+from fluxgate_stream._checks import check_count, check_registry, shown
 from fluxgate_stream._compat import (
     kept,
     labelnames,
@@ -118,22 +118,13 @@ class Circuit:
         "zeros",
     )
 
-    def __init__(
-        self,
-        name: str,
-        gauge: Gauge,
-        counter: Counter,
-        *,
-        multiprocess: bool = False,
-        exclusive: bool = False,
-        own_counter: bool = False,
-    ) -> None:
+    def __init__(self, name: str, family: _Family) -> None:
         self.name: str = name
-        self.gauge: Gauge = gauge
-        self.counter: Counter = counter
-        self.multiprocess: bool = multiprocess
-        self.exclusive: bool = exclusive
-        self.own_counter: bool = own_counter
+        self.gauge: Gauge = family.gauge
+        self.counter: Counter = family.counter
+        self.multiprocess: bool = family.multiprocess
+        self.exclusive: bool = family.exclusive
+        self.own_counter: bool = family.own_counter
         self.zeros: bool = False
         self.state: State | None = None
         self.state_seq: int = -1
@@ -415,8 +406,8 @@ def circuit_for(
     circuit counts its time in each state from now on (``fluxgate_stream.time_in_state``).
 
     Raises:
-        ValueError: the registry holds an unrelated collector named like one of ours, or ``name``
-            is not valid UTF-8 text (it could not be exposed, and would break every scrape).
+        ValueError: the registry holds an unrelated collector named like one of ours. (``name``
+            must have passed ``check_name``.)
         CircuitLimitError: ``name`` is new and the registry already holds as many circuit names
             as ``limit_circuits()`` allows.
         RuntimeError: ``time_in_state`` in prometheus_client's multiprocess mode.
@@ -429,14 +420,7 @@ def circuit_for(
         circuit = family.circuits.get(name)
         if circuit is None:
             _check_new_name(family, name)
-            circuit = family.circuits[name] = Circuit(
-                name,
-                family.gauge,
-                family.counter,
-                multiprocess=family.multiprocess,
-                exclusive=family.exclusive,
-                own_counter=family.own_counter,
-            )
+            circuit = family.circuits[name] = Circuit(name, family)
         if initial_state is not None:
             circuit.zeros = True
             if circuit.state is not None:
@@ -448,24 +432,13 @@ def circuit_for(
         return circuit
 
 
-def _shorten(name: str) -> str:
-    return repr(name) if len(name) <= 60 else f"{name[:60]!r}... ({len(name)} characters)"
-
-
 def _check_new_name(family: _Family, name: str) -> None:
     """Raise unless ``name`` may become a new circuit of ``family``. Caller holds APPLY_LOCK."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(
-            f"name must be valid UTF-8 text, as Prometheus label values are: "
-            f"{exc.reason} at index {exc.start}"
-        ) from None
     limit = family.max_circuits
     if limit is not None and len(family.circuits) >= limit:
         raise CircuitLimitError(
             f"this registry already has {len(family.circuits)} circuit names, its limit; "
-            f"refusing a new circuit_name {_shorten(name)} (see limit_circuits())"
+            f"refusing a new circuit_name {shown(name)} (see limit_circuits())"
         )
 
 
@@ -503,6 +476,7 @@ def limit_circuits(max_circuits: int | None, registry: CollectorRegistry | None 
         ...
         fluxgate_stream.CircuitLimitError: this registry already has 2 circuit names, ...
     """
-    check_count(max_circuits, "max_circuits", optional=True)
+    max_circuits = check_count(max_circuits, "max_circuits", optional=True)
+    registry = check_registry(registry)
     with APPLY_LOCK:
         _family(REGISTRY if registry is None else registry).max_circuits = max_circuits

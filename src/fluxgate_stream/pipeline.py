@@ -131,7 +131,7 @@ class SignalPipeline:
     """
 
     def __init__(self, max_buffer_size: int = 1024, *, batch_window: float = 0.001) -> None:
-        check_count(max_buffer_size, "max_buffer_size")
+        max_buffer_size = cast("int", check_count(max_buffer_size, "max_buffer_size"))
         self.max_buffer_size: Final = max_buffer_size
         self.batch_window: Final = check_seconds(batch_window, "batch_window", zero=True)
         self._state: Final = PipelineState(self, max_buffer_size)  # shared with the listeners

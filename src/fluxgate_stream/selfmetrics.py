@@ -45,7 +45,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from fluxgate_stream import _catalogue as catalogue
-from fluxgate_stream._checks import check_name, check_seconds
+from fluxgate_stream._checks import check_name, check_registry, check_seconds
 from fluxgate_stream._compat import kept, multiprocess, registered, same_class, value_class
 from fluxgate_stream.pipeline import PipelineStatistics, SignalPipeline, resolve_pipeline
 
@@ -284,7 +284,8 @@ def export_metrics(
         64.0
     """
     target = resolve_pipeline(pipeline)
-    check_name(name)
+    name = check_name(name)
+    registry = check_registry(registry)
     mode = multiprocess()
     if not mode:
         with _lock:

@@ -361,7 +361,7 @@ def test_a_registry_with_our_gauge_under_other_labels_is_refused_clearly(registr
 
 
 def test_unicode_and_long_names_are_label_values_like_any_other(registry):
-    names = ["paiement-ü", "決済", "x" * 1000]
+    names = ["paiement-ü", "決済", "x" * 256]  # the longest allowed
     for name, (old, new) in itertools.product(names, TRANSITIONS[:2]):
         PrometheusListener(name, registry)(Signal(old, new, 0.0))
     for name in names:
