@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from fluxgate.listeners.prometheus import PrometheusListener as UpstreamListener
@@ -224,20 +226,50 @@ def test_upstream_listener_on_the_same_custom_registry_shares_the_series(registr
     assert shown(registry, "mixed") == "half_open"
 
 
-def test_default_registry_is_shared_with_upstreams_module_level_metrics():
-    name = "default_registry_shared"
+@contextmanager
+def on_the_default_registry(name: str) -> Iterator[tuple[PrometheusListener, UpstreamListener]]:
+    """Ours and upstream's listener for ``name`` on the default registry; its series go after."""
     ours = PrometheusListener(name)
     upstream = UpstreamListener(name)
     try:
+        yield ours, upstream
+    finally:
+        ours.close()
+    assert samples(REGISTRY, name) == {}
+
+
+def test_default_registry_is_shared_with_upstreams_module_level_metrics():
+    name = "default_registry_shared"
+    with on_the_default_registry(name) as (ours, upstream):
         upstream(Signal("closed", "open", 0.0))
         ours(Signal("open", "half_open", 1.0))
         ours(Signal("half_open", "open", 2.0))
         assert count(REGISTRY, name, "closed", "open") == 1.0
         assert count(REGISTRY, name, "half_open", "open") == 1.0
         assert shown(REGISTRY, name) == "open"
-    finally:
-        ours.close()
-    assert samples(REGISTRY, name) == {}
+
+
+def test_after_upstreams_close_our_series_come_back_on_the_default_registry():
+    name = "shared_then_closed_by_upstream"
+    with on_the_default_registry(name) as (ours, upstream):
+        ours(Signal("closed", "open", 0.0))
+        upstream(Signal("open", "half_open", 1.0))
+        assert count(REGISTRY, name, "closed", "open") == 1.0
+        upstream.close()  # removes every series of the name from the metrics we share
+        assert samples(REGISTRY, name) == {}
+        ours(Signal("half_open", "open", 2.0))
+        assert shown(REGISTRY, name) == "open"
+        assert gauge(REGISTRY, name)["half_open"] == 0.0
+        assert count(REGISTRY, name, "half_open", "open") == 1.0
+        assert count(REGISTRY, name, "closed", "open") == 0.0  # the zeros come back too
+        ours(Signal("open", "half_open", 3.0))
+        ours(Signal("half_open", "closed", 4.0))
+        assert shown(REGISTRY, name) == "closed"
+        assert count(REGISTRY, name, "open", "half_open") == 1.0
+        upstream.close()
+        ours(Signal("closed", "open", 5.0))
+        assert count(REGISTRY, name, "closed", "open") == 1.0
+        assert shown(REGISTRY, name) == "open"
 
 
 def test_reloading_our_modules_keeps_series_working_without_duplicate_registration():

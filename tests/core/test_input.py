@@ -16,9 +16,8 @@ from typing import Any
 import anyio
 import pytest
 from fluxgate import CircuitBreaker
-from fluxgate.listeners.prometheus import PrometheusListener as UpstreamListener
 from fluxgate.signal import Signal
-from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from fluxgate_stream import (
     HealthCollector,
@@ -34,7 +33,7 @@ from fluxgate_stream._catalogue import OWN_TRANSITIONS
 from fluxgate_stream._checks import MAX_NAME_BYTES
 from fluxgate_stream.selfmetrics import PipelineMetrics
 
-from ..support.metrics import count, gauge, samples, shown
+from ..support.metrics import count, samples, shown
 
 OPEN = Signal("closed", "open", 0.0)
 
@@ -330,34 +329,3 @@ def test_a_registry_that_is_not_one_is_a_type_error(call):
         match=r"^registry must be a prometheus_client CollectorRegistry or None, got str$",
     ):
         call()
-
-
-# -- upstream's close() on the default registry ---------------------------------------------------
-
-
-def test_after_upstreams_close_our_series_come_back_on_the_default_registry():
-    name = "shared_then_closed_by_upstream"
-    ours = PrometheusListener(name)
-    upstream = UpstreamListener(name)
-    try:
-        ours(Signal("closed", "open", 0.0))
-        upstream(Signal("open", "half_open", 1.0))
-        assert count(REGISTRY, name, "closed", "open") == 1.0
-        upstream.close()  # removes every series of the name from the metrics we share
-        assert samples(REGISTRY, name) == {}
-        ours(Signal("half_open", "open", 2.0))
-        assert shown(REGISTRY, name) == "open"
-        assert gauge(REGISTRY, name)["half_open"] == 0.0
-        assert count(REGISTRY, name, "half_open", "open") == 1.0
-        assert count(REGISTRY, name, "closed", "open") == 0.0  # the zeros come back too
-        ours(Signal("open", "half_open", 3.0))
-        ours(Signal("half_open", "closed", 4.0))
-        assert shown(REGISTRY, name) == "closed"
-        assert count(REGISTRY, name, "open", "half_open") == 1.0
-        upstream.close()
-        ours(Signal("closed", "open", 5.0))
-        assert count(REGISTRY, name, "closed", "open") == 1.0
-        assert shown(REGISTRY, name) == "open"
-    finally:
-        ours.close()
-    assert samples(REGISTRY, name) == {}
