@@ -43,6 +43,7 @@ __all__ = [
     "check_signal",
     "check_sink",
     "check_state",
+    "check_target",
     "check_thresholds",
     "check_timestamp",
     "shown",
@@ -274,6 +275,28 @@ def check_registry(value: object, what: str = "registry") -> CollectorRegistry |
     raise TypeError(
         f"{what} must be a prometheus_client CollectorRegistry or None, got {type(value).__name__}"
     )
+
+
+def check_target(target: object) -> None:
+    """Raise unless ``target`` has what the consumer reads of a listener's target.
+
+    That is a ``str`` ``name``, an ``int`` ``closed_seq``, a ``fold`` hook (or ``None``) and a
+    ``write`` method (``_apply.Target``); a listener's own target has them.
+
+    Raises:
+        TypeError: it lacks one of them.
+    """
+    fold = getattr(target, "fold", 0)
+    if not (
+        type(getattr(target, "name", None)) is str
+        and type(getattr(target, "closed_seq", None)) is int
+        and (fold is None or callable(fold))
+        and callable(getattr(target, "write", None))
+    ):
+        raise TypeError(
+            "target must be a listener's target (a str name, an int closed_seq, a fold hook or "
+            f"None, and a write method), got {type(target).__name__}"
+        )
 
 
 def check_sink(sink: object) -> None:

@@ -329,3 +329,26 @@ def test_a_registry_that_is_not_one_is_a_type_error(call):
         match=r"^registry must be a prometheus_client CollectorRegistry or None, got str$",
     ):
         call()
+
+
+# -- SignalPipeline.submit(): what the consumer cannot apply is never queued ---------------------
+
+
+@pytest.mark.anyio
+async def test_submit_refuses_what_the_consumer_could_not_apply(anyio_backend, registry):
+    pipeline = SignalPipeline()
+    listener = PrometheusListener("good", registry, pipeline=pipeline)
+    async with anyio.create_task_group() as tg:
+        await tg.start(pipeline.run)
+        with pytest.raises(TypeError, match=r"^target must be a listener's target .* got str$"):
+            pipeline.submit("junk", OPEN)  # type: ignore[arg-type]  # deliberately bad
+        with pytest.raises(ValueError, match=r"^Signal\.new_state must be one of"):
+            pipeline.submit(listener._target, Signal("closed", "opened", 0.0))  # type: ignore[arg-type]
+        pipeline.submit(listener._target, Signal(St.closed, St.open, 0.0))  # type: ignore[arg-type]
+        listener(Signal("open", "half_open", 1.0))
+        await pipeline.flush()
+        assert pipeline.running
+        tg.cancel_scope.cancel()
+    assert shown(registry, "good") == "half_open"
+    assert count(registry, "good", "closed", "open") == 1.0
+    assert b"St." not in generate_latest(registry)
