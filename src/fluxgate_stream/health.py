@@ -280,13 +280,16 @@ class HealthCollector:
     def add(self, breaker: SupportsInfo, name: str, thresholds: tuple[float, ...]) -> HealthWatch:
         """``watch()`` once its arguments are checked (the module's ``watch()`` checks them first).
 
-        ``thresholds`` must be sorted, unique, positive and finite. ``name`` is checked (again).
+        ``name`` and ``thresholds`` are checked (again), so that nothing added can break a
+        scrape; the thresholds are exported sorted and without duplicates.
 
         Raises:
-            TypeError: ``name`` is not a ``str``.
-            ValueError: ``name`` is empty, not UTF-8 text, too long, or already watched here.
+            TypeError: ``name`` is not a ``str``; ``thresholds`` is not an iterable of numbers.
+            ValueError: ``name`` is empty, not UTF-8 text, too long, or already watched here; a
+                threshold is not positive and finite.
         """
         name = check_name(name)
+        thresholds = check_thresholds(breaker, thresholds)
         handle = HealthWatch(self, breaker, name, thresholds)
         entry = _Entry(handle, breaker, self._dead)
         with self._lock:

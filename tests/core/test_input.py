@@ -31,6 +31,7 @@ from fluxgate_stream import (
 )
 from fluxgate_stream._catalogue import OWN_TRANSITIONS
 from fluxgate_stream._checks import MAX_NAME_BYTES
+from fluxgate_stream.asgi import lifespan, running
 from fluxgate_stream.selfmetrics import PipelineMetrics
 
 from ..support.metrics import count, samples, shown
@@ -352,3 +353,31 @@ async def test_submit_refuses_what_the_consumer_could_not_apply(anyio_backend, r
     assert shown(registry, "good") == "half_open"
     assert count(registry, "good", "closed", "open") == 1.0
     assert b"St." not in generate_latest(registry)
+
+
+# -- the ASGI helpers and HealthCollector.add() ---------------------------------------------------
+
+
+def test_the_asgi_helpers_refuse_a_pipeline_that_is_not_one_when_called():
+    with pytest.raises(TypeError, match=r"^pipeline must be a SignalPipeline, got str$"):
+        lifespan("pipeline")  # type: ignore[arg-type]  # deliberately bad
+
+
+@pytest.mark.anyio
+async def test_running_refuses_a_pipeline_that_is_not_one(anyio_backend):
+    with pytest.raises(TypeError, match=r"^pipeline must be a SignalPipeline, got str$"):
+        async with running("pipeline"):  # type: ignore[arg-type]  # deliberately bad
+            pass
+
+
+@pytest.mark.parametrize(
+    ("thresholds", "error"), [(("0.5",), TypeError), ((float("nan"),), ValueError)]
+)
+def test_health_add_checks_its_thresholds_so_no_scrape_breaks(registry, thresholds, error):
+    breaker = CircuitBreaker()
+    with pytest.raises(error, match=r"^slow_thresholds must"):
+        collector(registry).add(breaker, "api", thresholds)
+    generate_latest(registry)
+    collector(registry).add(breaker, "api", (2.0, 0.5, 2.0))
+    text = generate_latest(registry).decode()
+    assert text.index('threshold_seconds="0.5"') < text.index('threshold_seconds="2.0"')
