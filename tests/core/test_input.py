@@ -381,3 +381,13 @@ def test_health_add_checks_its_thresholds_so_no_scrape_breaks(registry, threshol
     collector(registry).add(breaker, "api", (2.0, 0.5, 2.0))
     text = generate_latest(registry).decode()
     assert text.index('threshold_seconds="0.5"') < text.index('threshold_seconds="2.0"')
+
+
+def test_pipeline_metrics_made_by_hand_follow_the_name_rule():
+    with pytest.raises(ValueError, match=r"^name must be valid UTF-8 text"):
+        PipelineMetrics(SignalPipeline(), "\ud800", multiprocess=True)
+    with pytest.raises(TypeError, match=r"^pipeline must be a SignalPipeline, got str$"):
+        PipelineMetrics("pipeline", "default", multiprocess=True)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^multiprocess must be a bool, got int$"):
+        PipelineMetrics(SignalPipeline(), "default", multiprocess=1)  # type: ignore[arg-type]
+    assert type(PipelineMetrics(SignalPipeline(), Hostile("mine"), multiprocess=False).name) is str
