@@ -350,6 +350,7 @@ def test_max_half_open_calls_must_be_positive() -> None:
             "got an int of 1329 bits",
         ),
     ],
+    ids=["bool", "str", "huge"],
 )
 def test_max_half_open_calls_must_be_a_plain_count(bad: object, error: type, message: str) -> None:
     with pytest.raises(error, match=f"^{re.escape(message)}$"):
