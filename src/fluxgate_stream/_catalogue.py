@@ -26,6 +26,7 @@ __all__ = [
     "FAILURE_RATE",
     "HEALTH",
     "LAST_TRANSITION",
+    "OWN_TRANSITIONS",
     "PATHS",
     "QUEUE_DEPTH",
     "REOPENS",
@@ -43,6 +44,19 @@ __all__ = [
 ALL_STATES: tuple[State, ...] = get_args(State)
 """fluxgate's states in declaration order: closed, open, half_open, metrics_only, disabled,
 forced_open. Every circuit exports one gauge series per state."""
+
+#: The transitions a breaker makes on its own, from its calls and its retry timer: it trips
+#: (closed -> open), it lets probes in (open -> half_open), a probe fails (half_open -> open) or
+#: succeeds (half_open -> closed). Every other transition is a command (``reset()``,
+#: ``force_open()``, ``disable()``, ``metrics_only()``). A circuit created with an
+#: ``initial_state`` exports these four ``circuit_breaker_state_transition_total`` series at 0 from
+#: its creation, so that ``rate()`` and ``increase()`` count its first transition of each kind.
+OWN_TRANSITIONS: Final[tuple[tuple[State, State], ...]] = (
+    ("closed", "open"),
+    ("open", "half_open"),
+    ("half_open", "open"),
+    ("half_open", "closed"),
+)
 
 #: The values of ``fluxgate_stream_signals_total``'s ``path`` label: the loop thread's stream,
 #: the thread bridge, the overflow ledger, and the synchronous fallback (no consumer).

@@ -42,8 +42,8 @@ from typing import TYPE_CHECKING, TypeVar, cast
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
 from fluxgate_stream._apply import APPLY_LOCK, SEQUENCE
-from fluxgate_stream._catalogue import ALL_STATES, STATE, TRANSITIONS
-from fluxgate_stream._checks import check_count
+from fluxgate_stream._catalogue import ALL_STATES, OWN_TRANSITIONS, STATE, TRANSITIONS
+from fluxgate_stream._checks import check_count, check_registry, shown
 from fluxgate_stream._compat import (
     kept,
     labelnames,
@@ -108,6 +108,16 @@ class Circuit:
         listeners: the listener objects of this circuit still alive (weakly held), to warn when
             a second one is created (see ``join``).
         warned: whether that warning was logged (once per circuit).
+        own_counter: whether only fluxgate-stream writes its counter (we created it). Not so on
+            the default registry nor in multiprocess mode, where the counter is upstream's.
+        zeros: whether its ``OWN_TRANSITIONS`` counters are created at 0 along with its gauge
+            (a listener with an ``initial_state`` was created for it).
+
+    A metric child (the object behind one label set) is kept for the next write only where no
+    one else can remove it: upstream's ``close()`` removes the children of a name from the
+    metrics it shares with us, and a kept child would then be written unseen for ever. Where
+    the metric is shared, every write asks the metric for its child (``labels()``), which
+    recreates a removed one.
     """
 
     __slots__ = (
@@ -122,25 +132,21 @@ class Circuit:
         "listeners",
         "multiprocess",
         "name",
+        "own_counter",
         "state",
         "state_seq",
         "warned",
+        "zeros",
     )
 
-    def __init__(
-        self,
-        name: str,
-        gauge: Gauge,
-        counter: Counter,
-        *,
-        multiprocess: bool = False,
-        exclusive: bool = False,
-    ) -> None:
+    def __init__(self, name: str, family: _Family) -> None:
         self.name: str = name
-        self.gauge: Gauge = gauge
-        self.counter: Counter = counter
-        self.multiprocess: bool = multiprocess
-        self.exclusive: bool = exclusive
+        self.gauge: Gauge = family.gauge
+        self.counter: Counter = family.counter
+        self.multiprocess: bool = family.multiprocess
+        self.exclusive: bool = family.exclusive
+        self.own_counter: bool = family.own_counter
+        self.zeros: bool = False
         self.state: State | None = None
         self.state_seq: int = -1
         self.closed_seq: int = -1
@@ -187,7 +193,9 @@ class Circuit:
         """Set the gauge to 1 for ``state``, 0 for the other five. Caller must hold APPLY_LOCK.
 
         When the gauge is ``exclusive`` and shows a state already, the other four are 0 already:
-        two writes move the 1. Otherwise all six are written, as upstream's listener does.
+        two writes move the 1. Otherwise all six are written, as upstream's listener does. The
+        ``OWN_TRANSITIONS`` counters at 0 come with the gauge (when ``zeros``): when it is
+        created, and on every write where another writer could have removed them.
         """
         gauges = self._gauges
         shown = self.state
@@ -195,12 +203,17 @@ class Circuit:
             if shown != state:
                 gauges[shown].set(0)
                 gauges[state].set(1)
-        else:
+        elif self.exclusive:
             for each in ALL_STATES:
                 child = gauges.get(each)
                 if child is None:
                     child = gauges[each] = self.gauge.labels(self.name, each)
                 child.set(1 if each == state else 0)
+        else:  # a shared gauge: ask for each child, in case upstream's close() removed it
+            for each in ALL_STATES:
+                self.gauge.labels(self.name, each).set(1 if each == state else 0)
+        if self.zeros and (shown is None or not self.own_counter):
+            self.zero()
         self.state = state
         self.state_seq = seq
 
@@ -229,12 +242,26 @@ class Circuit:
             self._gauges.clear()
             self.show(shown, self.state_seq)
 
-    def count(self, old: State, new: State, n: int) -> None:
-        """Add ``n`` transitions ``old`` -> ``new``. Caller must hold APPLY_LOCK."""
+    def zero(self) -> None:
+        """Create the ``OWN_TRANSITIONS`` counters at 0 where absent. Caller must hold APPLY_LOCK.
+
+        A counter that exists keeps its value: creating a child is all ``labels()`` does.
+        """
+        for old, new in OWN_TRANSITIONS:
+            self._counter(old, new)
+
+    def _counter(self, old: State, new: State) -> Counter:
+        """The counter child of ``old`` -> ``new``, kept only if the counter is ours alone."""
+        if not self.own_counter:
+            return self.counter.labels(self.name, old, new)
         child = self._counters.get((old, new))
         if child is None:
             child = self._counters[old, new] = self.counter.labels(self.name, old, new)
-        child.inc(n)
+        return child
+
+    def count(self, old: State, new: State, n: int) -> None:
+        """Add ``n`` transitions ``old`` -> ``new``. Caller must hold APPLY_LOCK."""
+        self._counter(old, new).inc(n)
 
     def drop(self, seq: int) -> None:
         """Remove every series of this circuit, as upstream's ``close()`` does.
@@ -274,6 +301,7 @@ class _Family:
         "gauge",
         "max_circuits",
         "multiprocess",
+        "own_counter",
         "seconds",
     )
 
@@ -284,12 +312,15 @@ class _Family:
         *,
         multiprocess: bool = False,
         exclusive: bool = False,
+        own_counter: bool = False,
     ) -> None:
         self.gauge: Gauge = gauge
         self.counter: Counter = counter
         self.multiprocess: bool = multiprocess
         #: Whether we created the gauge, so that no other writer (upstream's listener) has it.
         self.exclusive: bool = exclusive
+        #: The same for the counter.
+        self.own_counter: bool = own_counter
         self.circuits: dict[str, Circuit] = {}
         self.max_circuits: int | None = None
         #: The time-in-state collector, registered with the first timed circuit.
@@ -339,12 +370,15 @@ def _family(registry: CollectorRegistry) -> _Family:
         # Share upstream's module-level metrics: importing it registered them on REGISTRY.
         gauge = upstream_state_gauge()
         counter = upstream_transition_counter()
-        exclusive = False
+        exclusive = own_counter = False
     else:
         exclusive = registered(registry, GAUGE_NAME) is None
+        own_counter = registered(registry, COUNTER_NAME) is None
         gauge = _existing_or_new(registry, Gauge, GAUGE_NAME, GAUGE_HELP, GAUGE_LABELS)
         counter = _existing_or_new(registry, Counter, COUNTER_NAME, COUNTER_HELP, COUNTER_LABELS)
-    family = _FAMILIES[registry] = _Family(gauge, counter, exclusive=exclusive)
+    family = _FAMILIES[registry] = _Family(
+        gauge, counter, exclusive=exclusive, own_counter=own_counter
+    )
     return family
 
 
@@ -413,12 +447,15 @@ def circuit_for(
 
     A circuit that has never had a series shows ``initial_state`` from now on (unless it is
     ``None``), so a circuit that never trips is still counted by ``sum(circuit_breaker_state)``.
-    Any real transition outranks it, even one queued earlier. With ``time_in_state``, the
+    Any real transition outranks it, even one queued earlier. With an ``initial_state``, the
+    circuit's ``OWN_TRANSITIONS`` counters exist at 0 from now on (unless it was ``close()``d and
+    has no series: then from its next transition), and come back with its series after every
+    ``close()``. With ``time_in_state``, the
     circuit counts its time in each state from now on (``fluxgate_stream.time_in_state``).
 
     Raises:
-        ValueError: the registry holds an unrelated collector named like one of ours, or ``name``
-            is not valid UTF-8 text (it could not be exposed, and would break every scrape).
+        ValueError: the registry holds an unrelated collector named like one of ours. (``name``
+            must have passed ``check_name``.)
         CircuitLimitError: ``name`` is new and the registry already holds as many circuit names
             as ``limit_circuits()`` allows.
         RuntimeError: ``time_in_state`` in prometheus_client's multiprocess mode.
@@ -431,15 +468,13 @@ def circuit_for(
         circuit = family.circuits.get(name)
         if circuit is None:
             _check_new_name(family, name)
-            circuit = family.circuits[name] = Circuit(
-                name,
-                family.gauge,
-                family.counter,
-                multiprocess=family.multiprocess,
-                exclusive=family.exclusive,
-            )
-        if initial_state is not None and circuit.state is None and circuit.closed_seq < 0:
-            circuit.show(initial_state, -1)
+            circuit = family.circuits[name] = Circuit(name, family)
+        if initial_state is not None:
+            circuit.zeros = True
+            if circuit.state is not None:
+                circuit.zero()
+            elif circuit.closed_seq < 0:
+                circuit.show(initial_state, -1)  # and the zeros
         if time_in_state or circuit.clock is not None:
             circuit.start_clock(time.time())  # or, if timed already, count the initial state
         return circuit
@@ -475,18 +510,11 @@ def _shorten(name: str) -> str:
 
 def _check_new_name(family: _Family, name: str) -> None:
     """Raise unless ``name`` may become a new circuit of ``family``. Caller holds APPLY_LOCK."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(
-            f"name must be valid UTF-8 text, as Prometheus label values are: "
-            f"{exc.reason} at index {exc.start}"
-        ) from None
     limit = family.max_circuits
     if limit is not None and len(family.circuits) >= limit:
         raise CircuitLimitError(
             f"this registry already has {len(family.circuits)} circuit names, its limit; "
-            f"refusing a new circuit_name {_shorten(name)} (see limit_circuits())"
+            f"refusing a new circuit_name {shown(name)} (see limit_circuits())"
         )
 
 
@@ -499,7 +527,9 @@ def limit_circuits(max_circuits: int | None, registry: CollectorRegistry | None 
     working. Every name that a ``PrometheusListener`` was ever created for counts, ``close()``d
     or not, for the life of the process. ``None`` removes the cap. Lowering the cap below the
     number of names in use refuses new names only. In multiprocess mode, all registries share
-    one cap, as they share their series.
+    one cap, as they share their series. A name costs 6 gauge series and, with an
+    ``initial_state``, 4 counter series at 0 from its creation (``OWN_TRANSITIONS``); at most 30
+    more counter series as it transitions.
 
     Args:
         max_circuits: the most circuit names allowed, at least 1; ``None`` for no cap.
@@ -522,7 +552,8 @@ def limit_circuits(max_circuits: int | None, registry: CollectorRegistry | None 
         ...
         fluxgate_stream.CircuitLimitError: this registry already has 2 circuit names, ...
     """
-    check_count(max_circuits, "max_circuits", optional=True)
+    max_circuits = check_count(max_circuits, "max_circuits", optional=True)
+    registry = check_registry(registry)
     with APPLY_LOCK:
         _family(REGISTRY if registry is None else registry).max_circuits = max_circuits
 

@@ -46,7 +46,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, ClassVar, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, ClassVar, ParamSpec, TypeVar, cast, overload
 
 import anyio
 from fluxgate.circuitbreaker import CircuitBreakerInfo
@@ -59,6 +59,7 @@ from fluxgate.trackers import All
 from fluxgate.trippers import CallContext, FailureRate, MinRequests
 from fluxgate.windows import CountWindow
 
+from fluxgate_stream._checks import check_count
 from fluxgate_stream._compat import classify_slow, collect_slow_thresholds
 
 if TYPE_CHECKING:
@@ -130,7 +131,9 @@ class AnyioCircuitBreaker:
         listeners: Sync or async callables notified of every transition (default: none).
 
     Raises:
-        ValueError: ``max_half_open_calls`` is less than 1 (upstream would block every probe).
+        TypeError: ``max_half_open_calls`` is not an ``int`` (a ``bool`` is not one).
+        ValueError: ``max_half_open_calls`` is less than 1 (upstream would block every probe),
+            or more than ``sys.maxsize``.
 
     Examples:
         >>> import anyio
@@ -199,8 +202,7 @@ class AnyioCircuitBreaker:
         max_half_open_calls: int = 10,
         listeners: Iterable[Listener | AsyncListener] = (),
     ) -> None:
-        if max_half_open_calls < 1:
-            raise ValueError(f"max_half_open_calls must be >= 1, got {max_half_open_calls}")
+        max_half_open_calls = cast("int", check_count(max_half_open_calls, "max_half_open_calls"))
         self._window: Window = CountWindow(100) if window is None else window
         self._tracker: Tracker = All() if tracker is None else tracker
         self._tripper: Tripper = MinRequests(100) & FailureRate(0.5) if tripper is None else tripper

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from fluxgate_stream.pipeline import SignalPipeline, default_pipeline
+from fluxgate_stream.pipeline import SignalPipeline, resolve_pipeline
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Callable
@@ -48,6 +48,7 @@ async def running(pipeline: SignalPipeline | None = None) -> AsyncGenerator[Sign
         The pipeline whose consumer runs.
 
     Raises:
+        TypeError: ``pipeline`` is neither ``None`` nor a ``SignalPipeline``.
         RuntimeError: the pipeline's consumer is already running (another app, or another
             ``running()``, owns it).
 
@@ -67,7 +68,7 @@ async def running(pipeline: SignalPipeline | None = None) -> AsyncGenerator[Sign
         ... )
         1.0
     """
-    consumer = default_pipeline() if pipeline is None else pipeline
+    consumer = resolve_pipeline(pipeline)
     if consumer.running:  # checked here too, so the error is not wrapped in an ExceptionGroup
         raise RuntimeError("this SignalPipeline's consumer is already running")
     failure: Exception | None = None
@@ -100,7 +101,13 @@ def lifespan(
     Returns:
         A function of the app returning an async context manager, as Starlette expects. The
         context manager raises ``RuntimeError`` on entry if the consumer is already running.
+
+    Raises:
+        TypeError: ``pipeline`` is neither ``None`` nor a ``SignalPipeline`` (here, not when
+            the app starts).
     """
+    if pipeline is not None:
+        resolve_pipeline(pipeline)
 
     @asynccontextmanager
     async def app_lifespan(_app: object) -> AsyncGenerator[None]:

@@ -81,7 +81,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from fluxgate_stream import _catalogue as catalogue
-from fluxgate_stream._checks import check_breaker, check_name, check_thresholds
+from fluxgate_stream._checks import check_breaker, check_name, check_registry, check_thresholds
 from fluxgate_stream._compat import format_float, multiprocess, registered, same_class
 
 if TYPE_CHECKING:
@@ -273,18 +273,23 @@ class HealthCollector:
             ValueError: ``name`` is empty or already watched here (by a breaker that is alive
                 and not closed); a threshold is not positive and finite.
         """
-        check_name(name)
+        name = check_name(name)
         check_breaker(breaker)
         return self.add(breaker, name, check_thresholds(breaker, slow_thresholds))
 
     def add(self, breaker: SupportsInfo, name: str, thresholds: tuple[float, ...]) -> HealthWatch:
         """``watch()`` once its arguments are checked (the module's ``watch()`` checks them first).
 
-        ``thresholds`` must be sorted, unique, positive and finite.
+        ``name`` and ``thresholds`` are checked (again), so that nothing added can break a
+        scrape; the thresholds are exported sorted and without duplicates.
 
         Raises:
-            ValueError: ``name`` is already watched here.
+            TypeError: ``name`` is not a ``str``; ``thresholds`` is not an iterable of numbers.
+            ValueError: ``name`` is empty, not UTF-8 text, too long, or already watched here; a
+                threshold is not positive and finite.
         """
+        name = check_name(name)
+        thresholds = check_thresholds(breaker, thresholds)
         handle = HealthWatch(self, breaker, name, thresholds)
         entry = _Entry(handle, breaker, self._dead)
         with self._lock:
@@ -408,6 +413,7 @@ def collector_for(registry: CollectorRegistry | None = None) -> HealthCollector:
     Raises:
         ValueError: another collector already holds one of the health metrics' names there.
     """
+    registry = check_registry(registry)
     target = REGISTRY if registry is None else registry
     with _registries_lock:
         existing = registered(target, FAILURE_RATE)
@@ -475,7 +481,8 @@ def watch(
         ... ) is None
         True
     """
-    check_name(name)
+    name = check_name(name)
+    registry = check_registry(registry)
     check_breaker(breaker)
     thresholds = check_thresholds(breaker, slow_thresholds)
     if _multiprocess_mode():

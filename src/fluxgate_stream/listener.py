@@ -13,9 +13,9 @@ from fluxgate_stream._checks import (
     KNOWN_STATES,
     check_bool,
     check_name,
+    check_registry,
     check_signal,
     check_state,
-    check_timestamp,
 )
 from fluxgate_stream._circuits import circuit_for, join
 from fluxgate_stream._queue import PipelineState
@@ -72,30 +72,35 @@ class QueueingListener:
     def __call__(self, signal: Signal, /) -> None:
         """Record a transition: queued while the consumer runs, applied directly otherwise.
 
+        What is queued is a plain ``Signal`` of fluxgate's own state strings and a plain float
+        timestamp: a subclass, or states and timestamps of subclasses of ``str``, ``int`` or
+        ``float``, are copied into plain ones first (``_checks.check_signal``).
+
         Raises:
-            TypeError: ``signal`` is not a ``fluxgate.signal.Signal``; nothing is queued.
-            ValueError: its ``old_state`` or ``new_state`` is not a fluxgate state; nothing is
+            TypeError: ``signal`` is not a ``fluxgate.signal.Signal``, or its ``timestamp`` is
+                not a number; nothing is queued.
+            ValueError: its ``old_state`` or ``new_state`` is not a fluxgate state, or its
+                ``timestamp`` is infinite, NaN or an int too large for a float; nothing is
                 queued.
-            TypeError, ValueError: the circuit counts time in state and ``signal.timestamp`` is
-                not a finite number; nothing is queued.
         """
-        # Fast path first (one class check, two set lookups); check_signal explains failures.
-        try:
+        # Fast path first: exact types (type(), which no object can fake), two set lookups, and
+        # a finite float (x - x is 0.0; for inf and nan it is nan, which is true). Anything else
+        # goes through check_signal, which explains a failure or returns the plain Signal.
+        if type(signal) is Signal:
+            old, new, at = signal.old_state, signal.new_state, signal.timestamp
             fast = (
-                signal.__class__ is Signal
-                and signal.old_state in KNOWN_STATES
-                and signal.new_state in KNOWN_STATES
+                type(old) is str
+                and type(new) is str
+                and type(at) is float
+                and old in KNOWN_STATES
+                and new in KNOWN_STATES
+                and not at - at
             )
-        except TypeError:  # an unhashable state: let check_signal say what is wrong
+        else:
             fast = False
         if not fast:
-            check_signal(signal)
+            signal = check_signal(signal)
         target = self._target
-        if target.fold is not None:  # the target reads timestamps (time in state)
-            timestamp = signal.timestamp
-            # A finite float passes (x - x is 0.0; for inf and nan it is nan, which is true).
-            if timestamp.__class__ is not float or timestamp - timestamp:
-                check_timestamp(signal)
         state = self._state
         # PipelineState.submit()'s loop-thread branch, inlined: on the breaker's hottest path a
         # second Python frame costs more than the branch itself. Same reads in the same order,
@@ -132,7 +137,8 @@ class PrometheusListener(QueueingListener):
     Like upstream's, ``close()`` drops the name's series whoever wrote them.
 
     Args:
-        name: the ``circuit_name`` label. A non-empty ``str``.
+        name: the ``circuit_name`` label: a non-empty ``str`` of UTF-8 text, at most 256 bytes of
+            it. A ``str`` subclass is exported as a plain ``str`` of its characters.
         registry: where the metrics live. ``None`` (the default) shares upstream's module-level
             metrics on ``prometheus_client.REGISTRY``; any number of listeners may share one
             custom ``CollectorRegistry``.
@@ -140,18 +146,24 @@ class PrometheusListener(QueueingListener):
             ``default_pipeline()``.
         initial_state: the state a circuit without series shows from construction on, so that
             circuits which never tripped are counted by ``sum(circuit_breaker_state) by (state)``.
-            ``None`` turns this off (upstream's behaviour: no series before the first transition).
+            With it, the counters of the four transitions a breaker makes on its own
+            (closed -> open, open -> half_open, half_open -> open, half_open -> closed) exist at
+            0 from construction on, so that ``rate()`` and ``increase()`` count the first of
+            each. ``None`` turns both off (upstream's behaviour: no series before the first
+            transition).
         time_in_state: also export ``circuit_breaker_state_seconds_total{circuit_name,state}``,
             the seconds the circuit has spent in each state, from the signals' timestamps, the
             current state counted up to each scrape (see ``fluxgate_stream.time_in_state``).
-            Off by default, so that the drop-in exports exactly upstream's series. Once on for
+            Off by default, so that the drop-in exports only upstream's two metrics. Once on for
             a (registry, name), it stays on for every listener of that circuit.
 
     Raises:
         TypeError: ``name`` is not a ``str``, ``pipeline`` is not a ``SignalPipeline``, or
             ``time_in_state`` is not a ``bool``.
-        ValueError: ``name`` is empty, ``initial_state`` is not a fluxgate state, or
-            ``registry`` holds an unrelated collector under one of our metric names.
+        TypeError: ``registry`` is neither ``None`` nor a ``CollectorRegistry``.
+        ValueError: ``name`` is empty, not UTF-8 text, or longer than 256 bytes of UTF-8
+            (``MAX_NAME_BYTES``); ``initial_state`` is not a fluxgate state; or ``registry``
+            holds an unrelated collector under one of our metric names.
         RuntimeError: ``time_in_state`` is true in prometheus_client's multiprocess mode.
 
     Example:
@@ -181,10 +193,11 @@ class PrometheusListener(QueueingListener):
         initial_state: State | None = "closed",
         time_in_state: bool = False,
     ) -> None:
-        check_name(name)
+        name = check_name(name)
+        registry = check_registry(registry)
         self._pipeline = resolve_pipeline(pipeline)
         if initial_state is not None:
-            check_state(initial_state, "initial_state")
+            initial_state = check_state(initial_state, "initial_state")
         check_bool(time_in_state, "time_in_state")
         self._target = circuit_for(registry, name, initial_state, time_in_state=time_in_state)
         join(self._target, self)

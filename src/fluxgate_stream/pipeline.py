@@ -42,7 +42,7 @@ import anyio
 from anyio.lowlevel import checkpoint, current_token
 
 from fluxgate_stream._apply import APPLY_LOCK, Item, Tally
-from fluxgate_stream._checks import check_count, check_seconds
+from fluxgate_stream._checks import check_count, check_seconds, check_signal, check_target
 from fluxgate_stream._compat import ki_protected, protect_from_keyboard_interrupt, same_class
 from fluxgate_stream._queue import PipelineState, Wake
 
@@ -131,7 +131,7 @@ class SignalPipeline:
     """
 
     def __init__(self, max_buffer_size: int = 1024, *, batch_window: float = 0.001) -> None:
-        check_count(max_buffer_size, "max_buffer_size")
+        max_buffer_size = cast("int", check_count(max_buffer_size, "max_buffer_size"))
         self.max_buffer_size: Final = max_buffer_size
         self.batch_window: Final = check_seconds(batch_window, "batch_window", zero=True)
         self._state: Final = PipelineState(self, max_buffer_size)  # shared with the listeners
@@ -185,9 +185,16 @@ class SignalPipeline:
         """Queue a transition (or, with ``signal=None``, a ``close()``) for ``target``.
 
         Never blocks on the event loop and never raises for a full buffer. Callable from any
-        thread. Listeners validate their input before calling this.
+        thread. Both arguments are checked first, so that nothing the consumer cannot apply is
+        queued (listeners check theirs, and submit to the shared state directly).
+
+        Raises:
+            TypeError: ``target`` is not a listener's target; ``signal`` is neither ``None`` nor
+                a ``fluxgate.signal.Signal``, or its ``timestamp`` is not a number.
+            ValueError: ``signal``'s states are not fluxgate's, or its timestamp is not finite.
         """
-        self._state.submit(target, signal)
+        check_target(target)
+        self._state.submit(target, None if signal is None else check_signal(signal))
 
     # -- the consumer ----------------------------------------------------------------------------
 

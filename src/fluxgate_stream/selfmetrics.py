@@ -45,7 +45,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from fluxgate_stream import _catalogue as catalogue
-from fluxgate_stream._checks import check_name, check_seconds
+from fluxgate_stream._checks import check_bool, check_name, check_registry, check_seconds
 from fluxgate_stream._compat import kept, multiprocess, registered, same_class, value_class
 from fluxgate_stream.pipeline import PipelineStatistics, SignalPipeline, resolve_pipeline
 
@@ -200,9 +200,16 @@ class PipelineMetrics:
     __slots__ = ("multiprocess", "name", "pipeline")
 
     def __init__(self, pipeline: SignalPipeline, name: str, *, multiprocess: bool) -> None:
-        self.pipeline: SignalPipeline = pipeline
-        self.name: str = name
-        self.multiprocess: bool = multiprocess
+        """Usually made by ``export_metrics``; the arguments are checked as there.
+
+        Raises:
+            TypeError: ``pipeline`` is not a ``SignalPipeline``, ``name`` not a ``str``, or
+                ``multiprocess`` not a ``bool``.
+            ValueError: ``name`` breaks the name rule (see ``export_metrics``).
+        """
+        self.pipeline: SignalPipeline = resolve_pipeline(pipeline)  # None: the default one
+        self.name: str = check_name(name)
+        self.multiprocess: bool = check_bool(multiprocess, "multiprocess")
 
     def __repr__(self) -> str:
         mode = "multiprocess" if self.multiprocess else "read at scrape time"
@@ -284,7 +291,8 @@ def export_metrics(
         64.0
     """
     target = resolve_pipeline(pipeline)
-    check_name(name)
+    name = check_name(name)
+    registry = check_registry(registry)
     mode = multiprocess()
     if not mode:
         with _lock:

@@ -12,7 +12,7 @@ import types
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from fluxgate_stream._checks import check_name
+from fluxgate_stream._checks import check_name, check_sink
 from fluxgate_stream.listener import QueueingListener
 from fluxgate_stream.pipeline import resolve_pipeline
 
@@ -121,10 +121,7 @@ class StreamingListener(QueueingListener):
     def __init__(
         self, name: str, sink: SignalSink, *, pipeline: SignalPipeline | None = None
     ) -> None:
-        check_name(name)
-        if not callable(getattr(sink, "write", None)):
-            raise TypeError(
-                f"sink must have a write(transitions) method, got {type(sink).__name__}"
-            )
+        name = check_name(name)
+        check_sink(sink)
         self._pipeline = resolve_pipeline(pipeline)
         self._target = _SinkTarget(name, sink)

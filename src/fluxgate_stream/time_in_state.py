@@ -38,9 +38,9 @@ How the seconds are counted (the rules the tests check):
   shows it; without one, at its first transition. Turning timing on for a circuit that already
   has a state starts counting that state at that moment; signals queued before then count from
   then at the earliest.
-* *A timestamp that is not a finite number* is refused at the call site once the circuit is
-  timed. One queued earlier by an untimed listener of the same circuit is placed at the moment
-  the consumer applies it.
+* *A timestamp that is not a finite number* is refused at the call site by every listener,
+  timed or not, so none is ever queued; what is queued is a plain float. (Should one reach a
+  clock anyway, the signal is placed at the moment the consumer applies it.)
 * *``close()``* drops the circuit's time series, with its other series; the next transition starts
   counting again from 0.
 
@@ -138,7 +138,10 @@ def finite_time(timestamp: object) -> float | None:
         at = cast("float", timestamp)
         return None if at - at else at  # x - x is nan (true) for inf and nan, else 0.0
     if isinstance(timestamp, int | float) and not isinstance(timestamp, bool):
-        at = float(timestamp)
+        try:
+            at = float(timestamp)
+        except OverflowError:  # an int too large (listeners refuse it; never kill the consumer)
+            return None
         return at if math.isfinite(at) else None
     return None
 

@@ -8,6 +8,7 @@ Time is never slept: the ``clock`` fixture freezes the wall clock (``time.time``
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import TYPE_CHECKING
 
@@ -333,8 +334,27 @@ async def test_default_components_are_upstreams(
 
 
 def test_max_half_open_calls_must_be_positive() -> None:
-    with pytest.raises(ValueError, match=r"^max_half_open_calls must be >= 1, got 0$"):
+    with pytest.raises(ValueError, match=r"^max_half_open_calls must be at least 1, got 0$"):
         AnyioCircuitBreaker(max_half_open_calls=0)
+
+
+@pytest.mark.parametrize(
+    ("bad", "error", "message"),
+    [
+        (True, TypeError, "max_half_open_calls must be an int, got bool"),
+        ("3", TypeError, "max_half_open_calls must be an int, got str"),
+        (
+            10**400,
+            ValueError,
+            "max_half_open_calls must be at most 9223372036854775807 (sys.maxsize), "
+            "got an int of 1329 bits",
+        ),
+    ],
+    ids=["bool", "str", "huge"],
+)
+def test_max_half_open_calls_must_be_a_plain_count(bad: object, error: type, message: str) -> None:
+    with pytest.raises(error, match=f"^{re.escape(message)}$"):
+        AnyioCircuitBreaker(max_half_open_calls=bad)  # type: ignore[arg-type]  # deliberately bad
 
 
 # --- manual commands ---------------------------------------------------------------------------

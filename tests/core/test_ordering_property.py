@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from fluxgate_stream import ALL_STATES, PrometheusListener, SignalPipeline
+from fluxgate_stream._catalogue import OWN_TRANSITIONS
 
 from ..support.helpers import Consumer, in_thread
 from ..support.metrics import samples
@@ -56,6 +57,13 @@ class Model:
                 for state in ALL_STATES:
                     labels = (("circuit_name", f"c{circuit}"), ("state", state))
                     out["circuit_breaker_state", labels] = float(state == shown)
+                for old, new in OWN_TRANSITIONS:  # at 0 whenever the circuit has series
+                    labels = (
+                        ("circuit_name", f"c{circuit}"),
+                        ("new_state", new),
+                        ("old_state", old),
+                    )
+                    out["circuit_breaker_state_transition_total", labels] = 0.0
         for (circuit, old, new), n in self.counts.items():
             labels = (("circuit_name", f"c{circuit}"), ("new_state", new), ("old_state", old))
             out["circuit_breaker_state_transition_total", labels] = float(n)

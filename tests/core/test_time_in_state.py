@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import itertools
+import re
 import time
 
 import anyio
@@ -22,7 +23,7 @@ from fluxgate_stream.time_in_state import MULTIPROCESS_MESSAGE, Span, StateClock
 
 from ..support.breakers import Recorder, adrive, async_breaker, drive, quick, sync_breaker
 from ..support.helpers import Consumer
-from ..support.metrics import shown
+from ..support.metrics import count, shown
 from ..support.processes import run_multiprocess_worker
 
 SECONDS = "circuit_breaker_state_seconds_total"
@@ -71,9 +72,10 @@ def test_off_by_default_exports_exactly_upstreams_series(registry):
     listener(at("closed", "open", time.time()))
     names = {family.name for family in registry.collect()}
     assert names == {"circuit_breaker_state", "circuit_breaker_state_transition"}
-    # and an untimed listener, like upstream's, does not look at the timestamp at all
-    listener(Signal(old_state="open", new_state="half_open", timestamp=None))  # type: ignore[arg-type]  # deliberately bad
-    assert shown(registry, "payment_api") == "half_open"
+    # and an untimed listener refuses a timestamp that is not a number too: it is never queued
+    with pytest.raises(TypeError, match=r"^Signal\.timestamp must be a number of seconds"):
+        listener(Signal(old_state="open", new_state="half_open", timestamp=None))  # type: ignore[arg-type]  # deliberately bad
+    assert shown(registry, "payment_api") == "open"
 
 
 def test_a_new_circuit_counts_its_initial_state_from_creation(registry):
@@ -402,27 +404,49 @@ def test_property_totals_are_exact_whatever_the_batches(steps):
 
 
 @pytest.mark.anyio
-async def test_a_bad_timestamp_queued_before_timing_neither_kills_the_consumer_nor_the_batch(
-    anyio_backend, registry
+@pytest.mark.parametrize(
+    "bad",
+    [
+        (
+            10**400,
+            ValueError,
+            "Signal.timestamp must be a number of seconds a float can hold, "
+            "got an int of 1329 bits",
+        ),
+        (None, TypeError, "Signal.timestamp must be a number of seconds, got NoneType"),
+        (True, TypeError, "Signal.timestamp must be a number of seconds, got bool"),
+        (float("inf"), ValueError, "Signal.timestamp must be finite, got inf"),
+        (float("nan"), ValueError, "Signal.timestamp must be finite, got nan"),
+    ],
+    ids=["int-too-large", "none", "bool", "inf", "nan"],
+)
+async def test_a_bad_timestamp_is_refused_by_untimed_and_timed_listeners_alike(
+    anyio_backend, registry, bad
 ):
+    """Never queued, so it can neither reach nor kill the consumer once the circuit is timed."""
     pipeline = SignalPipeline()
     plain = PrometheusListener("c", registry, pipeline=pipeline)
     other = PrometheusListener("other", registry, pipeline=pipeline)
-    async with Consumer(pipeline):
+    timed = PrometheusListener("t", registry, pipeline=pipeline, time_in_state=True)
+    timestamp, error, message = bad
+    async with anyio.create_task_group() as tg:
+        await tg.start(pipeline.run)
         plain(at("closed", "open", time.time()))
-        plain(at("open", "half_open", None))  # accepted: the circuit is untimed when queued
+        for listener in (plain, timed):
+            with pytest.raises(error, match=f"^{re.escape(message)}$"):
+                listener(at("open", "half_open", timestamp))
         other(at("closed", "open", time.time()))  # another circuit, in the same batch
         PrometheusListener("c", registry, pipeline=pipeline, time_in_state=True)
-        before_apply = time.time()
         await pipeline.flush()
-        after_apply = time.time()
         assert pipeline.running
         assert shown(registry, "other") == "open"
-        assert shown(registry, "c") == "half_open"
-        # the signal without a usable time is placed when it was applied
-        assert accruing(registry, "c") == {"half_open"}
-        values = seconds(registry, "c")
-        assert values["open"] <= after_apply - before_apply + 0.001
+        assert shown(registry, "c") == "open"
+        assert count(registry, "c", "open", "half_open") == 0.0
+        tg.cancel_scope.cancel()
+    assert not pipeline.running  # the task group ended by its own cancellation, nothing raised
+    with pytest.raises(error, match=f"^{re.escape(message)}$"):  # no consumer: the same
+        plain(at("open", "half_open", timestamp))
+    assert shown(registry, "c") == "open"
 
 
 @pytest.mark.anyio

@@ -261,6 +261,8 @@ def test_read_exported_reads_states_and_counts_of_every_circuit():
     assert exported["a"].transitions == {
         ("closed", "open"): 1,
         ("open", "half_open"): 1,
+        ("half_open", "open"): 0,  # at 0 since the listener's creation
+        ("half_open", "closed"): 0,
     }
     assert Exported(states=["open", "closed"]).state is None
     assert Exported().state is None

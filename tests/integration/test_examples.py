@@ -22,6 +22,7 @@ from fluxgate.retries import Cooldown
 from fluxgate.trippers import FailureRate, MinRequests
 
 from fluxgate_stream import ALL_STATES, ConsumerThread, PrometheusListener, SignalPipeline
+from fluxgate_stream._catalogue import OWN_TRANSITIONS
 
 from ..support.http import Samples, http_get, poll, scrape
 from ..support.metrics import count, samples, shown
@@ -96,7 +97,8 @@ def running_script(*args: str | Path, pass_fds: tuple[int, ...] = ()) -> Iterato
 
 
 def tripped_once(scraped: Samples, name: str) -> bool:
-    """Whether ``name`` shows exactly: open, and one closed -> open transition, nothing else."""
+    """Whether ``name`` shows exactly: open, one closed -> open transition, the breaker's other
+    own transitions at 0 (since its listener's creation), nothing else."""
     states = {
         labels[1][1]: value
         for (metric, labels), value in scraped.items()
@@ -109,7 +111,12 @@ def tripped_once(scraped: Samples, name: str) -> bool:
     }
     return states == {state: (1.0 if state == "open" else 0.0) for state in ALL_STATES} and (
         transitions
-        == {(("circuit_name", name), ("new_state", "open"), ("old_state", "closed")): 1.0}
+        == {
+            (("circuit_name", name), ("new_state", new), ("old_state", old)): float(
+                (old, new) == ("closed", "open")
+            )
+            for old, new in OWN_TRANSITIONS
+        }
     )
 
 

@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import fluxgate_stream
 from fluxgate_stream import ALL_STATES, PrometheusListener, SignalPipeline, limit_circuits
+from fluxgate_stream._catalogue import OWN_TRANSITIONS
 from fluxgate_stream._compat import multiprocess
 from fluxgate_stream.selfmetrics import export_metrics
 
@@ -292,6 +293,21 @@ def test_multiprocess_registries_share_one_family_and_one_cap(multiprocess_mode,
     limit_circuits(1, CollectorRegistry())
     with pytest.raises(ValueError, match=r"^this registry already has 1 circuit names, its limit"):
         PrometheusListener(f"{name}_other", CollectorRegistry())
+
+
+def test_multiprocess_own_transitions_start_at_zero_in_the_files(multiprocess_mode, request):
+    name = f"mp_zeros_{request.node.name}"
+    listener = PrometheusListener(name, CollectorRegistry())
+    seen = collected(multiprocess_mode)
+    assert [transitions(seen, name, old, new) for old, new in OWN_TRANSITIONS] == [0.0] * 4
+    assert transitions(seen, name, "closed", "forced_open") is None
+    listener(OPEN)
+    listener.close()  # counters keep their totals in this mode; the zeros stay with them
+    seen = collected(multiprocess_mode)
+    assert [transitions(seen, name, old, new) for old, new in OWN_TRANSITIONS] == [1.0, 0, 0, 0]
+    quiet = f"{name}_none"
+    PrometheusListener(quiet, CollectorRegistry(), initial_state=None)
+    assert not [key for key in collected(multiprocess_mode) if ("circuit_name", quiet) in key[1]]
 
 
 @pytest.mark.anyio

@@ -6,7 +6,8 @@ threads) trip, probe and recover, their listeners queued through a running ``Sig
 Through Prometheus' HTTP API we then check that:
 
 * every PromQL example of fluxgate's Prometheus page answers what the breakers did, both with
-  the page's exact windows and with short ones;
+  the page's exact windows and with short ones, every circuit's first transitions included (the
+  counters of the transitions a breaker makes on its own exist at 0 from the listener's creation);
 * every query of the shipped Grafana dashboard parses and returns the expected data;
 * the shipped alerting rules evaluate cleanly and put exactly the expected alerts in
   pending/firing state;
@@ -82,10 +83,14 @@ FINAL_STATES = {
     "catalog_api": "closed",
     "profile_api": "closed",  # the one with calls in its window: 1 failed, 2 slow, 1 fast
 }
-# Circuits that tripped open after Prometheus first saw their counters: their trip rate is > 0.
+# Circuits that tripped open: their trip rate is > 0.
 TRIPPING = {"payment_api", "shipping_api", "pricing_api", "search_api"}
-# ... and those that went half_open again then.
+# ... and those that went half_open in phase two (shipping_api did in phase one only).
 PROBING = {"payment_api", "pricing_api", "search_api"}
+# The longest a scrape interval may be stretched by Prometheus' extrapolation, relative to what
+# it counted, once a series has at least MIN_SAMPLES samples (see bounded()).
+MIN_SAMPLES = 5
+EXTRAPOLATION = 1 + 1.1 / (MIN_SAMPLES - 1)
 
 
 class Boom(Exception):
@@ -288,6 +293,19 @@ HALF_OPEN_QUERIES = [
 ]
 
 
+def bounded(value: float, exact: float) -> bool:
+    """Whether ``increase()`` (or ``rate()`` times its window) could have answered ``value``
+    for a counter that grew by ``exact`` from a first sample of 0.
+
+    From a first sample of 0, Prometheus does not extrapolate towards the window's start (the
+    counter would go below 0), and extrapolates towards its end by at most 1.1 average scrape
+    intervals: with at least ``MIN_SAMPLES`` samples, that stretches the increase by at most
+    ``EXTRAPOLATION``, and never shrinks it. A counter that appears at its first count (as
+    upstream's do) gives 1 less for that series.
+    """
+    return exact - 1e-9 <= value <= exact * EXTRAPOLATION + 1e-9
+
+
 def expected_by_state() -> dict[str, float]:
     counts: dict[str, float] = dict.fromkeys(ALL_STATES, 0.0)
     for state in FINAL_STATES.values():
@@ -295,10 +313,23 @@ def expected_by_state() -> dict[str, float]:
     return counts
 
 
-def check_spec_queries(server: PrometheusServer) -> tuple[bool, dict[str, Any]]:
-    """Run every spec example; done when each answers what the breakers did."""
+def transitions_into(final: dict[tuple[str, ...], float], new: str) -> dict[str, float]:
+    """Per circuit, the exporter's transitions into ``new`` (every circuit, 0 included)."""
+    out = dict.fromkeys(FINAL_STATES, 0.0)
+    for labels, value in final.items():
+        if labels[0] == "circuit_breaker_state_transition_total" and labels[3] == new:
+            out[labels[1]] += value
+    return out
+
+
+def check_spec_queries(
+    server: PrometheusServer, final: dict[tuple[str, ...], float]
+) -> tuple[bool, dict[str, Any]]:
+    """Run every spec example; done when each answers what the breakers did, first trips
+    included."""
     answers: dict[str, Any] = {}
     ok = True
+    opened, probed = transitions_into(final, "open"), transitions_into(final, "half_open")
     for query in OPEN_QUERIES:
         answers[query] = got = set(by("circuit_name", server.query(query)))
         ok &= got == {name for name, state in FINAL_STATES.items() if state == "open"}
@@ -307,17 +338,26 @@ def check_spec_queries(server: PrometheusServer) -> tuple[bool, dict[str, Any]]:
         ok &= got == expected_by_state()
     for query in TRIP_RATE_QUERIES:
         answers[query] = rates = by("circuit_name", server.query(query))
-        # Only circuits that ever opened have such series; payment_api opened 5 times since,
-        # the others once each, over the same scrapes.
-        ok &= set(rates) == TRIPPING and all(rates[name] > 0 for name in TRIPPING)
-        ok &= bool(rates) and max(rates, key=rates.__getitem__) == "payment_api"
+        # Every circuit has such series, at 0 from its listener's creation; payment_api opened
+        # 8 times, the other tripping ones twice each, over the same scrapes.
+        ok &= set(rates) == set(FINAL_STATES)
+        ok &= {name for name, rate in rates.items() if rate > 0} == TRIPPING
+        ok &= max(rates, key=rates.__getitem__) == "payment_api"
+        if "[5m]" in query:  # a window that holds every sample: each trip counts, the first too
+            ok &= all(bounded(rates[name] * 300, opened[name]) for name in FINAL_STATES)
     for query in HALF_OPEN_QUERIES:
         rows = server.query(query)
         answers[query] = increases = by("circuit_name", rows)
         ok &= {row["metric"]["old_state"] for row in rows} == {"open"}
-        ok &= {name for name, value in increases.items() if value > 0} == PROBING
-        # shipping_api went half_open only before Prometheus first saw it: present, no increase.
-        ok &= increases.get("shipping_api") == 0.0
+        ok &= set(increases) == set(FINAL_STATES)
+        if "[1h]" in query:  # shipping_api's phase-one probe included
+            ok &= all(bounded(increases[name], probed[name]) for name in FINAL_STATES)
+            ok &= {name for name, value in increases.items() if value > 0} == {
+                *PROBING,
+                "shipping_api",
+            }
+        else:  # the last minute: phase two's probes at least
+            ok &= {name for name, value in increases.items() if value > 0} >= PROBING
     return ok, answers
 
 
@@ -534,7 +574,9 @@ def check_dashboard(server: PrometheusServer) -> tuple[bool, dict[str, Any]]:
     }
     # One process: its state's share is 1, the other states' 0 (left out).
     ok &= answers["Share of processes in each state"] == dict.fromkeys(FINAL_STATES.items(), 1.0)
-    ok &= set(answers["Circuit Trip Rate"]) == TRIPPING
+    trip_rates = answers["Circuit Trip Rate"]
+    ok &= set(trip_rates) == set(FINAL_STATES)
+    ok &= {name for name, rate in trip_rates.items() if rate > 0} == TRIPPING
     pie = {
         dict(labels)["state"]: value for labels, value in answers["Circuit State Overview"].items()
     }
@@ -543,17 +585,22 @@ def check_dashboard(server: PrometheusServer) -> tuple[bool, dict[str, Any]]:
         (labels["circuit_name"], labels["old_state"], labels["new_state"])
         for labels in map(dict, answers["State transitions in the time range"])
     }
+    # Every transition a breaker made on its own, the first of each kind too; the commands
+    # (force_open, disable, metrics_only) have no series before they happen, so no increase.
     ok &= table == {
         ("payment_api", "closed", "open"),
         ("payment_api", "open", "half_open"),
         ("payment_api", "half_open", "open"),
         ("payment_api", "half_open", "closed"),
         ("shipping_api", "closed", "open"),
+        ("shipping_api", "open", "half_open"),
+        ("shipping_api", "half_open", "closed"),
         ("pricing_api", "closed", "open"),
         ("pricing_api", "open", "half_open"),
         ("pricing_api", "half_open", "closed"),
         ("search_api", "closed", "open"),
         ("search_api", "open", "half_open"),
+        ("search_api", "half_open", "closed"),  # reset() from half_open
     }
     # Health panels. Over the last minute, only profile_api has had calls in its window (bar a
     # transient sample, should a scrape fall between a probe's record and its transition).
@@ -615,7 +662,7 @@ EXPECTED_ALERTS = {
     ("CircuitBreakerHalfOpenStuck", "search_api", "pending"),
     ("CircuitBreakerProtectionOff", "reporting_api", "pending"),
     ("CircuitBreakerProtectionOff", "ranking_api", "pending"),
-    ("CircuitBreakerFlapping", "payment_api", "firing"),  # 5 trips since first seen; no `for`
+    ("CircuitBreakerFlapping", "payment_api", "firing"),  # 8 trips, the others 2; no `for`
 }
 
 
@@ -634,6 +681,13 @@ def check_alerts(server: PrometheusServer) -> tuple[bool, Any]:
     done = kinds == ["alerting"] * 5 + ["recording"] * 2 and not unhealthy
     done &= alerts == EXPECTED_ALERTS and shares == {1.0} and runbooks
     return done, {"unhealthy": unhealthy, "alerts": sorted(alerts), "shares": sorted(shares)}
+
+
+def sampled(server: PrometheusServer, samples: int) -> tuple[bool, dict[str, float]]:
+    """Whether every transition counter Prometheus holds has at least ``samples`` samples."""
+    rows = server.query("count_over_time(circuit_breaker_state_transition_total[1h])")
+    got = {"/".join(row["metric"].values()): float(row["value"][1]) for row in rows}
+    return bool(got) and min(got.values()) >= samples, got
 
 
 # -- the test -------------------------------------------------------------------------------------
@@ -689,19 +743,20 @@ async def test_real_prometheus_answers_the_spec_dashboard_and_alert_queries(
     async with anyio.create_task_group() as tg:
         await tg.start(pipeline.run)
 
-        # Phase one creates every series; Prometheus must hold them before phase two, so that
-        # rate() and increase() see phase two's transitions as increments.
-        await drive(breakers, PHASE_ONE)
-        await pipeline.flush()
+        # The listeners created every circuit's gauge and its own transitions' counters at 0.
+        # Prometheus holds them (MIN_SAMPLES times, for bounded()) before any breaker moves: no
+        # other waiting, every transition is an increment, each circuit's first included.
         first = exported(registry)
-        await until(matches(first), "the exporter's series after phase one")
+        assert set(first.values()) == {0.0, 1.0}
+        await until(matches(first), "every circuit's series before any transition")
+        await until(lambda: sampled(server, MIN_SAMPLES), f"{MIN_SAMPLES} samples of the zeros")
 
+        await drive(breakers, PHASE_ONE)
         await drive(breakers, PHASE_TWO)
         await pipeline.flush()
         final = exported(registry)
-        assert final != first
         assert final["circuit_breaker_state_transition_total", "payment_api", "closed", "open"] == 4
-        await until(matches(final), "the exporter's series after phase two")
+        await until(matches(final), "the exporter's series after both phases")
 
         # Health is read at scrape time: with no more calls, what a scrape reads now is what
         # Prometheus must end up holding, float for float.
@@ -716,7 +771,7 @@ async def test_real_prometheus_answers_the_spec_dashboard_and_alert_queries(
         await until(lambda: check_health_queries(server, breakers), "the README's health queries")
 
         await until(lambda: check_time_in_state(server, registry), "every circuit's time in state")
-        await until(lambda: check_spec_queries(server), "the spec page's PromQL answers")
+        await until(lambda: check_spec_queries(server, final), "the spec page's PromQL answers")
         await until(lambda: check_dashboard(server), "the dashboard's panels")
         await until(
             lambda: check_dashboard_variables(server, exporter.target), "the dashboard's variables"
@@ -740,3 +795,64 @@ async def test_a_query_prometheus_rejects_is_reported(anyio_backend, exporter, p
     assert message == (
         'bad_data: invalid parameter "query": 1:53: parse error: unclosed left parenthesis'
     )
+
+
+async def test_one_trip_of_a_fresh_circuit_is_an_increase_of_one(
+    anyio_backend, registry, exporter, prometheus
+):
+    """The spec's trip-rate and increase queries count a circuit's very first trip.
+
+    Upstream's counter appears at 1 on the first trip, so ``increase()`` answers 0 for it for
+    ever; ours exists at 0 from the listener's creation.
+    """
+    server, watch = prometheus, exporter.watch
+    pipeline = SignalPipeline()
+    breaker = CircuitBreaker(
+        window=CountWindow(1),
+        tripper=MinRequests(1) & FailureRate(0.5),
+        retry=Always(),
+        listeners=[PrometheusListener("fresh_api", registry, pipeline=pipeline)],
+    )
+    series = '{circuit_name="fresh_api",old_state="closed",new_state="open"}'
+    async with anyio.create_task_group() as tg:
+        await tg.start(pipeline.run)
+
+        # The listener created the circuit's gauge and its counters at 0 together: once
+        # Prometheus holds MIN_SAMPLES samples of the gauge, it holds as many of the zero (which
+        # bounded() needs). On upstream's series there is no zero, and the increase below is 0.
+        def listener_seen() -> tuple[bool, Any]:
+            gauge = '{circuit_name="fresh_api",state="closed"}'
+            rows = server.query(f"count_over_time(circuit_breaker_state{gauge}[1m])")
+            values = [float(row["value"][1]) for row in rows]
+            return values != [] and values[0] >= MIN_SAMPLES, values
+
+        await eventually(server, watch, listener_seen, what=f"{MIN_SAMPLES} samples of the gauge")
+
+        await Breaker("fresh_api", breaker).do("fail")
+        assert breaker.info().state == "open"
+        await pipeline.flush()
+
+        def counted() -> tuple[bool, Any]:
+            # First whether Prometheus holds the trip; the queries after it then see it too
+            # (asked the other way round, a scrape could land between them).
+            stored = server.query(f"circuit_breaker_state_transition_total{series}")
+            if not (stored and stored[0]["value"][1] == "1"):
+                return False, stored
+            increases = {
+                row["metric"]["old_state"]: float(row["value"][1])
+                for row in server.query(
+                    'increase(circuit_breaker_state_transition_total{new_state="open"}[1m])'
+                )
+            }
+            rates = by(
+                "circuit_name",
+                server.query(TRIP_RATE_QUERIES[0]),  # the spec's own query, over 5 minutes
+            )
+            return True, (increases, rates)
+
+        increases, rates = await eventually(server, watch, counted, what="the trip")
+        assert set(increases) == {"closed", "half_open"}, increases
+        assert bounded(increases["closed"], 1.0), increases  # 0 on upstream's series
+        assert increases["half_open"] == 0.0
+        assert bounded(rates["fresh_api"] * 300, 1.0), rates
+        tg.cancel_scope.cancel()

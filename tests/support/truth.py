@@ -11,7 +11,7 @@ from fluxgate.signal import Signal
 from prometheus_client import CollectorRegistry
 
 from fluxgate_stream import ALL_STATES
-from fluxgate_stream._catalogue import STATE, TRANSITIONS
+from fluxgate_stream._catalogue import OWN_TRANSITIONS, STATE, TRANSITIONS
 
 from .metrics import samples
 
@@ -46,12 +46,19 @@ class Truth:
         self.slowest = max(self.slowest, other.slowest)
 
     def expected(self) -> dict[Sample, float]:
-        """The samples ``metrics.samples`` must return for these circuits."""
+        """The samples ``metrics.samples`` must return for these circuits.
+
+        Their listeners have an initial state: each circuit's own transitions are at 0 until
+        counted.
+        """
         out: dict[Sample, float] = {}
         for name, shown in self.last.items():
             for state in ALL_STATES:
                 labels = (("circuit_name", name), ("state", state))
                 out[STATE.sample, labels] = float(state == shown)
+            for old, new in OWN_TRANSITIONS:
+                labels = (("circuit_name", name), ("new_state", new), ("old_state", old))
+                out[TRANSITIONS.sample, labels] = 0.0
         for (name, old, new), n in self.counts.items():
             labels = (("circuit_name", name), ("new_state", new), ("old_state", old))
             out[TRANSITIONS.sample, labels] = float(n)
