@@ -11,6 +11,16 @@ bounded by the number of targets (times 36 label sets), never by the number of s
 
 What a target does with its record is its own business (``Target.write``): this module knows
 nothing of gauges, counters or clocks.
+
+Never re-entered mid-write: a thread that already holds ``APPLY_LOCK`` (a signal handler that
+interrupted a write, or any other code that runs under the lock, and calls a listener) does not
+apply there and then; it ``defer()``s, and the holder runs what was deferred once its own
+``with APPLY_LOCK`` block is over (``run_deferred()``), in the order deferred.
+
+Across ``os.fork()``: the forking thread takes ``APPLY_LOCK`` just before the fork and lets it go
+just after, in the parent and in the child, so the child never inherits a write half-done by
+another thread (its metrics are the parent's as applied at that moment) nor a lock that a thread
+it does not have holds. What the parent deferred is the parent's: the child forgets it.
 """
 
 from __future__ import annotations
@@ -18,23 +28,88 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from fluxgate_stream._compat import kept
+from fluxgate_stream._compat import at_fork, kept, owned
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from fluxgate.signal import Signal
     from fluxgate.state import State
 
-__all__ = ["APPLY_LOCK", "SEQUENCE", "Item", "Pending", "Tally", "Target", "apply"]
+__all__ = [
+    "APPLY_LOCK",
+    "SEQUENCE",
+    "Counts",
+    "Item",
+    "Pending",
+    "Tally",
+    "Target",
+    "apply",
+    "defer",
+    "run_deferred",
+]
 
 #: Serialises every write to the metrics. Process-wide because targets (a registry's circuits)
 #: are shared by every pipeline that writes to them. Never held across an ``await``, and never
 #: taken by a producer while a consumer runs. Kept across ``importlib.reload``, so code loaded
 #: before and after a reload excludes each other.
 APPLY_LOCK: threading.RLock = kept("apply.lock", threading.RLock)
+
+#: What threads holding ``APPLY_LOCK`` deferred (``defer()``), oldest first: any thread appends
+#: (only while it holds the lock), ``run_deferred()`` pops. Kept across ``importlib.reload``.
+_DEFERRED: deque[Callable[[], object]] = kept("apply.deferred", deque[Callable[[], object]])
+
+
+def defer(work: Callable[[], object]) -> bool:
+    """Defer ``work`` if the calling thread holds ``APPLY_LOCK``; return whether it did.
+
+    The caller then returns without applying: its holder may be in the middle of a write (the
+    caller may be a signal handler that interrupted it), and a nested write would leave the metric
+    half-written (a gauge with two states at 1). The holder runs ``work`` after its ``with``
+    block. With ``False``, the caller goes on and takes the lock itself.
+    """
+    if owned(APPLY_LOCK):
+        _DEFERRED.append(work)
+        return True
+    return False
+
+
+def run_deferred() -> None:
+    """Run what was deferred, in order; call it after leaving a ``with APPLY_LOCK`` block.
+
+    Does nothing while the calling thread still holds the lock (an outer block will call it).
+    Each piece of work takes the lock itself, and may defer again if it is interrupted.
+    """
+    while _DEFERRED and not owned(APPLY_LOCK):
+        try:
+            work = _DEFERRED.popleft()
+        except IndexError:  # another thread ran the last one
+            return
+        work()
+
+
+def _before_fork() -> None:
+    APPLY_LOCK.acquire()  # no write is half-done in the forking thread's copy of the process
+
+
+def _after_fork_in_parent() -> None:
+    APPLY_LOCK.release()
+
+
+def _after_fork_in_child() -> None:
+    _DEFERRED.clear()  # the parent's queued work: the parent does it
+    APPLY_LOCK.release()  # the forking thread held it at the fork: in the child it still does
+
+
+# Registered once (a reload finds the registration kept); each runs this module's current code.
+at_fork(
+    "apply.lock",
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)
 
 #: Numbers every queued item and ``close()``, across every path and pipeline of the process, so
 #: that "older" means the same thing everywhere. ``next()`` on it is atomic under the GIL. Kept
@@ -151,16 +226,28 @@ class Tally:
 _failing: dict[Target, int] = kept("apply.failing", dict[Target, int])
 
 
-def apply(tally: Tally) -> int:
-    """Write a tally to its targets; return how many targets failed.
+class Counts(Protocol):
+    """Where ``apply`` counts failed writes: a pipeline's ``apply_errors``."""
+
+    apply_errors: int
+
+
+def apply(tally: Tally, counts: Counts | None = None) -> int:
+    """Write a tally to its targets, taking each out as it is written; return how many failed.
 
     One target's failure (a user's sink raising, a metric write failing) never stops the others.
-    A target's failure is logged once, with its circuit name and traceback, when a streak of
-    failures starts; further failures of the same target are only counted (the return value,
-    which the pipeline adds to ``statistics().apply_errors``) until a write succeeds, which logs a
-    warning with the number of failed writes. A ``BaseException`` that is not an ``Exception``
-    (``KeyboardInterrupt``, ``SystemExit``) raised by a target is neither logged nor counted: the
-    other targets are written first, then it propagates.
+    A target's failure is counted, also in ``counts.apply_errors`` as it happens (so that it
+    stays counted if a ``BaseException`` follows), and logged once, with its circuit name
+    and traceback, when a streak of failures starts; further failures of the same target are
+    only counted until a write succeeds, which logs a warning with the number of failed writes.
+    A ``BaseException`` that is not an ``Exception`` (``KeyboardInterrupt``, ``SystemExit``) raised
+    by a target is neither logged nor counted: the other targets are written first, then it
+    propagates.
+
+    A target leaves ``tally.pending`` as its write ends, whichever way, so an exception that
+    arrives between two writes (a signal handler's ``SystemExit``) leaves in the tally exactly the
+    targets not written yet: apply it again to finish, and nothing is written twice. One arriving
+    inside a target's write ends that write where it is.
 
     Raises:
         BaseException: the first non-``Exception`` a target raised, after every target was
@@ -168,12 +255,17 @@ def apply(tally: Tally) -> int:
     """
     failed = 0
     interrupt: BaseException | None = None
+    pending_by_target = tally.pending
     with APPLY_LOCK:
-        for target, pending in tally.pending.items():
+        while pending_by_target:
+            target = next(iter(pending_by_target))
             try:
-                target.write(pending)
+                target.write(pending_by_target[target])
             except Exception:
+                del pending_by_target[target]
                 failed += 1
+                if counts is not None:
+                    counts.apply_errors += 1
                 streak = _failing.get(target, 0)
                 _failing[target] = streak + 1
                 if not streak:
@@ -183,9 +275,11 @@ def apply(tally: Tally) -> int:
                         target.name,
                     )
             except BaseException as exc:  # KeyboardInterrupt, SystemExit: the others first
+                del pending_by_target[target]
                 if interrupt is None:
                     interrupt = exc
             else:
+                del pending_by_target[target]
                 if _failing and target in _failing:
                     _log.warning(
                         "applying signals for circuit %r works again; failed writes in a row: %d",
