@@ -1,6 +1,6 @@
 """The apply core: signals coalesced per target in a ``Tally``, and the one ``apply`` of it.
 
-The consumer's batches, the overflow ledger and the synchronous fallback all build a ``Tally``
+The consumer's batches (overflow included) and the synchronous fallback all build a ``Tally``
 and hand it to ``apply``: there is no second copy of the apply logic.
 
 A ``Tally`` keeps, per target, only what the metrics need: the latest state (by sequence

@@ -45,7 +45,7 @@ ALL_STATES: tuple[State, ...] = get_args(State)
 forced_open. Every circuit exports one gauge series per state."""
 
 #: The values of ``fluxgate_stream_signals_total``'s ``path`` label: the loop thread's stream,
-#: the thread bridge, the overflow ledger, and the synchronous fallback (no consumer).
+#: the thread bridge, the overflow queue, and the synchronous fallback (no consumer).
 PATHS: Final = ("stream", "bridge", "overflow", "direct")
 
 
