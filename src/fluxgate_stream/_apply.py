@@ -163,9 +163,10 @@ class Pending:
         state_time: its ``timestamp``, as given.
         counts: the number of transitions per (old_state, new_state).
         folded: what the target's ``fold`` hook made of the transitions, or ``None``.
+        interrupted: a ``BaseException`` ended a write of this record once (see ``apply``).
     """
 
-    __slots__ = ("close_seq", "counts", "folded", "state", "state_seq", "state_time")
+    __slots__ = ("close_seq", "counts", "folded", "interrupted", "state", "state_seq", "state_time")
 
     def __init__(self) -> None:
         self.close_seq: int = -1
@@ -174,6 +175,7 @@ class Pending:
         self.state_time: object = None
         self.counts: dict[tuple[State, State], int] = {}
         self.folded: object = None
+        self.interrupted: bool = False
 
 
 class Tally:
@@ -244,10 +246,13 @@ def apply(tally: Tally, counts: Counts | None = None) -> int:
     by a target is neither logged nor counted: the other targets are written first, then it
     propagates.
 
-    A target leaves ``tally.pending`` as its write ends, whichever way, so an exception that
-    arrives between two writes (a signal handler's ``SystemExit``) leaves in the tally exactly the
-    targets not written yet: apply it again to finish, and nothing is written twice. One arriving
-    inside a target's write ends that write where it is.
+    A target leaves ``tally.pending`` as its write ends, so an exception that arrives between two
+    writes (a signal handler's ``SystemExit``) leaves in the tally exactly the targets not written
+    yet: apply it again to finish, and nothing is written twice. One arriving inside a target's
+    write ends that write where it is; a target whose ``resumable`` attribute is true (a
+    ``Circuit``, whose write takes each part out of ``pending`` once written) stays in the tally
+    for one more try, which writes the rest; any other leaves it, the rest of its record lost
+    (a user's sink is never handed the same transitions twice).
 
     Raises:
         BaseException: the first non-``Exception`` a target raised, after every target was
@@ -257,10 +262,10 @@ def apply(tally: Tally, counts: Counts | None = None) -> int:
     interrupt: BaseException | None = None
     pending_by_target = tally.pending
     with APPLY_LOCK:
-        while pending_by_target:
-            target = next(iter(pending_by_target))
+        for target in list(pending_by_target):  # a target kept for a second try is not retried here
+            pending = pending_by_target[target]
             try:
-                target.write(pending_by_target[target])
+                target.write(pending)
             except Exception:
                 del pending_by_target[target]
                 failed += 1
@@ -275,7 +280,12 @@ def apply(tally: Tally, counts: Counts | None = None) -> int:
                         target.name,
                     )
             except BaseException as exc:  # KeyboardInterrupt, SystemExit: the others first
-                del pending_by_target[target]
+                if pending.interrupted or not getattr(target, "resumable", False):
+                    del pending_by_target[target]
+                else:
+                    # A resumable write (a Circuit's) took out of pending what it wrote: the
+                    # next apply of this tally (the consumer's stop) writes the rest, once.
+                    pending.interrupted = True
                 if interrupt is None:
                     interrupt = exc
             else:

@@ -23,6 +23,9 @@ breaker's ``_slow_thresholds``
 ``.run_sync_soon``                     opaque; its backend's ``run_sync_soon`` exists since 4.16)
 ``MemoryObjectReceiveStream._state``   anyio 4.16.0, lowest and latest (a ``deque``; nothing else
 ``.buffer``                            holds sent items while no sender awaits ``send()``)
+``MemoryObjectStreamState``            anyio 4.16.0, lowest and latest (what ``receive()`` does,
+``.waiting_receivers``,                minus its ``checkpoint()`` and ``receive_nowait()``)
+``memory._MemoryObjectItemReceiver``
 ``trio.lowlevel.enable_ki_protection`` trio 0.32.0 and 0.35.0 (public, but only since 0.28 does
                                        it mark the function itself, so that it can be applied
                                        after definition; before, it returned a wrapper)
@@ -46,6 +49,8 @@ import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar, cast
 
+from anyio import Event
+from anyio.streams import memory as _memory
 from prometheus_client import utils as _prometheus_utils
 from prometheus_client import values as _values
 
@@ -87,6 +92,7 @@ __all__ = [
     "upstream_state_gauge",
     "upstream_transition_counter",
     "value_class",
+    "wait_for_item",
 ]
 
 _T = TypeVar("_T")
@@ -276,6 +282,35 @@ def stream_buffer(receive: MemoryObjectReceiveStream[_T]) -> deque[_T]:
     valid while no task awaits ``send()`` on the stream (we only ever ``send_nowait``).
     """
     return receive._state.buffer  # pyright: ignore[reportPrivateUsage]  # see above
+
+
+async def wait_for_item(receive: MemoryObjectReceiveStream[_T], into: list[_T]) -> None:
+    """Wait, on an empty stream, for the next item sent to it, and append it to ``into``.
+
+    ``receive()`` without its loss: anyio's ``receive()`` holds the item a sender handed it in a
+    local until it returns, so an exception in between (a cancellation after the hand-over, a
+    ``SystemExit`` from a signal handler in its ``finally``) drops it. Here the hand-over is
+    checked in a ``finally`` whose first two steps no signal handler can come between (a
+    ``del``, an attribute read and a C call), so the item is in ``into`` or still unsent.
+    Call it only when the stream's buffer is empty and no other task receives from it.
+    """
+    state = receive._state  # pyright: ignore[reportPrivateUsage]  # see above
+    waiting = state.waiting_receivers
+    receiver = _memory._MemoryObjectItemReceiver[_T]()  # pyright: ignore[reportPrivateUsage]  # see above
+    event = Event()
+    waiting[event] = receiver
+    try:
+        await event.wait()
+    finally:
+        # Not contextlib.suppress: it is Python code, inside which a signal handler could run.
+        try:  # noqa: SIM105  # see above
+            del waiting[event]
+        except KeyError:
+            pass  # handed an item: the sender took us off the list
+        try:  # noqa: SIM105  # see above
+            into.append(receiver.item)
+        except AttributeError:
+            pass  # woken without an item (cancelled)
 
 
 # -- trio ------------------------------------------------------------------------------------------

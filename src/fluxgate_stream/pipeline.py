@@ -31,10 +31,15 @@ field, which thread owns what and what is ordered. In short:
   ``PipelineState.batch``, until written, and ``apply`` takes each target out as it is written:
   whatever exception ends the consumer between two bytecodes (a ``SystemExit`` from a SIGTERM
   handler, a sink's ``KeyboardInterrupt``, cancellation), its shutdown applies the rest, and
-  nothing twice. What remains: an exception raised *inside* one target's write (inside a
-  prometheus_client call, or a user's sink) ends that write where it is; the others are
-  written. And an item anyio hands straight to a consumer asleep in ``receive()`` is anyio's
-  until ``receive()`` returns: if the consumer is cancelled in between, anyio drops it.
+  nothing twice. An exception raised *inside* one target's write ends that write where it is:
+  a ``Circuit``'s write is resumable (each part leaves the record once written), so the stop
+  writes the rest; a user's sink is not called again, and the rest of its record is lost. The
+  one window left: an exception that lands inside a prometheus_client increment, after it
+  counted, counts it again when the write resumes. (The consumer does not sleep in anyio's
+  ``receive()``, which can drop the item a sender handed it if an exception comes before it
+  returns, but in ``_compat.wait_for_item``.)
+  Under trio, an exception raised by a signal handler while trio's own scheduler runs is a
+  ``TrioInternalError``: trio supports only its own KeyboardInterrupt delivery there.
 * Every queued item carries a process-wide sequence number: the gauge shows the latest one applied,
   whichever path each took; counters are plain sums, so order does not matter to them.
 * A listener's call inlines ``PipelineState.submit()``'s loop-thread branch (one Python frame less
@@ -71,6 +76,7 @@ from fluxgate_stream._compat import (
     ki_protected,
     protect_from_keyboard_interrupt,
     same_class,
+    wait_for_item,
 )
 from fluxgate_stream._queue import PipelineState, Wake, states
 
@@ -267,12 +273,17 @@ class SignalPipeline:
             if state.bridge or state.overflowing or state.spill:
                 state.sleeping = False
                 continue
-            received = await state.receive.receive()
-            state.taken.append(received)  # first: held until written (see PipelineState)
+            # receive(), except that the item goes straight into state.taken, where it stays
+            # until written (see PipelineState), whatever exception comes.
+            before = len(state.taken)
+            await checkpoint()  # as receive() does: yield to the event loop first
+            if not state.send.statistics().current_buffer_used:
+                await wait_for_item(state.receive, state.taken)
             state.sleeping = False
-            state.taken_from_stream += 1
-            if not isinstance(received, Wake):
-                state.signals_from_stream += 1
+            if len(state.taken) > before:
+                state.taken_from_stream += 1
+                if not isinstance(state.taken[-1], Wake):
+                    state.signals_from_stream += 1
             if self.batch_window and not self._flushes:
                 # Let signals gather before the batch: a trickle then costs one wake-up and one
                 # batch per window instead of one per signal. flush() cuts the window short; if
