@@ -76,14 +76,21 @@ def ended(exc: BaseException) -> str:
 registry = CollectorRegistry()
 out: dict[str, Any] = {}
 
-if case == "exit_mid_batch":
-    pipeline = SignalPipeline(max_buffer_size=1024)
+
+def setup(
+    max_buffer_size: int, n: int, signum: int
+) -> tuple[SignalPipeline, dict[str, Callable[[Signal], object]], Truth, Tripwire, TripListener]:
+    """A pipeline, ``n`` circuits and their truth, and a tripwire that raises ``signum``."""
+    pipeline = SignalPipeline(max_buffer_size=max_buffer_size)
     send: dict[str, Callable[[Signal], object]] = {
-        f"c{i}": PrometheusListener(f"c{i}", registry, pipeline=pipeline) for i in range(20)
+        f"c{i}": PrometheusListener(f"c{i}", registry, pipeline=pipeline) for i in range(n)
     }
-    truth = Truth(send)
-    tripwire = Tripwire(signal.SIGTERM)
-    trip = TripListener(pipeline, tripwire)
+    tripwire = Tripwire(signum)
+    return pipeline, send, Truth(send), tripwire, TripListener(pipeline, tripwire)
+
+
+if case == "exit_mid_batch":
+    pipeline, send, truth, tripwire, trip = setup(1024, 20, signal.SIGTERM)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))
 
     async def main() -> None:
@@ -98,13 +105,7 @@ if case == "exit_mid_batch":
             await anyio.sleep_forever()  # the SystemExit ends the run
 
 elif case == "handler_on_full_buffer":
-    pipeline = SignalPipeline(max_buffer_size=4)
-    send: dict[str, Callable[[Signal], object]] = {
-        f"c{i}": PrometheusListener(f"c{i}", registry, pipeline=pipeline) for i in range(5)
-    }
-    truth = Truth(send)
-    tripwire = Tripwire(signal.SIGUSR1)
-    trip = TripListener(pipeline, tripwire)
+    pipeline, send, truth, tripwire, trip = setup(4, 5, signal.SIGUSR1)
     from_handler = Truth(["h"])
     handled = PrometheusListener("h", registry, pipeline=pipeline)
 
