@@ -14,8 +14,10 @@ nothing of gauges, counters or clocks.
 
 Never re-entered mid-write: a thread that already holds ``APPLY_LOCK`` (a signal handler that
 interrupted a write, or any other code that runs under the lock, and calls a listener) does not
-apply there and then; it ``defer()``s, and the holder runs what was deferred once its own
-``with APPLY_LOCK`` block is over (``run_deferred()``), in the order deferred.
+apply there and then; it ``defer()``s, and the pipeline's apply paths run what was deferred, in
+the order deferred, as their ``with APPLY_LOCK`` block ends (``run_deferred()``). Other holders
+(building a listener, a scrape) do not: their thread's next apply path, a ``flush()`` or a
+consumer's start or stop runs it.
 
 Across ``os.fork()``: the forking thread takes ``APPLY_LOCK`` just before the fork and lets it go
 just after, in the parent and in the child, so the child never inherits a write half-done by
@@ -67,8 +69,8 @@ def defer(work: Callable[[], object]) -> bool:
 
     The caller then returns without applying: its holder may be in the middle of a write (the
     caller may be a signal handler that interrupted it), and a nested write would leave the metric
-    half-written (a gauge with two states at 1). The holder runs ``work`` after its ``with``
-    block. With ``False``, the caller goes on and takes the lock itself.
+    half-written (a gauge with two states at 1). ``run_deferred()`` runs ``work`` later (see the
+    module docstring). With ``False``, the caller goes on and takes the lock itself.
     """
     if owned(APPLY_LOCK):
         _DEFERRED.append(work)
