@@ -1,6 +1,6 @@
 """The apply core: signals coalesced per target in a ``Tally``, and the one ``apply`` of it.
 
-The consumer's batches, the overflow ledger and the synchronous fallback all build a ``Tally``
+The consumer's batches (overflow included) and the synchronous fallback all build a ``Tally``
 and hand it to ``apply``: there is no second copy of the apply logic.
 
 A ``Tally`` keeps, per target, only what the metrics need: the latest state (by sequence
@@ -11,6 +11,18 @@ bounded by the number of targets (times 36 label sets), never by the number of s
 
 What a target does with its record is its own business (``Target.write``): this module knows
 nothing of gauges, counters or clocks.
+
+Never re-entered mid-write: a thread that already holds ``APPLY_LOCK`` (a signal handler that
+interrupted a write, or any other code that runs under the lock, and calls a listener) does not
+apply there and then; it ``defer()``s, and the pipeline's apply paths run what was deferred, in
+the order deferred, as their ``with APPLY_LOCK`` block ends (``run_deferred()``). Other holders
+(building a listener, a scrape) do not: their thread's next apply path, a ``flush()`` or a
+consumer's start or stop runs it.
+
+Across ``os.fork()``: the forking thread takes ``APPLY_LOCK`` just before the fork and lets it go
+just after, in the parent and in the child, so the child never inherits a write half-done by
+another thread (its metrics are the parent's as applied at that moment) nor a lock that a thread
+it does not have holds. What the parent deferred is the parent's: the child forgets it.
 """
 
 from __future__ import annotations
@@ -18,23 +30,88 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from fluxgate_stream._compat import kept
+from fluxgate_stream._compat import at_fork, kept, owned
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from fluxgate.signal import Signal
     from fluxgate.state import State
 
-__all__ = ["APPLY_LOCK", "SEQUENCE", "Item", "Pending", "Tally", "Target", "apply"]
+__all__ = [
+    "APPLY_LOCK",
+    "SEQUENCE",
+    "Counts",
+    "Item",
+    "Pending",
+    "Tally",
+    "Target",
+    "apply",
+    "defer",
+    "run_deferred",
+]
 
 #: Serialises every write to the metrics. Process-wide because targets (a registry's circuits)
 #: are shared by every pipeline that writes to them. Never held across an ``await``, and never
 #: taken by a producer while a consumer runs. Kept across ``importlib.reload``, so code loaded
 #: before and after a reload excludes each other.
 APPLY_LOCK: threading.RLock = kept("apply.lock", threading.RLock)
+
+#: What threads holding ``APPLY_LOCK`` deferred (``defer()``), oldest first: any thread appends
+#: (only while it holds the lock), ``run_deferred()`` pops. Kept across ``importlib.reload``.
+_DEFERRED: deque[Callable[[], object]] = kept("apply.deferred", deque[Callable[[], object]])
+
+
+def defer(work: Callable[[], object]) -> bool:
+    """Defer ``work`` if the calling thread holds ``APPLY_LOCK``; return whether it did.
+
+    The caller then returns without applying: its holder may be in the middle of a write (the
+    caller may be a signal handler that interrupted it), and a nested write would leave the metric
+    half-written (a gauge with two states at 1). ``run_deferred()`` runs ``work`` later (see the
+    module docstring). With ``False``, the caller goes on and takes the lock itself.
+    """
+    if owned(APPLY_LOCK):
+        _DEFERRED.append(work)
+        return True
+    return False
+
+
+def run_deferred() -> None:
+    """Run what was deferred, in order; call it after leaving a ``with APPLY_LOCK`` block.
+
+    Does nothing while the calling thread still holds the lock (an outer block will call it).
+    Each piece of work takes the lock itself, and may defer again if it is interrupted.
+    """
+    while _DEFERRED and not owned(APPLY_LOCK):
+        try:
+            work = _DEFERRED.popleft()
+        except IndexError:  # another thread ran the last one
+            return
+        work()
+
+
+def _before_fork() -> None:
+    APPLY_LOCK.acquire()  # no write is half-done in the forking thread's copy of the process
+
+
+def _after_fork_in_parent() -> None:
+    APPLY_LOCK.release()
+
+
+def _after_fork_in_child() -> None:
+    _DEFERRED.clear()  # the parent's queued work: the parent does it
+    APPLY_LOCK.release()  # the forking thread held it at the fork: in the child it still does
+
+
+# Registered once (a reload finds the registration kept); each runs this module's current code.
+at_fork(
+    "apply.lock",
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)
 
 #: Numbers every queued item and ``close()``, across every path and pipeline of the process, so
 #: that "older" means the same thing everywhere. ``next()`` on it is atomic under the GIL. Kept
@@ -88,9 +165,10 @@ class Pending:
         state_time: its ``timestamp``, as given.
         counts: the number of transitions per (old_state, new_state).
         folded: what the target's ``fold`` hook made of the transitions, or ``None``.
+        interrupted: a ``BaseException`` ended a write of this record once (see ``apply``).
     """
 
-    __slots__ = ("close_seq", "counts", "folded", "state", "state_seq", "state_time")
+    __slots__ = ("close_seq", "counts", "folded", "interrupted", "state", "state_seq", "state_time")
 
     def __init__(self) -> None:
         self.close_seq: int = -1
@@ -99,6 +177,7 @@ class Pending:
         self.state_time: object = None
         self.counts: dict[tuple[State, State], int] = {}
         self.folded: object = None
+        self.interrupted: bool = False
 
 
 class Tally:
@@ -151,16 +230,31 @@ class Tally:
 _failing: dict[Target, int] = kept("apply.failing", dict[Target, int])
 
 
-def apply(tally: Tally) -> int:
-    """Write a tally to its targets; return how many targets failed.
+class Counts(Protocol):
+    """Where ``apply`` counts failed writes: a pipeline's ``apply_errors``."""
+
+    apply_errors: int
+
+
+def apply(tally: Tally, counts: Counts | None = None) -> int:
+    """Write a tally to its targets, taking each out as it is written; return how many failed.
 
     One target's failure (a user's sink raising, a metric write failing) never stops the others.
-    A target's failure is logged once, with its circuit name and traceback, when a streak of
-    failures starts; further failures of the same target are only counted (the return value,
-    which the pipeline adds to ``statistics().apply_errors``) until a write succeeds, which logs a
-    warning with the number of failed writes. A ``BaseException`` that is not an ``Exception``
-    (``KeyboardInterrupt``, ``SystemExit``) raised by a target is neither logged nor counted: the
-    other targets are written first, then it propagates.
+    A target's failure is counted, also in ``counts.apply_errors`` as it happens (so that it
+    stays counted if a ``BaseException`` follows), and logged once, with its circuit name
+    and traceback, when a streak of failures starts; further failures of the same target are
+    only counted until a write succeeds, which logs a warning with the number of failed writes.
+    A ``BaseException`` that is not an ``Exception`` (``KeyboardInterrupt``, ``SystemExit``) raised
+    by a target is neither logged nor counted: the other targets are written first, then it
+    propagates.
+
+    A target leaves ``tally.pending`` as its write ends, so an exception that arrives between two
+    writes (a signal handler's ``SystemExit``) leaves in the tally exactly the targets not written
+    yet: apply it again to finish, and nothing is written twice. One arriving inside a target's
+    write ends that write where it is; a target whose ``resumable`` attribute is true (a
+    ``Circuit``, whose write takes each part out of ``pending`` once written) stays in the tally
+    for one more try, which writes the rest; any other leaves it, the rest of its record lost
+    (a user's sink is never handed the same transitions twice).
 
     Raises:
         BaseException: the first non-``Exception`` a target raised, after every target was
@@ -168,12 +262,17 @@ def apply(tally: Tally) -> int:
     """
     failed = 0
     interrupt: BaseException | None = None
+    pending_by_target = tally.pending
     with APPLY_LOCK:
-        for target, pending in tally.pending.items():
+        for target in list(pending_by_target):  # a target kept for a second try is not retried here
+            pending = pending_by_target[target]
             try:
                 target.write(pending)
             except Exception:
+                del pending_by_target[target]
                 failed += 1
+                if counts is not None:
+                    counts.apply_errors += 1
                 streak = _failing.get(target, 0)
                 _failing[target] = streak + 1
                 if not streak:
@@ -183,9 +282,16 @@ def apply(tally: Tally) -> int:
                         target.name,
                     )
             except BaseException as exc:  # KeyboardInterrupt, SystemExit: the others first
+                if pending.interrupted or not getattr(target, "resumable", False):
+                    del pending_by_target[target]
+                else:
+                    # A resumable write (a Circuit's) took out of pending what it wrote: the
+                    # next apply of this tally (the consumer's stop) writes the rest, once.
+                    pending.interrupted = True
                 if interrupt is None:
                     interrupt = exc
             else:
+                del pending_by_target[target]
                 if _failing and target in _failing:
                     _log.warning(
                         "applying signals for circuit %r works again; failed writes in a row: %d",

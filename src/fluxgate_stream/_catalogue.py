@@ -59,7 +59,7 @@ OWN_TRANSITIONS: Final[tuple[tuple[State, State], ...]] = (
 )
 
 #: The values of ``fluxgate_stream_signals_total``'s ``path`` label: the loop thread's stream,
-#: the thread bridge, the overflow ledger, and the synchronous fallback (no consumer).
+#: the thread bridge, the overflow queue, and the synchronous fallback (no consumer).
 PATHS: Final = ("stream", "bridge", "overflow", "direct")
 
 

@@ -160,22 +160,32 @@ class Circuit:
     def __repr__(self) -> str:
         return f"<Circuit {self.name!r} state={self.state!r}>"
 
+    #: Each part of a record, once written, leaves ``pending`` (see ``write``).
+    resumable = True
+
     def write(self, pending: Pending) -> None:
         """Apply a tally's record: close first, then the latest state, the counts and the time.
 
-        Caller must hold APPLY_LOCK.
+        Caller must hold APPLY_LOCK. Resumable: each part leaves ``pending`` once written, so a
+        write that an exception interrupted (a signal handler's ``SystemExit``) and that is run
+        again writes only the rest (the gauge, if shown already, is skipped by its sequence).
         """
         if pending.close_seq >= 0:
             self.drop(pending.close_seq)
+            pending.close_seq = -1
         if pending.state is not None and pending.state_seq > self.state_seq:
             self.show(pending.state, pending.state_seq)
-        for (old, new), n in pending.counts.items():
-            self.count(old, new, n)
+        counts = pending.counts
+        while counts:
+            old, new = key = next(iter(counts))
+            self.count(old, new, counts[key])
+            del counts[key]
         clock = self.clock
         if clock is not None:
             span = cast("Span | None", pending.folded)  # what clock.fold made
             if span is not None:
                 clock.merge(span)
+                pending.folded = None
             if clock.seq < self.state_seq and self.state is not None:
                 # The gauge moved on a signal no span carried (queued before timing was on, or
                 # with a timestamp that is not a finite number): the clock follows it.

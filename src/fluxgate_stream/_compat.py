@@ -21,24 +21,36 @@ use                                    checked against
 breaker's ``_slow_thresholds``
 ``EventLoopToken.backend_class``       anyio 4.16.0, lowest and latest (the token is documented as
 ``.run_sync_soon``                     opaque; its backend's ``run_sync_soon`` exists since 4.16)
+``MemoryObjectReceiveStream._state``   anyio 4.16.0, lowest and latest (a ``deque``; nothing else
+``.buffer``                            holds sent items while no sender awaits ``send()``)
+``MemoryObjectStreamState``            anyio 4.16.0, lowest and latest (what ``receive()`` does,
+``.waiting_receivers``,                minus its ``checkpoint()`` and ``receive_nowait()``)
+``memory._MemoryObjectItemReceiver``
 ``trio.lowlevel.enable_ki_protection`` trio 0.32.0 and 0.35.0 (public, but only since 0.28 does
                                        it mark the function itself, so that it can be applied
                                        after definition; before, it returned a wrapper)
+``threading.RLock._is_owned``          CPython 3.10 to 3.14 (the C ``_thread.RLock``, and the
+                                       Python one; ``threading.Condition`` relies on it)
 =====================================  =========================================================
 
 Reload survival: ``importlib.reload`` re-runs a module in its old namespace, so module state made
 with ``kept()`` (the apply lock, the sequence numbers, the per-registry families...) is found
 again instead of made anew; and objects made before a reload are instances of the previous copy
-of their class, which ``same_class()`` recognises by module and qualified name.
+of their class, which ``same_class()`` recognises by module and qualified name. Fork hooks are
+registered once per process the same way (``at_fork()``), and call the module's current code.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar, cast
 
+from anyio import Event
+from anyio.streams import memory as _memory
 from prometheus_client import utils as _prometheus_utils
 from prometheus_client import values as _values
 
@@ -53,12 +65,16 @@ with warnings.catch_warnings():
 from fluxgate import circuitbreaker as _circuitbreaker
 
 if TYPE_CHECKING:
+    from collections import deque
+
     from anyio.lowlevel import EventLoopToken
+    from anyio.streams.memory import MemoryObjectReceiveStream
     from fluxgate.trippers import Tripper
     from prometheus_client import CollectorRegistry, Counter, Gauge
     from prometheus_client.metrics import MetricWrapperBase
 
 __all__ = [
+    "at_fork",
     "call_soon",
     "classify_slow",
     "collect_slow_thresholds",
@@ -67,13 +83,16 @@ __all__ = [
     "ki_protected",
     "labelnames",
     "multiprocess",
+    "owned",
     "protect_from_keyboard_interrupt",
     "registered",
     "same_class",
     "slow_thresholds",
+    "stream_buffer",
     "upstream_state_gauge",
     "upstream_transition_counter",
     "value_class",
+    "wait_for_item",
 ]
 
 _T = TypeVar("_T")
@@ -115,6 +134,55 @@ def same_class(obj: object, cls: type) -> bool:
 
 def _origin(kind: type) -> tuple[str, str]:
     return kind.__module__.partition(".")[0], kind.__qualname__
+
+
+def at_fork(
+    key: str,
+    *,
+    before: Callable[[], object] | None = None,
+    after_in_parent: Callable[[], object] | None = None,
+    after_in_child: Callable[[], object] | None = None,
+) -> None:
+    """``os.register_at_fork`` once per process for ``key``, however often the caller is reloaded.
+
+    Each hook must be a module-level function: what runs at a fork is the function of that name
+    in its module *then*, so that after ``importlib.reload`` the module's current code runs (a
+    reload re-binds the names; it cannot undo a registration). Where ``os.register_at_fork`` does
+    not exist (Windows), there is no fork, and nothing to do.
+    """
+
+    def register() -> bool:
+        if hasattr(os, "register_at_fork"):
+            hooks = {
+                name: _current(hook)
+                for name, hook in (
+                    ("before", before),
+                    ("after_in_parent", after_in_parent),
+                    ("after_in_child", after_in_child),
+                )
+                if hook is not None
+            }
+            os.register_at_fork(**hooks)
+        return True
+
+    kept(f"at_fork.{key}", register)
+
+
+def _current(function: Callable[[], object]) -> Callable[[], None]:
+    module, name = function.__module__, function.__name__
+
+    def call() -> None:
+        cast("Callable[[], object]", getattr(sys.modules[module], name))()
+
+    return call
+
+
+# -- the standard library --------------------------------------------------------------------------
+
+
+def owned(lock: threading.RLock) -> bool:
+    """Whether the calling thread holds ``lock``: ``RLock._is_owned``, which ``Condition`` uses."""
+    return cast("bool", lock._is_owned())  # pyright: ignore[reportAttributeAccessIssue, reportUnknownMemberType]  # private; no public way to ask
 
 
 # -- prometheus_client -----------------------------------------------------------------------------
@@ -203,6 +271,46 @@ def call_soon(token: EventLoopToken, function: Callable[[], object]) -> None:
         RuntimeError: the loop has finished (``anyio.RunFinishedError`` is one).
     """
     token.backend_class.run_sync_soon(function, (), token.native_token)
+
+
+def stream_buffer(receive: MemoryObjectReceiveStream[_T]) -> deque[_T]:
+    """The buffer of the memory object stream ``receive`` receives from, oldest item first.
+
+    For a consumer that must take items off it in one step that no signal handler can interrupt
+    (``list.extend`` over ``deque.popleft``, all in C): ``receive_nowait()`` is Python code, and a
+    ``SystemExit`` raised between its ``popleft()`` and its ``return`` would lose the item. Only
+    valid while no task awaits ``send()`` on the stream (we only ever ``send_nowait``).
+    """
+    return receive._state.buffer  # pyright: ignore[reportPrivateUsage]  # see above
+
+
+async def wait_for_item(receive: MemoryObjectReceiveStream[_T], into: list[_T]) -> None:
+    """Wait, on an empty stream, for the next item sent to it, and append it to ``into``.
+
+    ``receive()`` without its loss: anyio's ``receive()`` holds the item a sender handed it in a
+    local until it returns, so an exception in between (a cancellation after the hand-over, a
+    ``SystemExit`` from a signal handler in its ``finally``) drops it. Here the hand-over is
+    checked in a ``finally`` whose first two steps no signal handler can come between (a
+    ``del``, an attribute read and a C call), so the item is in ``into`` or still unsent.
+    Call it only when the stream's buffer is empty and no other task receives from it.
+    """
+    state = receive._state  # pyright: ignore[reportPrivateUsage]  # see above
+    waiting = state.waiting_receivers
+    receiver = _memory._MemoryObjectItemReceiver[_T]()  # pyright: ignore[reportPrivateUsage]  # see above
+    event = Event()
+    waiting[event] = receiver
+    try:
+        await event.wait()
+    finally:
+        # Not contextlib.suppress: it is Python code, inside which a signal handler could run.
+        try:  # noqa: SIM105  # see above
+            del waiting[event]
+        except KeyError:
+            pass  # handed an item: the sender took us off the list
+        try:  # noqa: SIM105  # see above
+            into.append(receiver.item)
+        except AttributeError:
+            pass  # woken without an item (cancelled)
 
 
 # -- trio ------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ share one ``PipelineState`` whose fields are public, so neither end reaches into
 private attributes: a listener looks its pipeline's state up once, when it is created
 (``PipelineState.of``), and its inlined fast path reads the fields directly.
 
-This module holds what producers do (``submit``, the overflow ledger, the direct apply, waking
+This module holds what producers do (``submit``, the overflow queue, the direct apply, waking
 the consumer) and the pieces of draining that both ends use; the consumer's loop, its batch
 window and ``flush()`` are in ``fluxgate_stream.pipeline``. The concurrency model is stated on
 ``PipelineState``.
@@ -18,14 +18,15 @@ import threading
 import weakref
 from collections import deque
 from contextlib import suppress
-from itertools import repeat
-from typing import TYPE_CHECKING, Final
+from functools import partial
+from itertools import repeat, starmap
+from typing import TYPE_CHECKING, Final, cast
 
 import anyio
 from anyio import WouldBlock
 
-from fluxgate_stream._apply import APPLY_LOCK, SEQUENCE, Item, Tally, apply
-from fluxgate_stream._compat import call_soon, kept, ki_protected
+from fluxgate_stream._apply import APPLY_LOCK, SEQUENCE, Item, Tally, apply, defer, run_deferred
+from fluxgate_stream._compat import call_soon, kept, ki_protected, stream_buffer
 
 if TYPE_CHECKING:
     import itertools
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 
     from fluxgate_stream._apply import Target
 
-__all__ = ["WAKE", "PipelineState", "Wake"]
+__all__ = ["WAKE", "PipelineState", "Wake", "states"]
 
 #: The process-wide sequence numbers (``_apply.SEQUENCE``), under the name the hot paths use.
 _SEQ: itertools.count[int] = SEQUENCE
@@ -65,19 +66,42 @@ class PipelineState:
     * Other threads append to ``bridge``, a ``collections.deque`` (``append``/``popleft`` are
       atomic). A thread wakes the consumer only if it is ``sleeping``, by scheduling a callback on
       the loop thread (``token``); it never waits for the loop.
-    * When the stream or the bridge is full, producers fold their item into ``ledger``, a
-      ``Tally`` bounded by the number of circuits and guarded by ``lock``, and keep doing so
-      until the consumer has taken the ledger (``overflowing`` is "sticky"): newer signals then
-      never overtake older ones still queued. ``lock`` guards ``ledger`` and ``overflowing``;
-      only a ``Tally.add`` runs under it.
-    * With no consumer running, producers apply directly (the fallback), under ``APPLY_LOCK``.
+    * When the stream or the bridge is full, producers append their item to ``spill``, the
+      overflow queue (another deque), and set ``overflowing``; while it is set ("sticky"), every
+      producer appends there, until the consumer has taken the overflow queue's last item: newer
+      signals then never overtake older ones still queued. The consumer takes it only once the
+      stream and the bridge ran dry, and folds it with them. **No producer takes any lock, nor
+      runs any Python code but its own call, while a consumer runs**: a signal handler that calls
+      a listener while the code it interrupted is in a listener call (or in the consumer) cannot
+      deadlock. A producer sets ``overflowing`` *after* its append, so an item appended after the
+      consumer ended the overflow is followed by the flag set again, and taken at the next one.
+    * What bounds memory: the stream and the bridge hold at most ``max_buffer_size`` items each;
+      the overflow queue holds one item (a tuple and the breaker's ``Signal``) per signal until
+      the consumer's next batches take it (up to ``MAX_BATCH`` items per batch), so it grows only
+      as long as the consumer does not get the loop (a loop blocked by a long synchronous call
+      while other threads keep transitioning breakers).
+    * With no consumer running, producers apply directly (the fallback), under ``APPLY_LOCK``. A
+      thread that already holds ``APPLY_LOCK`` (a signal handler interrupting a write, the
+      consumer's stop, a scrape) defers instead (``_apply.defer``), so a write is never
+      re-entered: the apply paths run what was deferred as their ``with`` block ends; after
+      other holders, the next apply path, ``flush()`` or consumer start runs it.
     * ``loop_thread`` (and ``token``, ``send``, ``receive``) are written only with
       ``APPLY_LOCK`` held (start and stop of the consumer), so a fallback or orphan drain, which
       holds it too, never interleaves with a consumer starting or stopping.
+    * What the consumer took off the queues stays reachable from here until it is written:
+      ``taken`` (the items of the batch being folded) and ``batch`` (the tally being applied,
+      which ``_apply.apply`` empties target by target). Items leave the queues in one C-level
+      step each (``list.extend`` over ``deque.popleft``), so an exception raised between two
+      bytecodes (a signal handler's ``SystemExit``) finds every item in exactly one of: its
+      queue, ``taken``, ``batch``, or written; the consumer's stop applies ``taken`` and
+      ``batch``. Consumer-owned: the loop thread, or anyone under ``APPLY_LOCK`` while stopped.
     * Every queued item carries a process-wide sequence number: the gauge shows the latest one
       applied, whichever path each took; counters are plain sums, so order does not matter to
       them. The loop thread numbers and sends its items one at a time, so the stream holds them
-      in sequence order; a batch sorts only to merge bridge items in.
+      in sequence order; a batch sorts only to merge bridge and overflow items in.
+    * After ``os.fork()``, the child forgets the parent's consumer and everything queued
+      (``forget_parent``): its metrics are the parent's as applied at the fork, the parent
+      applies its own queue, and the child's calls apply directly until it starts a consumer.
 
     Each statistics counter has one writer context, noted by its field, so none needs a lock of
     its own.
@@ -86,12 +110,10 @@ class PipelineState:
     __slots__ = (
         "__weakref__",
         "apply_errors",
+        "batch",
         "batches",
         "bridge",
         "bridge_append",
-        "ledger",
-        "ledgers_taken",
-        "lock",
         "loop_thread",
         "max_buffer_size",
         "overflowing",
@@ -103,7 +125,11 @@ class PipelineState:
         "signals_from_stream",
         "signals_overflowed",
         "sleeping",
+        "spill",
+        "spill_append",
+        "taken",
         "taken_from_bridge",
+        "taken_from_spill",
         "taken_from_stream",
         "token",
         "wakeups",
@@ -120,21 +146,24 @@ class PipelineState:
         self.close_stream()
         self.bridge: Final[deque[Item]] = deque()  # any thread appends; the consumer pops
         self.bridge_append: Final = self.bridge.append
-        self.lock: Final = threading.Lock()  # guards ledger and overflowing
-        self.ledger: Tally = Tally()
-        self.overflowing: bool = False
+        self.spill: Final[deque[Item]] = deque()  # the overflow queue: likewise
+        self.spill_append: Final = self.spill.append
+        self.overflowing: bool = False  # producers set it, the consumer clears it
         self.loop_thread: int | None = None  # the consumer's thread id while it runs
         self.token: EventLoopToken | None = None  # the consumer's event loop while it runs
         self.sleeping: bool = False  # the consumer awaits the stream: wake it for bridge items
+        # Taken off the queues, not yet written (consumer-owned; see the class docstring).
+        self.taken: Final[list[Item | Wake]] = []
+        self.batch: Tally = Tally()
         # The consumer's progress, which flush() waits on (loop thread; under APPLY_LOCK when
         # stopped).
         self.taken_from_stream: int = 0
         self.taken_from_bridge: int = 0
-        self.ledgers_taken: int = 0
+        self.taken_from_spill: int = 0
         # Statistics.
         self.signals_from_stream: int = 0  # loop thread (consumer)
         self.signals_from_bridge: int = 0  # loop thread (consumer), or under APPLY_LOCK stopped
-        self.signals_overflowed: int = 0  # under lock
+        self.signals_overflowed: int = 0  # likewise, as taken: see overflowed()
         self.signals_applied_directly: int = 0  # under APPLY_LOCK
         self.wakeups: int = 0  # loop thread
         self.batches: int = 0  # under APPLY_LOCK
@@ -161,8 +190,12 @@ class PipelineState:
         self.receive.close()
 
     def queued(self) -> int:
-        """Items in the stream and the bridge now."""
+        """Items in the stream and the bridge now (the overflow queue's count as overflowed)."""
         return self.send.statistics().current_buffer_used + len(self.bridge)
+
+    def overflowed(self) -> int:
+        """Signals that went to the overflow queue so far: taken off it, and still on it."""
+        return self.signals_overflowed + len(self.spill)
 
     # -- producers (any thread) ------------------------------------------------------------------
 
@@ -192,8 +225,8 @@ class PipelineState:
                 self.overflow(item)
             else:
                 self.bridge_append(item)
-            # The consumer sets sleeping *before* its last look at the bridge and the ledger,
-            # and we read it *after* queueing: either it sees our item or we see it asleep.
+            # The consumer sets sleeping *before* its last look at the queues, and we read it
+            # *after* queueing: either it sees our item or we see it asleep.
             if self.sleeping:
                 self.sleeping = False  # one wake-up per sleep, not one per signal
                 self.wake()
@@ -203,25 +236,30 @@ class PipelineState:
                 self.drain_orphans()
 
     def overflow(self, item: Item) -> None:
-        """Fold ``item`` into the overflow ledger. Any thread."""
-        with self.lock:
-            self.ledger.add(item)
-            self.overflowing = True
-            self.signals_overflowed += 1
+        """Queue ``item`` on the overflow queue, making the overflow sticky. Any thread; no lock."""
+        self.spill_append(item)
+        self.overflowing = True  # after the append: see the class docstring
 
     @ki_protected
     def apply_now(self, item: Item) -> None:
-        """Apply ``item`` in the caller: the fallback, while no consumer runs. Any thread."""
+        """Apply ``item`` in the caller: the fallback, while no consumer runs. Any thread.
+
+        If the calling thread holds ``APPLY_LOCK`` already (it is a signal handler that
+        interrupted a write, or runs inside one), the item is deferred to the holder.
+        """
+        if defer(partial(self.apply_now, item)):
+            return
         tally = Tally()
         tally.add(item)
         with APPLY_LOCK:
             self.signals_applied_directly += 1
             self.apply(tally)
+        run_deferred()
 
     def apply(self, tally: Tally) -> None:
         """The one way this pipeline writes metrics. Caller must hold APPLY_LOCK."""
         self.batches += 1
-        self.apply_errors += apply(tally)
+        apply(tally, self)
 
     def wake(self) -> None:
         """Schedule a wake-up of the consumer on its loop thread, without waiting. Any thread."""
@@ -244,71 +282,114 @@ class PipelineState:
 
     @ki_protected
     def drain_orphans(self) -> None:
-        """Apply what a thread left in the bridge or ledger after the consumer stopped.
+        """Apply what a thread left in the bridge or the overflow queue after the consumer stopped.
 
-        Any thread.
+        Any thread. Deferred, as in ``apply_now``, if the calling thread holds ``APPLY_LOCK``.
         """
+        if defer(self.drain_orphans):
+            return
         with APPLY_LOCK:
-            if self.loop_thread is not None:
-                return  # a consumer (re)started: the queues are its own again
-            self.apply_queued(self.take_bridge(None), self.take_ledger())
+            if self.loop_thread is None:  # else a consumer (re)started: the queues are its own
+                self.take_bridge(None)
+                self.take_spill(None)
+                self.apply_taken(merge=True)
+        run_deferred()
 
     # -- draining (the consumer; with no consumer, under APPLY_LOCK) -------------------------------
 
-    def take_stream(self, into: list[Item], limit: int) -> bool:
-        """Receive up to ``limit`` items; return whether the stream ran empty. Loop thread only."""
-        receive_nowait = self.receive.receive_nowait
-        append = into.append
-        before = len(into)
-        wakes = 0
-        empty = False
-        try:  # the drain's per-item loop: kept to a call, a class check and an append
-            for _ in repeat(None, limit):
-                item = receive_nowait()
-                if isinstance(item, tuple):  # an Item; a Wake (from any copy of us) is not
-                    append(item)
-                else:
-                    wakes += 1
-        except WouldBlock:
-            empty = True
-        signals = len(into) - before
-        self.taken_from_stream += signals + wakes
-        self.signals_from_stream += signals
-        return empty
+    def take_stream(self, limit: int) -> bool:
+        """Take up to ``limit`` items into ``taken``; return whether the stream ran empty.
 
-    def take_bridge(self, limit: int | None) -> list[Item]:
-        """Take up to ``limit`` items (``None``: all) from the bridge, oldest first."""
-        popleft = self.bridge.popleft
-        items: list[Item] = []
-        with suppress(IndexError):
-            while limit is None or len(items) < limit:
-                items.append(popleft())
-        self.taken_from_bridge += len(items)
-        self.signals_from_bridge += len(items)
-        return items
+        Loop thread only. Wake-ups come along; ``apply_taken`` skips them.
+        """
+        buffer = stream_buffer(self.receive)
+        n = min(len(buffer), limit)
+        taken = self.taken
+        before = len(taken)
+        try:
+            taken.extend(starmap(buffer.popleft, repeat((), n)))  # in C: no handler runs inside
+        finally:
+            got = len(taken) - before
+            self.taken_from_stream += got
+            self.signals_from_stream += got - (taken[before:].count(WAKE) if got else 0)
+        return n < limit or not buffer
 
-    def take_ledger(self) -> Tally | None:
-        """Take the overflow ledger, if there is one, ending the sticky overflow."""
-        with self.lock:
-            if not self.overflowing:
-                return None
-            ledger, self.ledger = self.ledger, Tally()
-            self.overflowing = False
-        self.ledgers_taken += 1
-        return ledger
+    def take_bridge(self, limit: int | None) -> int:
+        """Take up to ``limit`` items (``None``: all) off the bridge into ``taken``; count them."""
+        bridge = self.bridge
+        n = len(bridge) if limit is None else min(len(bridge), limit)
+        taken = self.taken
+        before = len(taken)
+        try:
+            taken.extend(starmap(bridge.popleft, repeat((), n)))  # only we pop: n are there
+        finally:
+            got = len(taken) - before
+            self.taken_from_bridge += got
+            self.signals_from_bridge += got
+        return n
 
-    def apply_queued(self, items: list[Item], ledger: Tally | None, *, merge: bool = True) -> None:
-        """Apply ``items``, then ``ledger``; ``merge=False`` only for items already in order."""
+    def take_spill(self, limit: int | None) -> int:
+        """Take up to ``limit`` items (``None``: all) from the overflow queue; return how many.
+
+        Ends the sticky overflow when this takes the last item; the consumer calls it only once
+        the stream and the bridge ran dry.
+        """
+        spill = self.spill
+        n = len(spill) if limit is None else min(len(spill), limit)
+        if n == len(spill):
+            self.overflowing = False  # before the take: a producer's later append sets it again
+        taken = self.taken
+        before = len(taken)
+        try:
+            taken.extend(starmap(spill.popleft, repeat((), n)))
+        finally:
+            got = len(taken) - before
+            self.taken_from_spill += got
+            self.signals_overflowed += got
+        return n
+
+    def apply_taken(self, *, merge: bool) -> None:
+        """Fold ``taken`` into a tally and apply it; ``merge=False`` only for items in order.
+
+        First finishes ``batch``, if an exception interrupted its apply. Under APPLY_LOCK.
+        """
         with APPLY_LOCK:
-            if items:
-                if merge:
-                    items.sort()  # by sequence number: each path is in order, so this merges
-                tally = Tally()
-                for item in items:
-                    tally.add(item)
-                self.apply(tally)
-            if ledger is not None:
-                self.apply(ledger)
+            if self.batch:
+                self.apply(self.batch)  # older than anything taken since
+            taken = self.taken
+            if not taken:
+                return
+            if WAKE in taken:  # rare: a wake-up that found the stream no longer empty
+                taken[:] = [item for item in taken if item is not WAKE]
+            items = cast("list[Item]", taken)
+            if merge:
+                items.sort()  # by sequence number: each path is in order, so this merges
+            tally = Tally()
+            add = tally.add
+            for item in items:
+                add(item)
+            # Hand the items over to the tally in two steps with no bytecode between them that
+            # lets a signal handler run: they are in taken, or in batch, never in both or neither.
+            self.batch = tally
+            taken.clear()
+            self.apply(tally)
+
+    # -- fork ------------------------------------------------------------------------------------
+
+    def forget_parent(self) -> None:
+        """In a child after ``os.fork()``: no consumer, nothing queued. Single-threaded."""
+        self.loop_thread = None
+        self.token = None
+        self.sleeping = False
+        # The parent's items: the parent applies them (or has); applied here too, they would
+        # count twice across the two processes.
+        self.open_stream()
+        self.close_stream()
+        self.bridge.clear()
+        self.spill.clear()
+        self.overflowing = False
+        self.taken.clear()
+        self.batch = Tally()
 
 
 #: Each pipeline's state, by pipeline, for the listeners created with it. Weak keys: a pipeline
@@ -317,3 +398,8 @@ class PipelineState:
 _STATES: weakref.WeakKeyDictionary[object, PipelineState] = kept(
     "queue.states", weakref.WeakKeyDictionary[object, PipelineState]
 )
+
+
+def states() -> list[tuple[object, PipelineState]]:
+    """Every pipeline alive, with its state: for the fork hook."""
+    return list(_STATES.items())

@@ -11,15 +11,35 @@ field, which thread owns what and what is ordered. In short:
   delivered onto it with ``run_sync_soon``.
 * Other threads append to a ``collections.deque``, the thread bridge, and wake the consumer only
   if it is asleep, by scheduling a callback on the loop thread; they never wait for the loop.
-* When the stream or the bridge is full, producers fold their signal into a bounded overflow
-  ledger under a lock that guards only that fold, and keep doing so until the consumer has taken
-  the ledger ("sticky" overflow): newer signals then never overtake older ones still queued.
+* When the stream or the bridge is full, producers append their signal to a third deque, the
+  overflow queue, and keep doing so until the consumer has taken it ("sticky" overflow): newer
+  signals then never overtake older ones still queued. The consumer folds it, after the stream
+  and the bridge. No producer takes a lock or waits while a consumer runs, so a signal handler
+  that calls a listener (on a full buffer, on the loop thread, mid-anything) cannot deadlock.
+  The overflow queue is not bounded: it holds what producers send faster than the consumer
+  applies it (see ``PipelineState``).
 * With no consumer running, producers apply directly (the fallback), under ``APPLY_LOCK``. The
-  consumer starts and stops with ``APPLY_LOCK`` held, so a fallback never interleaves with it.
+  consumer starts and stops with ``APPLY_LOCK`` held, so a fallback never interleaves with it. A
+  thread that already holds ``APPLY_LOCK`` (a signal handler that interrupted a write, or the
+  consumer's own stop) defers its call to the holder instead of writing into the middle of a
+  write.
 * Once woken from sleep, the consumer waits ``batch_window`` seconds before taking a batch (a
-  pending ``flush()`` cancels the wait); the item it received holds in ``_held`` meanwhile, so a
-  cancellation there still applies it. ``_held``, ``_window`` and ``_flushes`` belong to the
-  consumer: loop thread only.
+  pending ``flush()`` cancels the wait); the item it received waits in ``PipelineState.taken``
+  meanwhile, so a cancellation there still applies it. ``_window`` and ``_flushes`` belong to
+  the consumer: loop thread only.
+* What the consumer took off the queues stays in ``PipelineState.taken``, then in
+  ``PipelineState.batch``, until written, and ``apply`` takes each target out as it is written:
+  whatever exception ends the consumer between two bytecodes (a ``SystemExit`` from a SIGTERM
+  handler, a sink's ``KeyboardInterrupt``, cancellation), its shutdown applies the rest, and
+  nothing twice. An exception raised *inside* one target's write ends that write where it is:
+  a ``Circuit``'s write is resumable (each part leaves the record once written), so the stop
+  writes the rest; a user's sink is not called again, and the rest of its record is lost. The
+  one window left: an exception that lands inside a prometheus_client increment, after it
+  counted, counts it again when the write resumes. (The consumer does not sleep in anyio's
+  ``receive()``, which can drop the item a sender handed it if an exception comes before it
+  returns, but in ``_compat.wait_for_item``.)
+  Under trio, an exception raised by a signal handler while trio's own scheduler runs is a
+  ``TrioInternalError``: trio supports only its own KeyboardInterrupt delivery there.
 * Every queued item carries a process-wide sequence number: the gauge shows the latest one applied,
   whichever path each took; counters are plain sums, so order does not matter to them.
 * A listener's call inlines ``PipelineState.submit()``'s loop-thread branch (one Python frame less
@@ -30,10 +50,18 @@ field, which thread owns what and what is ordered. In short:
   queues is always applied (trio then delivers the interrupt at the main task's next checkpoint).
   asyncio's runner turns Ctrl-C into cancellation, which the consumer handles by applying
   everything queued.
+* ``os.fork()``: the forking thread holds ``APPLY_LOCK`` across the fork, so the child's copy of
+  the metrics is never half-written by another thread; in the child, every pipeline is stopped,
+  with nothing of the parent's queued (the parent applies that) and no flush waiting: the
+  child's metrics are the parent's as applied at the fork, its listener calls apply directly,
+  ``flush()`` returns and ``run()`` starts a consumer of its own. A child that keeps running
+  the parent's event loop (a bare ``os.fork()`` inside a task) is not supported: that loop's
+  file descriptors are shared with the parent.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Final, cast
@@ -41,10 +69,16 @@ from typing import TYPE_CHECKING, Final, cast
 import anyio
 from anyio.lowlevel import checkpoint, current_token
 
-from fluxgate_stream._apply import APPLY_LOCK, Item, Tally
+from fluxgate_stream._apply import APPLY_LOCK, run_deferred
 from fluxgate_stream._checks import check_count, check_seconds, check_signal, check_target
-from fluxgate_stream._compat import ki_protected, protect_from_keyboard_interrupt, same_class
-from fluxgate_stream._queue import PipelineState, Wake
+from fluxgate_stream._compat import (
+    at_fork,
+    ki_protected,
+    protect_from_keyboard_interrupt,
+    same_class,
+    wait_for_item,
+)
+from fluxgate_stream._queue import PipelineState, Wake, states
 
 if TYPE_CHECKING:
     from anyio.abc import TaskStatus
@@ -53,6 +87,8 @@ if TYPE_CHECKING:
     from fluxgate_stream._apply import Target
 
 __all__ = ["PipelineStatistics", "SignalPipeline", "default_pipeline"]
+
+_log = logging.getLogger("fluxgate_stream")
 
 #: The most items the consumer takes from each of the stream and the bridge per batch. Between
 #: batches it yields to the event loop.
@@ -69,11 +105,12 @@ class PipelineStatistics:
     Attributes:
         stream: queued on the event-loop thread, into the anyio stream, while a consumer ran.
         bridge: queued from another thread, into the thread bridge, while a consumer ran.
-        overflow: folded into the overflow ledger because the stream or the bridge was full.
+        overflow: queued on the overflow queue because the stream or the bridge was full (or
+            had been, and the queue was not yet drained).
         direct: applied in the caller, because no consumer ran (the synchronous fallback).
         wakeups: wake-ups delivered to a sleeping consumer: by a signal from another thread
             (at most one per sleep), or by a ``flush()`` on the loop thread.
-        batches: tallies applied to the metrics (a consumer batch, a ledger, a direct apply).
+        batches: tallies applied to the metrics (a consumer batch, a direct apply).
         apply_errors: target writes that raised (a failing metric write or sink).
         queued: items in the stream and the bridge at the moment of the snapshot.
         max_buffer_size: the capacity of the stream, and of the thread bridge.
@@ -95,12 +132,12 @@ class PipelineStatistics:
 class _FlushRequest:
     """A ``flush()`` waiting for the consumer to get past what was queued when it was called."""
 
-    __slots__ = ("bridge", "done", "ledger", "stream")
+    __slots__ = ("bridge", "done", "spill", "stream")
 
-    def __init__(self, stream: int, bridge: int, ledger: int) -> None:
+    def __init__(self, stream: int, bridge: int, spill: int) -> None:
         self.stream = stream
         self.bridge = bridge
-        self.ledger = ledger
+        self.spill = spill
         self.done = anyio.Event()
 
 
@@ -113,9 +150,8 @@ class SignalPipeline:
     one non-blocking wake-up). When no consumer runs, listener calls apply directly, exactly like
     upstream's listener, so plain scripts need no consumer at all.
 
-    When the buffer is full, producers neither block nor drop: the signal is folded into an
-    overflow ledger (per circuit: latest state and summed counts, so its size is bounded by the
-    number of circuits) that the consumer applies after the queued items.
+    When the buffer is full, producers neither block nor drop: the signal goes to an overflow
+    queue (a deque, appended without a lock) that the consumer applies after the queued items.
 
     Args:
         max_buffer_size: capacity of the stream, and of the thread bridge. Must be a positive int.
@@ -136,10 +172,9 @@ class SignalPipeline:
         self.batch_window: Final = check_seconds(batch_window, "batch_window", zero=True)
         self._state: Final = PipelineState(self, max_buffer_size)  # shared with the listeners
         # The consumer's own (loop thread only): waiting flushes, the batch window while it is
-        # open, and the item received before the window, while it is open.
+        # open. (What it took and has not written is in the shared state: PipelineState.taken.)
         self._flushes: list[_FlushRequest] = []
         self._window: anyio.CancelScope | None = None
-        self._held: Item | None = None
 
     def __repr__(self) -> str:
         running = "running" if self.running else "stopped"
@@ -155,7 +190,7 @@ class SignalPipeline:
         return PipelineStatistics(
             stream=state.signals_from_stream,
             bridge=state.signals_from_bridge,
-            overflow=state.signals_overflowed,
+            overflow=state.overflowed(),
             direct=state.signals_applied_directly,
             wakeups=state.wakeups,
             batches=state.batches,
@@ -205,7 +240,9 @@ class SignalPipeline:
         Applies signals in batches of at most ``MAX_BATCH`` items per path, yielding to the event
         loop after each batch, so a storm can neither starve other tasks nor delay cancellation.
         When cancelled, it applies everything still queued before returning (synchronously, so
-        cancellation cannot interrupt it); later listener calls apply directly.
+        cancellation cannot interrupt it); later listener calls apply directly. The same holds
+        when it ends by any other exception: one raised by a sink, or a ``SystemExit`` raised by
+        a signal handler in the middle of a batch.
 
         Raises:
             RuntimeError: this pipeline's consumer is already running.
@@ -218,6 +255,7 @@ class SignalPipeline:
             state.token = current_token()
             state.open_stream()
             state.loop_thread = threading.get_ident()
+        run_deferred()  # what a signal handler deferred while we held the lock
         try:
             task_status.started()
             await self._consume()
@@ -227,76 +265,89 @@ class SignalPipeline:
     @ki_protected
     async def _consume(self) -> None:
         state = self._state
-        first: Item | None = None
         while True:
-            if self._step(first):
-                first = None
-                if state.bridge or state.overflowing or state.send.statistics().current_buffer_used:
-                    await checkpoint()  # fairness: yield between batches, and be cancellable
-                    continue
-                # Drained: fall through to sleep; receive() yields to the event loop first.
+            if self._step() and (
+                state.bridge
+                or state.overflowing
+                or state.spill
+                or state.send.statistics().current_buffer_used
+            ):
+                await checkpoint()  # fairness: yield between batches, and be cancellable
+                continue
+            # Drained (or nothing was there): sleep; receive() yields to the event loop first.
             self._release_flushes()
             state.sleeping = True
-            if state.bridge or state.overflowing:
+            if state.bridge or state.overflowing or state.spill:
                 state.sleeping = False
                 continue
-            received = await state.receive.receive()
+            # receive(), except that the item goes straight into state.taken, where it stays
+            # until written (see PipelineState), whatever exception comes.
+            before = len(state.taken)
+            await checkpoint()  # as receive() does: yield to the event loop first
+            if not state.send.statistics().current_buffer_used:
+                await wait_for_item(state.receive, state.taken)
             state.sleeping = False
-            state.taken_from_stream += 1
-            if isinstance(received, Wake):
-                first = None
-            else:
-                first = received
-                state.signals_from_stream += 1
+            if len(state.taken) > before:
+                state.taken_from_stream += 1
+                if not isinstance(state.taken[-1], Wake):
+                    state.signals_from_stream += 1
             if self.batch_window and not self._flushes:
                 # Let signals gather before the batch: a trickle then costs one wake-up and one
                 # batch per window instead of one per signal. flush() cuts the window short; if
-                # the consumer is cancelled meanwhile, _stop() applies the held item.
-                self._held = first
+                # the consumer is cancelled meanwhile, _stop() applies the item in state.taken.
                 with anyio.CancelScope() as window:
                     self._window = window
                     await anyio.sleep(self.batch_window)
                 self._window = None
-                self._held = None
 
     @ki_protected
-    def _step(self, first: Item | None) -> bool:
+    def _step(self) -> bool:
         """Take and apply one batch; return whether there was anything. Loop thread only."""
         state = self._state
-        items: list[Item] = [] if first is None else [first]
-        stream_empty = state.take_stream(items, MAX_BATCH)
-        bridge = state.take_bridge(MAX_BATCH)
-        items += bridge
-        ledger: Tally | None = None
-        # Sticky overflow stops the stream and the bridge growing, so they empty and the ledger,
-        # which only holds signals newer than theirs, is applied after them.
-        if stream_empty and len(bridge) < MAX_BATCH and state.overflowing:
-            ledger = state.take_ledger()
-        # The stream's items (``first`` among them) are in sequence order already, as the loop
-        # thread numbers and sends them one by one: only bridge items need merging in.
-        state.apply_queued(items, ledger, merge=bool(bridge))
+        stream_empty = state.take_stream(MAX_BATCH)
+        bridged = state.take_bridge(MAX_BATCH)
+        spilled = 0
+        # Sticky overflow stops the stream and the bridge growing, so they empty and the
+        # overflow queue, which only holds signals newer than theirs, is taken after them.
+        if stream_empty and bridged < MAX_BATCH and (state.overflowing or state.spill):
+            spilled = state.take_spill(MAX_BATCH)
+        anything = bool(state.taken) or bool(state.batch)
+        # The stream's items (the one received first among them) are in sequence order already,
+        # as the loop thread numbers and sends them one by one: only the others need merging in.
+        state.apply_taken(merge=bool(bridged or spilled))
         self._release_flushes()
-        return bool(items) or ledger is not None
+        return anything
 
     @ki_protected
     def _stop(self) -> None:
-        """Leave consumer mode and apply everything still queued. Loop thread, in ``finally``."""
+        """Leave consumer mode and apply everything still queued. Loop thread, in ``finally``.
+
+        Also whatever the consumer had taken and not yet written, when an exception (a sink's,
+        or a signal handler's ``SystemExit``) ended it mid-batch.
+        """
         state = self._state
-        with APPLY_LOCK:  # fallback producers wait here, so they apply after all that was queued
-            state.loop_thread = None
-            state.token = None
-            state.sleeping = False
-            items: list[Item] = [] if self._held is None else [self._held]
-            self._held = None
-            self._window = None
-            while not state.take_stream(items, MAX_BATCH):
-                pass
-            items += state.take_bridge(None)
-            state.apply_queued(items, state.take_ledger())
-            state.close_stream()
-        for request in self._flushes:
-            request.done.set()
-        self._flushes.clear()
+        try:
+            with (
+                APPLY_LOCK
+            ):  # fallback producers wait here, so they apply after all that was queued
+                # First: from here on a signal handler's listener call defers to us (run_deferred).
+                state.loop_thread = None
+                state.token = None
+                state.sleeping = False
+                self._window = None
+                try:
+                    while not state.take_stream(MAX_BATCH):
+                        pass
+                    state.take_bridge(None)
+                    state.take_spill(None)
+                    state.apply_taken(merge=True)
+                finally:
+                    state.close_stream()
+            run_deferred()
+        finally:
+            for request in self._flushes:
+                request.done.set()
+            self._flushes.clear()
 
     # -- flush -----------------------------------------------------------------------------------
 
@@ -323,7 +374,7 @@ class SignalPipeline:
         request = _FlushRequest(
             stream=state.taken_from_stream + state.send.statistics().current_buffer_used,
             bridge=state.taken_from_bridge + len(state.bridge),
-            ledger=state.ledgers_taken + (1 if state.overflowing else 0),
+            spill=state.taken_from_spill + len(state.spill),
         )
         self._flushes.append(request)
         if self._window is not None:
@@ -342,7 +393,7 @@ class SignalPipeline:
             if (
                 state.taken_from_stream >= request.stream
                 and state.taken_from_bridge >= request.bridge
-                and state.ledgers_taken >= request.ledger
+                and state.taken_from_spill >= request.spill
             ):
                 request.done.set()
             else:
@@ -379,3 +430,30 @@ def default_pipeline() -> SignalPipeline:
 
 _default: SignalPipeline | None = None
 _default_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    """Every pipeline of a child after ``os.fork()``: stopped, with nothing of the parent's queued.
+
+    The child has only the thread that forked: no consumer runs in it, whatever ran in the
+    parent. Each pipeline forgets the parent's consumer, queued items and waiting flushes
+    (``PipelineState.forget_parent``): the parent applies those, and the child's metrics stay
+    the parent's as applied at the fork (``_apply`` holds ``APPLY_LOCK`` across the fork). The
+    child's listener calls then apply directly, and ``run()`` may start a consumer. One pipeline
+    that cannot be reset does not stop the others.
+    """
+    global _default_lock  # noqa: PLW0603  # a lock a thread the child has not may have held
+    _default_lock = threading.Lock()
+    for owner, state in states():
+        try:
+            state.forget_parent()
+            if same_class(owner, SignalPipeline):
+                pipeline = cast("SignalPipeline", owner)
+                pipeline._flushes = []  # pyright: ignore[reportPrivateUsage]  # the parent's tasks wait on them
+                pipeline._window = None  # pyright: ignore[reportPrivateUsage]  # the parent's loop
+        except Exception:  # noqa: BLE001, PERF203  # the next pipeline still needs resetting
+            _log.exception("resetting a SignalPipeline after fork failed")
+
+
+# Registered once (a reload finds it kept); runs this module's current code.
+at_fork("pipeline.states", after_in_child=_after_fork_in_child)

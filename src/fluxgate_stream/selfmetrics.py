@@ -9,8 +9,8 @@ metric                                            type     meaning
 ``fluxgate_stream_signals_total{path}``           counter  signals and ``close()`` calls per
                                                            path: ``stream`` (loop thread),
                                                            ``bridge`` (other threads),
-                                                           ``overflow`` (full buffer: folded
-                                                           into the ledger), ``direct`` (no
+                                                           ``overflow`` (full buffer: the
+                                                           overflow queue), ``direct`` (no
                                                            consumer: applied in the caller)
 ``fluxgate_stream_batches_total``                 counter  tallies applied
 ``fluxgate_stream_apply_errors_total``            counter  circuit writes that raised

@@ -17,8 +17,8 @@ How the seconds are counted (the rules the tests check):
   circuit stuck open for an hour shows an hour, not 0.
 * *Order is sequence order*, as for the gauge: the consumer takes each batch in the order of the
   pipeline's process-wide sequence numbers, so the state that accrues time is always the state
-  the gauge shows. (The overflow ledger, filled by several threads, folds in arrival order; a
-  signal that arrives there after a newer one is late, as below.)
+  the gauge shows. (Overflowing signals are merged into the batch in sequence order too; a
+  signal queued by a thread preempted before it could hand it over may be late, as below.)
 * *A late signal changes no interval.* A signal applied after a newer one of the same circuit (a
   thread preempted between queueing and handing over, or an overflow) still counts as a
   transition, but its time has already been given to the state the circuit was known to be in;
@@ -53,7 +53,7 @@ show a circuit stuck open as 0 seconds open. ``time_in_state=True`` raises ``Run
 there.
 
 Concurrency model: a ``Span`` belongs to the tally being built, which its builder owns (the
-consumer, a fallback caller, or the overflow ledger under the pipeline's lock);
+consumer, or a fallback caller);
 ``StateClock.fold`` writes only to that tally and reads only the clock's ``start`` and
 ``start_seq``, fixed at creation. Every other use of a ``StateClock`` holds ``APPLY_LOCK``: the
 writer applying a tally, and a scrape, which computes its samples under ``APPLY_LOCK`` (six

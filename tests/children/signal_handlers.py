@@ -1,0 +1,146 @@
+"""Signal handlers that call listeners or exit, landing inside the pipeline; nothing may be lost.
+
+Run by ``tests/core/test_signals.py`` as ``signal_handlers.py BACKEND CASE``; prints one JSON
+line: how the run ended, and the circuits that came out wrong (``[]``: none). The signals are
+real (``signal.raise_signal``), raised from a target's ``fold`` hook, so that the handler runs
+at a known point: Python runs a handler at the next bytecode after the signal arrives.
+
+Cases:
+
+* ``exit_mid_batch``: the consumer has taken a batch and is folding it when a SIGTERM handler
+  calls ``sys.exit()``. The batch must still be applied (by the consumer's shutdown).
+* ``handler_on_full_buffer``: the consumer runs on this (the main) thread, the buffer is full,
+  and a SIGUSR1 handler calls a listener while the code it interrupted is queueing an
+  overflowing signal. It must neither deadlock nor lose a signal.
+"""
+
+import json
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+from fluxgate.signal import Signal
+from prometheus_client import CollectorRegistry
+
+from fluxgate_stream import PrometheusListener, QueueingListener, SignalPipeline
+from fluxgate_stream._apply import Pending
+from tests.support.truth import Truth, observed, produce
+
+backend, case = sys.argv[1], sys.argv[2]
+OPEN = Signal("closed", "open", 0.0)
+
+
+class Tripwire:
+    """A target whose ``fold`` hook raises ``signum`` the first time a signal is folded for it."""
+
+    name = "tripwire"
+    closed_seq = -1
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.armed = True
+        self.folded = 0
+        self.written = 0
+
+    @property
+    def fold(self) -> Any:
+        return self._fold
+
+    def _fold(self, pending: Pending, seq: int, signal_: Signal) -> None:  # noqa: ARG002  # as Tally calls it
+        self.folded += 1
+        if self.armed:
+            self.armed = False
+            signal.raise_signal(self.signum)  # the handler runs right after this call
+
+    def write(self, pending: Pending) -> None:  # noqa: ARG002  # the Target protocol's name
+        self.written += 1
+
+
+class TripListener(QueueingListener):
+    __slots__ = ()
+
+    def __init__(self, pipeline: SignalPipeline, target: Tripwire) -> None:
+        self._pipeline = pipeline
+        self._target = target
+
+
+def ended(exc: BaseException) -> str:
+    inner = getattr(exc, "exceptions", None)
+    if inner is None:
+        return type(exc).__name__
+    return "+".join(sorted({ended(e) for e in inner}))
+
+
+registry = CollectorRegistry()
+out: dict[str, Any] = {}
+
+
+def setup(
+    max_buffer_size: int, n: int, signum: int
+) -> tuple[SignalPipeline, dict[str, Callable[[Signal], object]], Truth, Tripwire, TripListener]:
+    """A pipeline, ``n`` circuits and their truth, and a tripwire that raises ``signum``."""
+    pipeline = SignalPipeline(max_buffer_size=max_buffer_size)
+    send: dict[str, Callable[[Signal], object]] = {
+        f"c{i}": PrometheusListener(f"c{i}", registry, pipeline=pipeline) for i in range(n)
+    }
+    tripwire = Tripwire(signum)
+    return pipeline, send, Truth(send), tripwire, TripListener(pipeline, tripwire)
+
+
+if case == "exit_mid_batch":
+    pipeline, send, truth, tripwire, trip = setup(1024, 20, signal.SIGTERM)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            await tg.start(pipeline.run)
+            while not pipeline._state.sleeping:
+                await anyio.lowlevel.checkpoint()
+            produce(send, truth, 400, 1)  # one batch: these, the tripwire's signal, and more
+            trip(OPEN)
+            produce(send, truth, 400, 2)
+            await pipeline.flush()  # the consumer exits in its batch: its shutdown releases us
+            await anyio.sleep_forever()  # the SystemExit ends the run
+
+elif case == "handler_on_full_buffer":
+    pipeline, send, truth, tripwire, trip = setup(4, 5, signal.SIGUSR1)
+    from_handler = Truth(["h"])
+    handled = PrometheusListener("h", registry, pipeline=pipeline)
+
+    def on_usr1(*_args: object) -> None:
+        for _ in range(10):
+            handled(OPEN)
+            from_handler.record("h", OPEN)
+
+    signal.signal(signal.SIGUSR1, on_usr1)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            await tg.start(pipeline.run)
+            produce(send, truth, 10, 1)  # fills the stream: the rest overflows
+            trip(OPEN)  # overflowing: its fold hook raises SIGUSR1 wherever it is folded
+            produce(send, truth, 10, 2)
+            await pipeline.flush()
+            produce(send, truth, 100, 3)
+            await pipeline.flush()
+            tg.cancel_scope.cancel()
+
+else:
+    raise SystemExit(f"unknown case {case}")
+
+try:
+    anyio.run(main, backend=backend)
+    out["ended"] = "returned"
+except BaseException as exc:  # noqa: BLE001  # reported: the test checks how it ended
+    out["ended"] = ended(exc)
+if case == "handler_on_full_buffer":
+    truth.merge(from_handler)
+got = observed(registry, truth.last)
+want = truth.expected()
+out["wrong"] = sorted(str(k) for k in set(got) | set(want) if got.get(k) != want.get(k))[:5]
+out["tripwire"] = [tripwire.folded, tripwire.written]
+out["queued"] = pipeline.stats()["queued"]
+out["running"] = pipeline.running
+print(json.dumps(out))

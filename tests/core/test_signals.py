@@ -1,0 +1,143 @@
+"""Signal handlers, process exit and interrupts landing inside the pipeline.
+
+Real signals (``signal.raise_signal``), raised at a known point: Python runs a handler at the next
+bytecode after the signal arrives, so raising it from inside a metric write or a target's hook
+interrupts exactly there. Cases that would end the test process (a ``SystemExit`` escaping the
+event loop) or hang it (a deadlock, on the code before the fix) run in a child interpreter.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import anyio
+import pytest
+from fluxgate.signal import Signal
+from prometheus_client import CollectorRegistry
+
+from fluxgate_stream import PrometheusListener, SignalPipeline
+
+from ..support.helpers import wait_until
+from ..support.metrics import count, shown
+from ..support.processes import CHILDREN, importing_tests, run_python
+
+OPEN = Signal("closed", "open", 0.0)
+HALF_OPEN = Signal("open", "half_open", 0.0)
+CLOSE = Signal("half_open", "closed", 0.0)
+
+
+class Interrupting:
+    """A gauge series that raises a real signal inside its first ``set()``, then sets it."""
+
+    def __init__(self, series: object) -> None:
+        self.series = series
+        self.fired = 0
+
+    def set(self, value: float) -> None:
+        if not self.fired:
+            self.fired += 1
+            signal.raise_signal(signal.SIGUSR1)  # the handler runs right after this call
+        self.series.set(value)  # type: ignore[attr-defined]  # a prometheus_client child
+
+
+@pytest.fixture
+def on_usr1():
+    """Install a SIGUSR1 handler for the test (``on_usr1.append(fn)``); restore the old one."""
+    handlers: list[object] = []
+
+    def handler(_signum: int, _frame: object) -> None:
+        for each in handlers:
+            each()  # type: ignore[operator]
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    yield handlers
+    signal.signal(signal.SIGUSR1, previous)
+
+
+@contextmanager
+def interrupted_gauge(
+    listener: PrometheusListener, on_usr1: list[object]
+) -> Iterator[Interrupting]:
+    """While in the block, the first write to the listener's ``closed`` series raises SIGUSR1,
+    whose handler sends the listener ``HALF_OPEN``."""
+    gauges = listener._target._gauges  # type: ignore[attr-defined]
+    real = gauges["closed"]
+    interrupting = Interrupting(real)
+    on_usr1.append(lambda: listener(HALF_OPEN))
+    gauges["closed"] = interrupting
+    try:
+        yield interrupting
+    finally:
+        gauges["closed"] = real
+
+
+def test_a_listener_called_by_a_signal_handler_mid_write_does_not_re_enter_it(
+    registry: CollectorRegistry, on_usr1
+):
+    # No consumer: the call applies directly, under the apply lock. The handler interrupts the
+    # gauge write (between its two series) and calls the listener again: applying there and then
+    # would leave the gauge with two states at 1, which later transitions never repair.
+    pipeline = SignalPipeline()
+    listener = PrometheusListener("sig", registry, pipeline=pipeline)
+    with interrupted_gauge(listener, on_usr1) as interrupting:
+        listener(OPEN)
+    assert interrupting.fired == 1
+    assert shown(registry, "sig") == "half_open"  # exactly one state at 1: the latest
+    listener(CLOSE)
+    assert shown(registry, "sig") == "closed"
+    assert count(registry, "sig", "closed", "open") == 1.0
+    assert count(registry, "sig", "open", "half_open") == 1.0
+    assert count(registry, "sig", "half_open", "closed") == 1.0
+    assert pipeline.stats()["direct"] == 3
+
+
+@pytest.mark.anyio
+async def test_a_listener_called_by_a_signal_handler_while_the_consumer_stops_is_applied_after(
+    anyio_backend, registry: CollectorRegistry, on_usr1
+):
+    # The consumer's shutdown applies what was queued, under the apply lock, with the circuit's
+    # gauge write interrupted by a handler that calls the listener: the call must wait its turn.
+    pipeline = SignalPipeline()
+    listener = PrometheusListener("stop", registry, pipeline=pipeline)
+    with interrupted_gauge(listener, on_usr1) as interrupting:
+        async with anyio.create_task_group() as tg:
+            await tg.start(pipeline.run)
+            await wait_until(lambda: pipeline._state.sleeping)
+            listener(OPEN)
+            tg.cancel_scope.cancel()  # before the consumer ran: its shutdown applies OPEN
+    assert interrupting.fired == 1
+    assert shown(registry, "stop") == "half_open"
+    assert count(registry, "stop", "open", "half_open") == 1.0
+    assert not pipeline.running
+
+
+def run_case(backend: str, case: str) -> object:
+    result = run_python(
+        CHILDREN / "signal_handlers.py", backend, case, timeout=30, env=importing_tests()
+    )
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_sys_exit_from_a_sigterm_handler_mid_batch_loses_nothing_taken(backend):
+    assert run_case(backend, "exit_mid_batch") == {
+        "ended": "SystemExit",
+        "wrong": [],
+        "tripwire": [2, 1],  # folded again by the shutdown, which applied the whole batch
+        "queued": 0,
+        "running": False,
+    }
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_signal_handler_calling_a_listener_on_a_full_buffer_neither_deadlocks_nor_loses(backend):
+    assert run_case(backend, "handler_on_full_buffer") == {
+        "ended": "returned",
+        "wrong": [],
+        "tripwire": [1, 1],
+        "queued": 0,
+        "running": False,
+    }
