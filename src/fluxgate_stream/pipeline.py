@@ -16,9 +16,11 @@ field, which thread owns what and what is ordered. In short:
   the ledger ("sticky" overflow): newer signals then never overtake older ones still queued.
 * With no consumer running, producers apply directly (the fallback), under ``APPLY_LOCK``. The
   consumer starts and stops with ``APPLY_LOCK`` held, so a fallback never interleaves with it.
-* Once woken from sleep, the consumer waits ``batch_window`` seconds before taking a batch (a
-  pending ``flush()`` cancels the wait); the item it received holds in ``_held`` meanwhile, so a
-  cancellation there still applies it. ``_held``, ``_window`` and ``_flushes`` belong to the
+* Once woken from sleep less than ``batch_window`` seconds after it took its previous batch
+  (signals arrive faster than the window), the consumer waits ``batch_window`` seconds before
+  taking a batch (a pending ``flush()`` cancels the wait); woken after a quieter spell, it takes
+  the batch at once. The item it received holds in ``_held`` during a window, so a cancellation
+  there still applies it. ``_held``, ``_window``, ``_quiet_at`` and ``_flushes`` belong to the
   consumer: loop thread only.
 * Every queued item carries a process-wide sequence number: the gauge shows the latest one applied,
   whichever path each took; counters are plain sums, so order does not matter to them.
@@ -39,6 +41,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Final, cast
 
 import anyio
+from anyio import current_time
 from anyio.lowlevel import checkpoint, current_token
 
 from fluxgate_stream._apply import APPLY_LOCK, Item, Tally
@@ -119,10 +122,13 @@ class SignalPipeline:
 
     Args:
         max_buffer_size: capacity of the stream, and of the thread bridge. Must be a positive int.
-        batch_window: seconds the consumer, once woken from sleep, lets signals gather before it
-            takes a batch (a pending ``flush()`` cuts it short). A trickle of signals then costs
-            one wake-up and one batch per window rather than per signal; the metrics lag by at
-            most about this much. 0 applies as soon as the consumer gets the loop.
+        batch_window: seconds the consumer lets signals gather before it takes a batch, once
+            they arrive faster than that: when it is woken less than ``batch_window`` after its
+            previous batch (a pending ``flush()`` cuts the wait short). Signals closer together
+            than the window then cost one wake-up and one batch per window rather than per
+            signal, and the metrics lag by at most about this much; a lone signal after a
+            quieter spell is applied as soon as the consumer gets the loop, with no wait. 0
+            never waits.
 
     Raises:
         TypeError: ``max_buffer_size`` is not an ``int``, or ``batch_window`` not a number.
@@ -140,6 +146,9 @@ class SignalPipeline:
         self._flushes: list[_FlushRequest] = []
         self._window: anyio.CancelScope | None = None
         self._held: Item | None = None
+        # The loop time until which a wake-up opens the batch window: one window after the
+        # previous batch was taken (-inf: the first signal finds the consumer idle).
+        self._quiet_at: float = float("-inf")
 
     def __repr__(self) -> str:
         running = "running" if self.running else "stopped"
@@ -242,15 +251,22 @@ class SignalPipeline:
                 first = received
                 state.signals_from_stream += 1
             if self.batch_window and not self._flushes:
-                # Let signals gather before the batch: a trickle then costs one wake-up and one
-                # batch per window instead of one per signal. flush() cuts the window short; if
-                # the consumer is cancelled meanwhile, _stop() applies the held item.
-                self._held = first
-                with anyio.CancelScope() as window:
-                    self._window = window
-                    await anyio.sleep(self.batch_window)
-                self._window = None
-                self._held = None
+                # Adaptive: a wake-up less than a window after the previous batch means signals
+                # arrive faster than the window, so let them gather (one wake-up and one batch
+                # per window, not per signal); a lone signal after a quiet spell is applied at
+                # once, with no timer. flush() cuts a window short; if the consumer is cancelled
+                # meanwhile, _stop() applies the held item.
+                now = current_time()
+                if now < self._quiet_at:
+                    self._quiet_at = now + 2 * self.batch_window  # the batch ends a window on
+                    self._held = first
+                    with anyio.CancelScope() as window:
+                        self._window = window
+                        await anyio.sleep(self.batch_window)
+                    self._window = None
+                    self._held = None
+                else:
+                    self._quiet_at = now + self.batch_window
 
     @ki_protected
     def _step(self, first: Item | None) -> bool:
