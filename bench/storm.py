@@ -44,6 +44,7 @@ class StormRun:
     latencies: list[float]
     scrapes: int
     check: str
+    overflowed: int = 0  # ours: signals that took the overflow path (pipeline statistics)
 
     @property
     def rate(self) -> float:
@@ -74,6 +75,10 @@ class StormResult:
     def cpu_per_transition(self, side: str) -> float:
         """Median over runs of the process CPU time per transition, ns."""
         return median([r.cpu_seconds * 1e9 / r.transitions for r in self.runs[side]])
+
+    def overflow_share(self) -> float:
+        """Median over ours' runs of the share of signals that took the overflow path."""
+        return median([r.overflowed / r.transitions for r in self.runs["ours"]])
 
     def check(self) -> str:
         """``"exact"`` if every run of both sides exported exactly what the breakers did."""
@@ -158,6 +163,7 @@ async def _run(side: _Side, threads: int, *, scraper: bool, transitions: int) ->
             worker.join()
 
     before = side.transitions()
+    overflowed = side.ours.pipeline.statistics().overflow if side.ours is not None else 0
     gc.collect()
     scraping = threading.Thread(target=scrape_loop) if scraper else None
     if scraping is not None:
@@ -173,7 +179,9 @@ async def _run(side: _Side, threads: int, *, scraper: bool, transitions: int) ->
     sent = per * threads
     check = side.exported(sent, dict.fromkeys(range(n_circuits), "closed"), before)
     flat = [max(0.0, x) for each in latencies for x in each]
-    return StormRun(sent, seconds, cpu, flat, scrapes, check)
+    if side.ours is not None:
+        overflowed = side.ours.pipeline.statistics().overflow - overflowed
+    return StormRun(sent, seconds, cpu, flat, scrapes, check, overflowed)
 
 
 async def storms(

@@ -770,6 +770,7 @@ def storm_section(cfg: Config, results: dict[str, BackendResults]) -> str:
                     f"{fmt_ratio(p99)} {_mark(ok=p99 <= STORM_P99_TARGET)}",
                     f"{fmt_ns(r.cpu_per_transition('upstream'))} / "
                     f"{fmt_ns(r.cpu_per_transition('ours'))}",
+                    f"{r.overflow_share():.0%}",
                     r.check(),
                 ]
             )
@@ -783,6 +784,7 @@ def storm_section(cfg: Config, results: dict[str, BackendResults]) -> str:
         "call p99 upstream / ours",
         "p99 ours / upstream",
         "CPU per transition upstream / ours",
+        "ours via the overflow ledger",
         "metrics after",
     ]
     return (
@@ -795,7 +797,9 @@ def storm_section(cfg: Config, results: dict[str, BackendResults]) -> str:
         "every 20 ms. Throughput is the transitions over the wall time from the threads' start "
         "until everything is applied (ours: until `flush()` returns); every breaker call is "
         "timed on its own; CPU is the process's over the same span. Upstream and ours alternate "
-        f"run by run, {cfg.storm_repeats} runs each; medians. *Metrics after*: every run's "
+        f"run by run, {cfg.storm_repeats} runs each; medians. *Via the overflow ledger*: the "
+        "share of our signals that found the stream or the bridge full (pipeline statistics). "
+        "*Metrics after*: every run's "
         "counters equal the transitions made and every gauge shows its breaker's state. "
         f"Targets: throughput >= {STORM_RATE_TARGET:g}x upstream's, p99 <= "
         f"{STORM_P99_TARGET:g}x.\n\n" + table(headers, rows)
