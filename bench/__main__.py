@@ -1,4 +1,4 @@
-"""Entry point: ``python -m bench [--quick] [--output PATH]``."""
+"""Entry point: ``python -m bench [--quick | --scale F] [--only SECTION ...] [--output PATH]``."""
 
 from __future__ import annotations
 

@@ -132,6 +132,21 @@ async def thread_backlog(
     return DrainResult(n_signals, n_circuits, buffer, median(produce), median(drain), check, stats)
 
 
+def merge(results: list[DrainResult]) -> DrainResult:
+    """One result of several repeats of the same variant: median times, the worst check."""
+    first = results[0]
+    wrong = [r.check for r in results if r.check != "exact"]
+    return DrainResult(
+        first.signals,
+        first.circuits,
+        first.buffer,
+        median([r.produce_ns for r in results]),
+        median([r.drain_ns for r in results]),
+        wrong[0] if wrong else "exact",
+        results[-1].stats,
+    )
+
+
 def upstream_direct(n_signals: int, n_circuits: int, repeats: int = 1) -> DrainResult:
     """Upstream applies the same signals directly: the time of all the calls."""
     plan: Plan = schedule(n_signals, n_circuits)

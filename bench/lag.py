@@ -74,7 +74,9 @@ def _timed_counter(clock: _Clock, registry: CollectorRegistry) -> None:
     )
 
 
-def _setup(n_circuits: int, buffer: int) -> tuple[_Clock, SignalPipeline, list[PrometheusListener]]:
+def timed_setup(
+    n_circuits: int, buffer: int
+) -> tuple[_Clock, SignalPipeline, list[PrometheusListener]]:
     clock = _Clock()
     registry = CollectorRegistry()
     _timed_counter(clock, registry)
@@ -89,7 +91,7 @@ def _setup(n_circuits: int, buffer: int) -> tuple[_Clock, SignalPipeline, list[P
 
 async def loop_steady(rate: int, seconds: float, n_circuits: int, buffer: int = 1024) -> LagResult:
     """A task on the loop thread sends ``rate`` signals/s, round-robin over the circuits."""
-    clock, pipeline, listeners = _setup(n_circuits, buffer)
+    clock, pipeline, listeners = timed_setup(n_circuits, buffer)
     total = int(rate * seconds)
     producer: list[float] = []
     overhead = timer_overhead()
@@ -118,7 +120,7 @@ async def thread_steady(
     rate: int, seconds: float, n_circuits: int, buffer: int = 1024
 ) -> LagResult:
     """A worker thread sends ``rate`` signals/s while the loop idles (the consumer sleeps)."""
-    clock, pipeline, listeners = _setup(n_circuits, buffer)
+    clock, pipeline, listeners = timed_setup(n_circuits, buffer)
     total = int(rate * seconds)
     producer: list[float] = []
     overhead = timer_overhead()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -14,7 +15,7 @@ from typing import Any
 
 import anyio
 
-from bench import breakers, drain, lag, memory, producer, scrape
+from bench import breakers, drain, lag, memory, producer, scrape, storm, trickle
 from bench.config import FULL, QUICK, Config
 from bench.harness import (
     fmt_bytes,
@@ -36,8 +37,28 @@ BREAKER_BENCH_MODULE = "bench.bench_breaker"
 HEALTH_BENCH_MODULE = "bench.bench_health"
 TIME_IN_STATE_BENCH_MODULE = "bench.bench_time_in_state"
 
-#: Targets from the issue (medians, ratios vs upstream in the same run).
-LOOP_RATIO_TARGET = 50.0
+#: Sections by name, as ``--only`` takes them, in report order (whole-call is an alias).
+SECTIONS = (
+    "producer",
+    "drain",
+    "lag",
+    "scaling",
+    "memory",
+    "breakers",
+    "anyio-breaker",
+    "health",
+    "time-in-state",
+    "storm",
+    "trickle",
+)
+ALIASES = {"whole-call": "breakers"}
+
+#: Targets of issue #12 (ratios to upstream's listener in the same run).
+STORM_RATE_TARGET = 2.0  # ours' throughput at least 2x upstream's
+STORM_P99_TARGET = 0.5  # ours' p99 breaker call at most 0.5x upstream's
+TRICKLE_CPU_TARGET = 1.0  # total CPU per isolated transition at most 1.0x upstream's
+TRICKLE_LAG_TARGET_NS = 5_000_000.0  # "applied within a few ms": p99 until applied
+LOOP_RATIO_TARGET = 30.0
 LOOP_P99_TARGET_NS = 2_000.0
 THREAD_RATIO_TARGET = 30.0
 DRAIN_RATIO_TARGET = 20.0
@@ -66,7 +87,7 @@ def available_backends() -> list[Backend]:
 
 @dataclass
 class BackendResults:
-    """Everything measured on one backend."""
+    """Everything measured on one backend (a section not run leaves its fields empty)."""
 
     producer: dict[str, producer.ProducerResult] = field(default_factory=dict)
     scaling: dict[int, producer.ProducerResult] = field(default_factory=dict)
@@ -75,61 +96,89 @@ class BackendResults:
     scaling_drain: dict[int, drain.DrainResult] = field(default_factory=dict)
     lag: dict[str, lag.LagResult] = field(default_factory=dict)
     memory: list[memory.MemoryResult] = field(default_factory=list)
-    async_flips: breakers.FlipCosts | None = None
-    sync_flips: breakers.FlipCosts | None = None
+    whole_call: list[breakers.WholeCall] = field(default_factory=list)
+    storms: list[storm.StormResult] = field(default_factory=list)
+    trickles: list[trickle.TrickleResult] = field(default_factory=list)
 
 
 def _progress(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-async def run_backend(cfg: Config, backend: Backend) -> BackendResults:
-    """Every per-backend section, in order."""
+async def _drains(
+    cfg: Config, counts: Sequence[int], big: int, out: BackendResults
+) -> dict[int, drain.DrainResult]:
+    """Loop-backlog drains (buffer ``big``) per circuit count, each repeat next to upstream's."""
+    ours: dict[int, drain.DrainResult] = {}
+    for circuits in counts:
+        theirs: list[drain.DrainResult] = []
+        mine: list[drain.DrainResult] = []
+        for _ in range(cfg.drain_repeats):
+            theirs.append(drain.upstream_direct(cfg.drain_signals, circuits))
+            mine.append(await drain.loop_backlog(cfg.drain_signals, circuits, big, 1))
+        out.upstream_drain[circuits] = drain.merge(theirs)
+        ours[circuits] = drain.merge(mine)
+    return ours
+
+
+async def _producer_and_drain(cfg: Config, tag: str, only: frozenset[str]) -> BackendResults:
+    """Sections 1, 2 and 4's halves (the scaling runs share theirs with sections 1 and 2)."""
     out = BackendResults()
+    n = cfg.circuits
+    signals, repeats = cfg.drain_signals, cfg.drain_repeats
+    counts = sorted({*(cfg.scaling if "scaling" in only else ()), n})
+    if only & {"producer", "scaling"}:
+        _progress(f"{tag}: 1. producer cost")
+        by_count = await producer.loop_thread(cfg, counts)
+        out.producer["a"] = by_count[n]
+        out.scaling = {c: by_count[c] for c in cfg.scaling if "scaling" in only}
+    if "producer" in only:
+        out.producer["a_full"] = await producer.loop_thread_full(cfg, n)
+        out.producer["b"] = await producer.worker_thread(cfg, n)
+        out.producer["b_full"] = await producer.worker_thread_full(cfg, n)
+        out.producer["c"] = await producer.sync_fallback(cfg, n)
+    if only & {"drain", "scaling"}:
+        _progress(f"{tag}: 2. drain")
+        by_count = await _drains(cfg, counts, cfg.big_buffer, out)
+        out.scaling_drain = {c: by_count[c] for c in cfg.scaling if "scaling" in only}
+        if "drain" in only:
+            big = cfg.big_buffer
+            out.drains += [
+                ("loop thread", by_count[n]),
+                ("loop thread", await drain.loop_backlog(signals, n, 1024, repeats)),
+                ("2 threads", await drain.thread_backlog(signals, n, big, repeats)),
+                ("2 threads", await drain.thread_backlog(signals, n, 1024, repeats)),
+            ]
+    return out
+
+
+async def run_backend(cfg: Config, backend: Backend, only: frozenset[str]) -> BackendResults:
+    """Every per-backend section in ``only``, in order."""
     tag = backend.label
     n = cfg.circuits
-    _progress(f"{tag}: 1. producer cost")
-    out.scaling = await producer.loop_thread(cfg, sorted({*cfg.scaling, n}))
-    out.producer["a"] = out.scaling[n]
-    if n not in cfg.scaling:
-        del out.scaling[n]
-    out.producer["a_full"] = await producer.loop_thread_full(cfg, n)
-    out.producer["b"] = await producer.worker_thread(cfg, n)
-    out.producer["b_full"] = await producer.worker_thread_full(cfg, n)
-    out.producer["c"] = await producer.sync_fallback(cfg, n)
-
-    _progress(f"{tag}: 2. drain")
-    signals, repeats = cfg.drain_signals, cfg.drain_repeats
-    for circuits in cfg.scaling:
-        out.upstream_drain[circuits] = drain.upstream_direct(signals, circuits)
-        out.scaling_drain[circuits] = await drain.loop_backlog(
-            signals, circuits, cfg.big_buffer, repeats
+    out = await _producer_and_drain(cfg, tag, only)
+    if "lag" in only:
+        _progress(f"{tag}: 3. lag")
+        out.lag["loop thread"] = await lag.loop_steady(cfg.lag_rate, cfg.lag_seconds, n)
+        out.lag["worker thread"] = await lag.thread_steady(cfg.lag_rate, cfg.lag_seconds, n)
+        out.lag["upstream"] = lag.upstream_steady(cfg.lag_rate, cfg.lag_seconds, n)
+    if "memory" in only:
+        _progress(f"{tag}: 5. memory")
+        out.memory = [await memory.storm(size, cfg.memory_threads) for size in cfg.memory_sizes]
+    if "breakers" in only:
+        _progress(f"{tag}: 6. whole breaker call")
+        out.whole_call = await breakers.every_breaker(backend.label, cfg.flips)
+    if "storm" in only:
+        _progress(f"{tag}: 10. storm")
+        out.storms = await storm.storms(
+            cfg.storm_threads, cfg.storm_circuits, cfg.storm_transitions, cfg.storm_repeats
         )
-    out.drains.append(
-        (
-            "loop thread",
-            out.scaling_drain.get(n)
-            or await drain.loop_backlog(signals, n, cfg.big_buffer, repeats),
-        )
-    )
-    out.drains.append(("loop thread", await drain.loop_backlog(signals, n, 1024, repeats)))
-    out.drains.append(
-        ("2 threads", await drain.thread_backlog(signals, n, cfg.big_buffer, repeats))
-    )
-    out.drains.append(("2 threads", await drain.thread_backlog(signals, n, 1024, repeats)))
-
-    _progress(f"{tag}: 3. lag")
-    out.lag["loop thread"] = await lag.loop_steady(cfg.lag_rate, cfg.lag_seconds, n)
-    out.lag["worker thread"] = await lag.thread_steady(cfg.lag_rate, cfg.lag_seconds, n)
-    out.lag["upstream"] = lag.upstream_steady(cfg.lag_rate, cfg.lag_seconds, n)
-
-    _progress(f"{tag}: 5. memory")
-    for size in cfg.memory_sizes:
-        out.memory.append(await memory.storm(size, cfg.memory_threads))
-
-    _progress(f"{tag}: 6. breakers")
-    out.async_flips = await breakers.async_breaker(backend.label, cfg.flips)
-    out.sync_flips = await breakers.sync_breaker(cfg.flips)
+    if "trickle" in only:
+        _progress(f"{tag}: 11. trickle")
+        out.trickles = [
+            await trickle.trickle(where, cfg.trickle_transitions, cfg.trickle_rounds)
+            for where in ("loop thread", "worker thread")
+        ]
     return out
 
 
@@ -137,7 +186,7 @@ async def run_backend(cfg: Config, backend: Backend) -> BackendResults:
 
 
 def _mark(*, ok: bool) -> str:
-    return "met" if ok else "**missed**"
+    return "PASS" if ok else "**FAIL**"
 
 
 def _loop_ratio(r: producer.ProducerResult) -> float:
@@ -176,13 +225,28 @@ def _upstream_rate(res: BackendResults, circuits: int) -> float:
     return res.upstream_drain[circuits].rate
 
 
-def targets_section(cfg: Config, results: dict[str, BackendResults]) -> str:
-    labels = list(results)
-    rows: list[list[str]] = []
+def _storm_rate_ratio(r: storm.StormResult) -> float:
+    return ratio(r.rate("ours"), r.rate("upstream"))
 
-    def row(name: str, cell: Callable[[BackendResults], str]) -> None:
-        rows.append([name, *(cell(results[label]) for label in labels)])
 
+def _storm_p99_ratio(r: storm.StormResult) -> float:
+    return ratio(r.p99("ours"), r.p99("upstream"))
+
+
+def _headline_storm(res: BackendResults) -> storm.StormResult:
+    """The issue's case: the most threads, with the scraper."""
+    return max((r for r in res.storms if r.scraper), key=lambda r: r.threads)
+
+
+def _trickle_ratio(r: trickle.TrickleResult) -> float:
+    return ratio(r.cost("ours"), r.cost("upstream"))
+
+
+#: One row of the targets table: its title, whether a backend has its data, and its cell.
+_Row = tuple[str, Callable[[BackendResults], bool], Callable[[BackendResults], str]]
+
+
+def _target_rows(cfg: Config) -> list[_Row]:
     def loop_cell(res: BackendResults) -> str:
         value = _loop_ratio(res.producer["a"])
         return f"{fmt_ratio(value)} {_mark(ok=value >= LOOP_RATIO_TARGET)}"
@@ -203,8 +267,7 @@ def targets_section(cfg: Config, results: dict[str, BackendResults]) -> str:
         return cell
 
     def scaling_cell(res: BackendResults) -> str:
-        value = _scaling_spread(res)
-        return f"±{value:.0%} {_mark(ok=value <= SCALING_TOLERANCE)}"
+        return f"±{_scaling_spread(res):.0%} (retired target: info)"
 
     def net_scaling_cell(res: BackendResults) -> str:
         value = _net_scaling_spread(res)
@@ -218,33 +281,147 @@ def targets_section(cfg: Config, results: dict[str, BackendResults]) -> str:
         r = res.producer["a"]
         return fmt_ratio(ratio(r.ours.mean_batched, r.floor.mean_batched))
 
+    def storm_rate_cell(res: BackendResults) -> str:
+        value = _storm_rate_ratio(_headline_storm(res))
+        return f"{fmt_ratio(value)} {_mark(ok=value >= STORM_RATE_TARGET)}"
+
+    def storm_p99_cell(res: BackendResults) -> str:
+        value = _storm_p99_ratio(_headline_storm(res))
+        return f"{fmt_ratio(value)} {_mark(ok=value <= STORM_P99_TARGET)}"
+
+    def storm_worst_cell(res: BackendResults) -> str:
+        rate = min(_storm_rate_ratio(r) for r in res.storms)
+        p99 = max(_storm_p99_ratio(r) for r in res.storms)
+        ok = rate >= STORM_RATE_TARGET and p99 <= STORM_P99_TARGET
+        return f"{fmt_ratio(rate)} / {fmt_ratio(p99)} {_mark(ok=ok)}"
+
+    def storm_exact_cell(res: BackendResults) -> str:
+        checks = {r.check() for r in res.storms}
+        return f"{', '.join(sorted(checks))} {_mark(ok=checks == {'exact'})}"
+
+    def trickle_cell(index: int) -> Callable[[BackendResults], str]:
+        def cell(res: BackendResults) -> str:
+            value = _trickle_ratio(res.trickles[index])
+            return f"{fmt_ratio(value)} {_mark(ok=value <= TRICKLE_CPU_TARGET)}"
+
+        return cell
+
+    def trickle_lag_cell(res: BackendResults) -> str:
+        value = max(trickle.lag_summary(r)[1] for r in res.trickles)
+        return f"{fmt_ns(value)} {_mark(ok=value <= TRICKLE_LAG_TARGET_NS)}"
+
+    def whole_call_cell(res: BackendResults) -> str:
+        row = res.whole_call[0]  # sync CircuitBreaker, one transition
+        return f"ours {row.over_none('ours'):+.0%}, no-op {row.over_none('no-op'):+.0%}"
+
+    def has_storm(res: BackendResults) -> bool:
+        return bool(res.storms)
+
+    def has_trickle(res: BackendResults) -> bool:
+        return bool(res.trickles)
+
+    def has_producer(res: BackendResults) -> bool:
+        return "b" in res.producer
+
+    def has_loop(res: BackendResults) -> bool:
+        return "a" in res.producer
+
+    def has_drain(res: BackendResults) -> bool:
+        return bool(res.drains)
+
+    def has_scaling(res: BackendResults) -> bool:
+        return bool(res.scaling)
+
+    def has_memory(res: BackendResults) -> bool:
+        return bool(res.memory)
+
+    def has_whole_call(res: BackendResults) -> bool:
+        return bool(res.whole_call)
+
     big = cfg.big_buffer
-    row(
-        f"loop-thread producer >= {LOOP_RATIO_TARGET:.0f}x cheaper than upstream (median)",
-        loop_cell,
-    )
-    row("loop-thread producer p99 < 2 µs", loop_p99_cell)
-    row(f"worker-thread producer >= {THREAD_RATIO_TARGET:.0f}x cheaper (median)", thread_cell)
-    row(
-        f"drain >= {DRAIN_RATIO_TARGET:.0f}x upstream's apply rate (loop backlog, buffer {big})",
-        drain_cell(0),
-    )
-    row(f"drain >= {DRAIN_RATIO_TARGET:.0f}x (loop backlog, buffer 1024 + ledger)", drain_cell(1))
-    row(f"drain >= {DRAIN_RATIO_TARGET:.0f}x (2-thread backlog, buffer {big})", drain_cell(2))
-    row(
-        f"drain >= {DRAIN_RATIO_TARGET:.0f}x (2-thread backlog, buffer 1024 + ledger)",
-        drain_cell(3),
-    )
+    threads = max(cfg.storm_threads)
     circuits = ", ".join(f"{c:,}" for c in cfg.scaling)
-    row(f"producer cost within ±20% over {circuits} circuits (per-call median)", scaling_cell)
-    row(
-        "the same, net of the no-op per-circuit listener (ours - no-op, batched; see section 4)",
-        net_scaling_cell,
-    )
     sizes = " vs ".join(f"{s:,}" for s in cfg.memory_sizes)
-    row(f"memory bounded: peak({sizes} signals) ratio <= {MEMORY_GROWTH_LIMIT}", memory_cell)
-    row("(info) loop-thread producer / deque.append floor (batched)", floor_cell)
-    return "## Targets\n\n" + table(["Target", *labels], rows)
+    drain_title = f"drain >= {DRAIN_RATIO_TARGET:.0f}x upstream's apply rate"
+    return [
+        (
+            f"storm ({threads} threads + scraper): throughput >= {STORM_RATE_TARGET:g}x upstream",
+            has_storm,
+            storm_rate_cell,
+        ),
+        (
+            f"storm ({threads} threads + scraper): p99 breaker call <= {STORM_P99_TARGET:g}x",
+            has_storm,
+            storm_p99_cell,
+        ),
+        (
+            "storm, every configuration: worst throughput ratio / worst p99 ratio",
+            has_storm,
+            storm_worst_cell,
+        ),
+        ("storm: every transition exported exactly", has_storm, storm_exact_cell),
+        (
+            f"trickle, loop thread: total CPU per transition <= {TRICKLE_CPU_TARGET:g}x upstream",
+            has_trickle,
+            trickle_cell(0),
+        ),
+        (
+            f"trickle, worker thread: total CPU per transition <= {TRICKLE_CPU_TARGET:g}x upstream",
+            has_trickle,
+            trickle_cell(1),
+        ),
+        ("trickle: ours applied within a few ms (p99 <= 5 ms)", has_trickle, trickle_lag_cell),
+        (
+            f"loop-thread producer >= {LOOP_RATIO_TARGET:.0f}x cheaper than upstream (median)",
+            has_loop,
+            loop_cell,
+        ),
+        ("loop-thread producer p99 < 2 µs", has_loop, loop_p99_cell),
+        (
+            f"worker-thread producer >= {THREAD_RATIO_TARGET:.0f}x cheaper (median)",
+            has_producer,
+            thread_cell,
+        ),
+        (f"{drain_title} (loop backlog, buffer {big})", has_drain, drain_cell(0)),
+        (f"{drain_title} (loop backlog, buffer 1024 + ledger)", has_drain, drain_cell(1)),
+        (f"{drain_title} (2-thread backlog, buffer {big})", has_drain, drain_cell(2)),
+        (f"{drain_title} (2-thread backlog, buffer 1024 + ledger)", has_drain, drain_cell(3)),
+        (
+            "producer cost net of the no-op per-circuit listener within ±20% over "
+            f"{circuits} circuits (batched; section 4)",
+            has_scaling,
+            net_scaling_cell,
+        ),
+        (f"(info) raw per-call median over {circuits} circuits", has_scaling, scaling_cell),
+        (
+            f"memory bounded: peak({sizes} signals) ratio <= {MEMORY_GROWTH_LIMIT}",
+            has_memory,
+            memory_cell,
+        ),
+        (
+            "(info) whole sync CircuitBreaker transition over no listener",
+            has_whole_call,
+            whole_call_cell,
+        ),
+        ("(info) loop-thread producer / deque.append floor (batched)", has_loop, floor_cell),
+    ]
+
+
+def targets_section(cfg: Config, results: dict[str, BackendResults]) -> str:
+    labels = list(results)
+    rows = [
+        [title, *(cell(results[label]) if has(results[label]) else "not run" for label in labels)]
+        for title, has, cell in _target_rows(cfg)
+        if any(has(res) for res in results.values())
+    ]
+    if not rows:
+        return "## Targets\n\nNo per-backend section ran."
+    return (
+        "## Targets\n\n"
+        "Issue #12's targets, each a ratio to upstream's listener measured in the same run; "
+        "PASS or FAIL per backend. Figures from a loaded or shared machine are not final.\n\n"
+        + table(["Target", *labels], rows)
+    )
 
 
 _PATHS = {
@@ -538,46 +715,142 @@ def memory_section(cfg: Config, results: dict[str, BackendResults]) -> str:
 def breakers_section(cfg: Config, results: dict[str, BackendResults]) -> str:
     rows: list[list[str]] = []
     for label, res in results.items():
-        for kind, flips in (
-            ("AsyncCircuitBreaker", res.async_flips),
-            ("CircuitBreaker (sync)", res.sync_flips),
-        ):
-            if flips is None:
-                rows.append([label, kind, "n/a: asyncio only", "", "", "", "", ""])
+        for w in res.whole_call:
+            if w.note:
+                if w.action == breakers.ACTIONS[0]:
+                    rows.append([label, w.breaker, w.note, "", "", "", "", ""])
                 continue
-            none50, _ = flips.summary("none")
-            up50, up99 = flips.summary("upstream")
-            our50, our99 = flips.summary("ours")
+            cells = [fmt_ns(w.median("none"))]
+            cells += [
+                f"{fmt_ns(w.median(name))} ({w.over_none(name):+.0%})"
+                for name in ("no-op", "upstream", "ours")
+            ]
+            rows.append([label, w.breaker, w.action, *cells, fmt_ns(w.p99("ours")), w.check])
+    headers = [
+        "Backend",
+        "Breaker",
+        "Action",
+        "no listener",
+        "no-op listener (over none)",
+        "upstream (over none)",
+        "ours (over none)",
+        "ours p99",
+        "metrics after",
+    ]
+    return (
+        "## 6. Real breakers: the whole call\n\n"
+        "What a user pays: the whole breaker call, median, and in brackets how much more it "
+        f"costs than the same breaker with no listener. {cfg.flips:,} operations per breaker, "
+        "action and listener: a *transition* is `force_open()` then `reset()` (each one "
+        "transition, both timed); a *failing call that trips* is `call(failing)` on a closed "
+        "breaker with `FailureStreak(1)` (it records the failure, trips and raises; the "
+        "breaker is reset untimed). The *no-op listener* is a callable object whose call does "
+        "nothing: the least any listener adds. Ours runs with its consumer, `flush()` between "
+        "batches of 128 (untimed); configurations take turns batch by batch. fluxgate's "
+        "`AsyncCircuitBreaker` uses `asyncio.Lock` and `asyncio.gather`, so it cannot run on "
+        "trio. *Metrics after* checks both sides' counters against the transitions made.\n\n"
+        + table(headers, rows)
+    )
+
+
+def storm_section(cfg: Config, results: dict[str, BackendResults]) -> str:
+    rows: list[list[str]] = []
+    for label, res in results.items():
+        for r in res.storms:
+            rate, p99 = _storm_rate_ratio(r), _storm_p99_ratio(r)
             rows.append(
                 [
                     label,
-                    kind,
-                    fmt_ns(none50),
-                    f"{fmt_ns(up50)} / {fmt_ns(up99)}",
-                    f"{fmt_ns(our50)} / {fmt_ns(our99)}",
-                    fmt_ratio(ratio(up50, our50)),
-                    fmt_ratio(ratio(up50 - none50, max(1.0, our50 - none50))),
-                    flips.check,
+                    str(r.threads),
+                    "yes" if r.scraper else "no",
+                    f"{fmt_rate(r.rate('upstream'))} / {fmt_rate(r.rate('ours'))}",
+                    f"{fmt_ratio(rate)} {_mark(ok=rate >= STORM_RATE_TARGET)}",
+                    f"{fmt_ns(r.p50('upstream'))} / {fmt_ns(r.p50('ours'))}",
+                    f"{fmt_ns(r.p99('upstream'))} / {fmt_ns(r.p99('ours'))}",
+                    f"{fmt_ratio(p99)} {_mark(ok=p99 <= STORM_P99_TARGET)}",
+                    f"{fmt_ns(r.cpu_per_transition('upstream'))} / "
+                    f"{fmt_ns(r.cpu_per_transition('ours'))}",
+                    f"{r.overflow_share():.0%}",
+                    r.check(),
                 ]
             )
     headers = [
         "Backend",
-        "Breaker",
-        "no listener p50",
-        "upstream p50 / p99",
-        "ours p50 / p99",
-        "whole call: upstream / ours",
-        "listener share: upstream / ours",
+        "threads",
+        "scraper",
+        "throughput upstream / ours",
+        "ours / upstream",
+        "call p50 upstream / ours",
+        "call p99 upstream / ours",
+        "p99 ours / upstream",
+        "CPU per transition upstream / ours",
+        "ours via the overflow ledger",
         "metrics after",
     ]
     return (
-        "## 6. Real breakers\n\n"
-        f"fluxgate breakers flipping state {cfg.flips:,} times per configuration "
-        "(`force_open()` then `reset()`, each a transition that notifies the listener; both "
-        "timed), with no listener, upstream's and ours (consumer running, `flush()` between "
-        "batches of 128 flips, untimed). *Listener share* subtracts the no-listener median. "
-        "fluxgate's `AsyncCircuitBreaker` uses `asyncio.Lock` and `asyncio.gather`, so it "
-        "cannot run on trio.\n\n" + table(headers, rows)
+        "## 10. Storm: worker threads transitioning in a tight loop\n\n"
+        f"1, 2 or 4 worker threads transition {cfg.storm_circuits:,} sync fluxgate "
+        "`CircuitBreaker`s (one listener each; thread *k* owns the breakers `i % threads == k`) "
+        f"in a tight loop, `force_open()` then `reset()`, {cfg.storm_transitions:,} transitions "
+        "per run, with the consumer on the event loop and the default `max_buffer_size`; "
+        "with the scraper, a thread also calls `generate_latest` of the circuit-breaker metrics "
+        "every 20 ms. Throughput is the transitions over the wall time from the threads' start "
+        "until everything is applied (ours: until `flush()` returns); every breaker call is "
+        "timed on its own; CPU is the process's over the same span. Upstream and ours alternate "
+        f"run by run, {cfg.storm_repeats} runs each; medians. *Via the overflow ledger*: the "
+        "share of our signals that found the stream or the bridge full (pipeline statistics). "
+        "*Metrics after*: every run's "
+        "counters equal the transitions made and every gauge shows its breaker's state. "
+        f"Targets: throughput >= {STORM_RATE_TARGET:g}x upstream's, p99 <= "
+        f"{STORM_P99_TARGET:g}x.\n\n" + table(headers, rows)
+    )
+
+
+def trickle_section(cfg: Config, results: dict[str, BackendResults]) -> str:
+    rows: list[list[str]] = []
+    for label, res in results.items():
+        for r in res.trickles:
+            up = r.cost("upstream")
+            p50, p99 = trickle.lag_summary(r)
+            rows.append(
+                [
+                    label,
+                    r.where,
+                    fmt_ns(r.none_cpu()),
+                    fmt_ns(up),
+                    fmt_ns(r.cost("ours")),
+                    f"{fmt_ratio(_trickle_ratio(r))} "
+                    f"{_mark(ok=_trickle_ratio(r) <= TRICKLE_CPU_TARGET)}",
+                    f"{fmt_ns(r.cost('ours, batch_window=0'))} "
+                    f"({fmt_ratio(ratio(r.cost('ours, batch_window=0'), up))})",
+                    f"{fmt_ns(p50)} / {fmt_ns(p99)}",
+                    r.check,
+                ]
+            )
+    headers = [
+        "Backend",
+        "transitions on",
+        "no listener (the loop itself)",
+        "upstream",
+        "ours",
+        "ours / upstream",
+        "ours, batch_window=0 (/ upstream)",
+        "ours until applied p50 / p99",
+        "metrics after",
+    ]
+    return (
+        "## 11. Trickle: isolated transitions, total CPU per transition\n\n"
+        "One sync `CircuitBreaker` transitions every 3 ms (`force_open()`, `reset()`, ...), on "
+        "the event-loop thread (a task sleeping between transitions) or on a worker thread "
+        f"(sleeping, while the loop idles): {cfg.trickle_transitions:,} transitions per run. "
+        "The figure is the process CPU time (`time.process_time`: all threads, so the "
+        "consumer's wake-up, batch window and apply are in it) per transition, minus the same "
+        "run's with no listener; rounds rotate the order, each compared with its own "
+        f"no-listener run; median of {cfg.trickle_rounds}. *Until applied*: a second run of "
+        "ours times each transition from just before the call to its counter increment on the "
+        "consumer. On a virtual machine every wake-up of a sleeping process costs CPU too "
+        "(the *no listener* column is mostly that), which weighs on any design that wakes "
+        f"more. Target: ours <= {TRICKLE_CPU_TARGET:g}x upstream's.\n\n" + table(headers, rows)
     )
 
 
@@ -615,52 +888,100 @@ def time_in_state_section(*, quick: bool) -> str:
     )
 
 
-def render(
+def render(  # noqa: PLR0913  # everything the report states
     cfg: Config,
     results: dict[str, BackendResults],
-    scraped: scrape.ScrapeResult,
+    *,
+    scraped: scrape.ScrapeResult | None,
     seconds: float,
     argv: Sequence[str],
+    only: frozenset[str],
 ) -> str:
     mode = "quick (CI smoke sizes: not real figures)" if cfg.quick else "full"
+    command = "python -m bench" + (f" {' '.join(argv)}" if argv else "")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     header = [
         "# fluxgate-stream benchmark report",
         "",
-        f"Mode: {mode}; backends: {', '.join(results)}; run time {seconds:.0f} s.",
-        "Reproduce: `make bench`"
-        + (f" (here: `python -m bench {' '.join(argv)}`)" if argv else "")
-        + ".",
+        f"Mode: {mode}; backends: {', '.join(results)}; run time {seconds:.0f} s; "
+        f"load average when it ended: {load:.2f}.",
+        f"Command: `{command}` (`make bench` runs `python -m bench $(BENCH_ARGS)`).",
         "",
         "Machine:",
         "",
         *machine_lines(),
         "",
         "Upstream is `fluxgate.listeners.prometheus.PrometheusListener`, measured in the same "
-        "process run; ratios are upstream / ours (how many times cheaper ours is). Per-call "
-        "medians and p99 come from timing every call on its own with `time.perf_counter_ns` "
-        "(timer overhead subtracted); *batched* figures time a whole loop and subtract the empty "
-        "loop, which resolves costs below the timer's own, like the `deque.append` floor.",
+        "process run; ratios are upstream / ours (how many times cheaper ours is) unless a "
+        "column says otherwise. Per-call medians and p99 come from timing every call on its own "
+        "with `time.perf_counter_ns` (timer overhead subtracted); *batched* figures time a whole "
+        "loop and subtract the empty loop, which resolves costs below the timer's own, like the "
+        "`deque.append` floor. On a shared or loaded machine the figures drift: ratios of sides "
+        "measured side by side hold better than absolute times, and final figures need a quiet "
+        "machine.",
     ]
-    sections = [
-        "\n".join(header),
-        targets_section(cfg, results),
-        producer_section(cfg, results),
-        drain_section(cfg, results),
-        lag_section(cfg, results),
-        scaling_section(cfg, results, scraped),
-        memory_section(cfg, results),
-        breakers_section(cfg, results),
-        anyio_breaker_section(quick=cfg.quick),
-        health_section(quick=cfg.quick),
-        time_in_state_section(quick=cfg.quick),
+    backend_sections: list[tuple[str, Callable[[Config, dict[str, BackendResults]], str]]] = [
+        ("producer", producer_section),
+        ("drain", drain_section),
+        ("lag", lag_section),
     ]
+    sections = ["\n".join(header), targets_section(cfg, results)]
+    sections += [render_one(cfg, results) for name, render_one in backend_sections if name in only]
+    if "scaling" in only and scraped is not None:
+        sections.append(scaling_section(cfg, results, scraped))
+    if "memory" in only:
+        sections.append(memory_section(cfg, results))
+    if "breakers" in only:
+        sections.append(breakers_section(cfg, results))
+    if "anyio-breaker" in only:
+        sections.append(anyio_breaker_section(quick=cfg.companion_quick))
+    if "health" in only:
+        sections.append(health_section(quick=cfg.companion_quick))
+    if "time-in-state" in only:
+        sections.append(time_in_state_section(quick=cfg.companion_quick))
+    if "storm" in only:
+        sections.append(storm_section(cfg, results))
+    if "trickle" in only:
+        sections.append(trickle_section(cfg, results))
     return "\n\n".join(sections) + "\n"
+
+
+def _section_name(text: str) -> str:
+    name = ALIASES.get(text, text)
+    if name not in SECTIONS:
+        choices = ", ".join([*SECTIONS, *ALIASES])
+        raise argparse.ArgumentTypeError(f"no section {text!r} (choose from {choices})")
+    return name
+
+
+def _scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--scale must be a number, got {text!r}") from None
+    if not 0 < value <= 10:  # a sanity bound, not a tuning knob
+        raise argparse.ArgumentTypeError(f"--scale must be in (0, 10], got {value}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the suite, write the report to ``--output`` and print it. Returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: the CI smoke run")
+    parser.add_argument(
+        "--scale",
+        type=_scale,
+        default=None,
+        help="multiply the full sizes (counts, rounds, durations) by this, e.g. 0.1",
+    )
+    parser.add_argument(
+        "--only",
+        type=_section_name,
+        nargs="+",
+        action="extend",
+        metavar="SECTION",
+        help=f"run only these sections ({', '.join(SECTIONS)}; whole-call = breakers)",
+    )
     parser.add_argument(
         "--output", type=Path, default=DEFAULT_OUTPUT, help="where to write the Markdown report"
     )
@@ -673,16 +994,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(args_list)
     cfg = QUICK if args.quick else FULL
+    if args.scale is not None:
+        cfg = cfg.scaled(args.scale)
+    only = frozenset(args.only or SECTIONS)
     backends = [b for b in available_backends() if not args.backend or b.label in args.backend]
     started = time.perf_counter()
     results: dict[str, BackendResults] = {}
     for backend in backends:
         results[backend.label] = anyio.run(
-            run_backend, cfg, backend, backend=backend.name, backend_options=backend.options
+            run_backend, cfg, backend, only, backend=backend.name, backend_options=backend.options
         )
-    _progress("4. scrape")
-    scraped = scrape.scrape_times(max(cfg.scaling), repeats=3 if cfg.quick else 7)
-    report = render(cfg, results, scraped, time.perf_counter() - started, args_list)
+    scraped = None
+    if "scaling" in only:
+        _progress("4. scrape")
+        scraped = scrape.scrape_times(max(cfg.scaling), repeats=3 if cfg.quick else 7)
+    report = render(
+        cfg,
+        results,
+        scraped=scraped,
+        seconds=time.perf_counter() - started,
+        argv=args_list,
+        only=only,
+    )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(report, encoding="utf-8")
     print(report)

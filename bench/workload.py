@@ -65,8 +65,12 @@ class Ours:
     listeners: list[PrometheusListener]
 
     @classmethod
-    def make(cls, n: int, max_buffer_size: int = 1024) -> Ours:
-        pipeline = SignalPipeline(max_buffer_size)
+    def make(cls, n: int, max_buffer_size: int = 1024, batch_window: float | None = None) -> Ours:
+        """``n`` circuits; ``batch_window=None``: the pipeline's default window."""
+        if batch_window is None:
+            pipeline = SignalPipeline(max_buffer_size)
+        else:
+            pipeline = SignalPipeline(max_buffer_size, batch_window=batch_window)
         registry = CollectorRegistry()
         tag = next(_scenario)
         listeners = [
@@ -92,6 +96,11 @@ class Ours:
     def check(self, plan: Sequence[tuple[int, Signal]], before: float = 0.0) -> str:
         """Check the metrics against ``plan``: exact counts, and each circuit's latest state."""
         return _check(self.registry, [lst.name for lst in self.listeners], plan, before)
+
+    def exported(self, transitions: int, latest: dict[int, str], before: float = 0.0) -> str:
+        """As ``check_exported``: ``transitions`` counted since ``before``, ``latest`` shown."""
+        names = [lst.name for lst in self.listeners]
+        return check_exported(self.registry, names, transitions, latest, before)
 
 
 @dataclass
@@ -119,6 +128,11 @@ class Upstream:
 
     def check(self, plan: Sequence[tuple[int, Signal]], before: float = 0.0) -> str:
         return _check(REGISTRY, [lst._name for lst in self.listeners], plan, before)  # as above
+
+    def exported(self, transitions: int, latest: dict[int, str], before: float = 0.0) -> str:
+        """As ``Ours.exported``."""
+        names = [lst._name for lst in self.listeners]  # upstream has no name accessor
+        return check_exported(REGISTRY, names, transitions, latest, before)
 
     def close(self) -> None:
         """Drop this scenario's series from the default registry (upstream's own ``close()``)."""
@@ -165,12 +179,24 @@ def _check(
     before: float,
 ) -> str:
     """Return ``"exact"`` or a description of what differs."""
-    total, gauges = _samples(registry, names)
-    if total - before != len(plan):
-        return f"WRONG: {total - before:.0f} transitions counted, {len(plan)} sent"
     latest: dict[int, str] = {}
     for i, signal in plan:
         latest[i] = signal.new_state
+    return check_exported(registry, names, len(plan), latest, before)
+
+
+def check_exported(
+    registry: CollectorRegistry,
+    names: Sequence[str],
+    transitions: int,
+    latest: dict[int, str],
+    before: float = 0.0,
+) -> str:
+    """``"exact"`` if the counters of ``names`` grew by ``transitions`` since ``before`` and
+    circuit ``i`` shows ``latest[i]``; otherwise what differs."""
+    total, gauges = _samples(registry, names)
+    if total - before != transitions:
+        return f"WRONG: {total - before:.0f} transitions counted, {transitions} sent"
     wrong = sum(
         1
         for i, state in latest.items()

@@ -23,10 +23,12 @@ field, which thread owns what and what is ordered. In short:
   thread that already holds ``APPLY_LOCK`` (a signal handler that interrupted a write, or the
   consumer's own stop) defers its call to the holder instead of writing into the middle of a
   write.
-* Once woken from sleep, the consumer waits ``batch_window`` seconds before taking a batch (a
-  pending ``flush()`` cancels the wait); the item it received waits in ``PipelineState.taken``
-  meanwhile, so a cancellation there still applies it. ``_window`` and ``_flushes`` belong to
-  the consumer: loop thread only.
+* Once woken from sleep less than ``batch_window`` seconds after it took its previous batch
+  (signals arrive faster than the window), the consumer waits ``batch_window`` seconds before
+  taking a batch (a pending ``flush()`` cancels the wait); woken after a quieter spell, it takes
+  the batch at once. The item it received waits in ``PipelineState.taken`` meanwhile, so a
+  cancellation there still applies it. ``_window``, ``_quiet_at`` and ``_flushes`` belong to the
+  consumer: loop thread only.
 * What the consumer took off the queues stays in ``PipelineState.taken``, then in
   ``PipelineState.batch``, until written, and ``apply`` takes each target out as it is written:
   whatever exception ends the consumer between two bytecodes (a ``SystemExit`` from a SIGTERM
@@ -67,6 +69,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Final, cast
 
 import anyio
+from anyio import current_time
 from anyio.lowlevel import checkpoint, current_token
 
 from fluxgate_stream._apply import APPLY_LOCK, run_deferred
@@ -155,10 +158,13 @@ class SignalPipeline:
 
     Args:
         max_buffer_size: capacity of the stream, and of the thread bridge. Must be a positive int.
-        batch_window: seconds the consumer, once woken from sleep, lets signals gather before it
-            takes a batch (a pending ``flush()`` cuts it short). A trickle of signals then costs
-            one wake-up and one batch per window rather than per signal; the metrics lag by at
-            most about this much. 0 applies as soon as the consumer gets the loop.
+        batch_window: seconds the consumer lets signals gather before it takes a batch, once
+            they arrive faster than that: when it is woken less than ``batch_window`` after its
+            previous batch (a pending ``flush()`` cuts the wait short). Signals closer together
+            than the window then cost one wake-up and one batch per window rather than per
+            signal, and the metrics lag by at most about this much; a lone signal after a
+            quieter spell is applied as soon as the consumer gets the loop, with no wait. 0
+            never waits.
 
     Raises:
         TypeError: ``max_buffer_size`` is not an ``int``, or ``batch_window`` not a number.
@@ -175,6 +181,9 @@ class SignalPipeline:
         # open. (What it took and has not written is in the shared state: PipelineState.taken.)
         self._flushes: list[_FlushRequest] = []
         self._window: anyio.CancelScope | None = None
+        # The loop time until which a wake-up opens the batch window: one window after the
+        # previous batch was taken (-inf: the first signal finds the consumer idle).
+        self._quiet_at: float = float("-inf")
 
     def __repr__(self) -> str:
         running = "running" if self.running else "stopped"
@@ -292,13 +301,20 @@ class SignalPipeline:
                 if not isinstance(state.taken[-1], Wake):
                     state.signals_from_stream += 1
             if self.batch_window and not self._flushes:
-                # Let signals gather before the batch: a trickle then costs one wake-up and one
-                # batch per window instead of one per signal. flush() cuts the window short; if
-                # the consumer is cancelled meanwhile, _stop() applies the item in state.taken.
-                with anyio.CancelScope() as window:
-                    self._window = window
-                    await anyio.sleep(self.batch_window)
-                self._window = None
+                # Adaptive: a wake-up less than a window after the previous batch means signals
+                # arrive faster than the window, so let them gather (one wake-up and one batch
+                # per window, not per signal); a lone signal after a quiet spell is applied at
+                # once, with no timer. flush() cuts a window short; if the consumer is cancelled
+                # meanwhile, _stop() applies the item in state.taken.
+                now = current_time()
+                if now < self._quiet_at:
+                    self._quiet_at = now + 2 * self.batch_window  # the batch ends a window on
+                    with anyio.CancelScope() as window:
+                        self._window = window
+                        await anyio.sleep(self.batch_window)
+                    self._window = None
+                else:
+                    self._quiet_at = now + self.batch_window
 
     @ki_protected
     def _step(self) -> bool:

@@ -366,20 +366,90 @@ async def test_signals_older_than_an_applied_close_stay_void_across_batches(
     assert samples(registry, "long") == {}
 
 
-async def test_the_batch_window_gathers_a_trickle_into_one_batch(anyio_backend, registry):
+async def test_a_lone_signal_after_idle_is_applied_at_once_not_after_the_window(
+    anyio_backend, registry
+):
+    pipeline = SignalPipeline(batch_window=3600.0)  # a window would hold it for an hour
+    listener = PrometheusListener("lone", registry, pipeline=pipeline)
+    async with Consumer(pipeline):
+        await wait_until(lambda: pipeline._state.sleeping)
+        batches = pipeline.stats()["batches"]
+        listener(OPEN)
+        # No flush(): the consumer applies it and goes back to sleep, in one batch.
+        await wait_until(
+            lambda: count(registry, "lone", "closed", "open") == 1.0 and pipeline._state.sleeping
+        )
+        assert pipeline.stats()["batches"] == batches + 1
+        assert pipeline._window is None
+
+
+async def _applied_one_by_one(pipeline, registry, listener, name: str, applied: float) -> None:
+    """A lone signal, applied at once: afterwards the window is armed for ``batch_window``."""
+    listener(OPEN)
+    await wait_until(
+        lambda: count(registry, name, "closed", "open") == applied and pipeline._state.sleeping
+    )
+
+
+async def test_the_batch_window_gathers_signals_faster_than_it_into_one_batch(
+    anyio_backend, registry
+):
     pipeline = SignalPipeline(batch_window=3600.0)  # only flush() ends this window
     listener = PrometheusListener("trickle", registry, pipeline=pipeline)
     async with Consumer(pipeline):
         await wait_until(lambda: pipeline._state.sleeping)
+        await _applied_one_by_one(pipeline, registry, listener, "trickle", 1.0)
         batches = pipeline.stats()["batches"]
-        for _ in range(50):
+        for _ in range(50):  # each within the hour after the previous batch
             listener(OPEN)
             await checkpoint()  # the loop runs, but the consumer waits out its window
-        assert count(registry, "trickle", "closed", "open") == 0.0  # not applied yet
+        assert count(registry, "trickle", "closed", "open") == 1.0
+        assert pipeline._window is not None
         with anyio.fail_after(10):
             await pipeline.flush()  # cuts the window short
-        assert count(registry, "trickle", "closed", "open") == 50.0
+        assert count(registry, "trickle", "closed", "open") == 51.0
         assert pipeline.stats()["batches"] == batches + 1
+
+
+async def test_a_consumer_cancelled_in_its_window_applies_the_signal_it_holds(
+    anyio_backend, registry
+):
+    pipeline = SignalPipeline(batch_window=3600.0)
+    listener = PrometheusListener("held", registry, pipeline=pipeline)
+    consumer = Consumer(pipeline)
+    await consumer.start()
+    await wait_until(lambda: pipeline._state.sleeping)
+    await _applied_one_by_one(pipeline, registry, listener, "held", 1.0)
+    listener(HALF)
+    await wait_until(lambda: pipeline._window is not None)  # received, waiting out the window
+    await consumer.stop()
+    assert shown(registry, "held") == "half_open"
+    assert count(registry, "held", "open", "half_open") == 1.0
+
+
+async def test_after_a_quiet_spell_longer_than_the_window_a_signal_is_applied_at_once(
+    anyio_backend, registry
+):
+    window = 0.05
+    pipeline = SignalPipeline(batch_window=window)
+    listener = PrometheusListener("quiet", registry, pipeline=pipeline)
+    async with Consumer(pipeline):
+        await wait_until(lambda: pipeline._state.sleeping)
+        await _applied_one_by_one(pipeline, registry, listener, "quiet", 1.0)
+        listener(OPEN)  # within the window after the previous batch: it gathers
+        await wait_until(lambda: pipeline._window is not None)
+        await wait_until(lambda: count(registry, "quiet", "closed", "open") == 2.0)
+        # A quiet spell: the loop clock (which the consumer reads) passes a whole window.
+        quiet_from = anyio.current_time()
+        await wait_until(lambda: anyio.current_time() > quiet_from + 2 * window)
+        await wait_until(lambda: pipeline._state.sleeping)
+        listener(OPEN)
+        windows_seen = 0
+        with anyio.fail_after(10):
+            while count(registry, "quiet", "closed", "open") != 3.0:
+                windows_seen += pipeline._window is not None
+                await checkpoint()
+        assert windows_seen == 0
 
 
 async def test_without_a_batch_window_each_signal_is_applied_when_the_loop_allows(

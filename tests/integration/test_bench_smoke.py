@@ -10,9 +10,13 @@ import re
 
 import pytest
 from bench import suite
-from bench.config import QUICK
+from bench.config import FULL, QUICK
 
 from ..support.processes import ROOT, run_python
+
+#: The quick run takes about a minute on a quiet machine (the trickle and lag sections pace
+#: themselves in real time); its fixture runs inside the first test that asks for it.
+pytestmark = pytest.mark.timeout(300)
 
 SECTIONS = (
     "## Targets",
@@ -25,14 +29,18 @@ SECTIONS = (
     "## 7. anyio circuit breaker: per-call overhead",
     "## 8. Breaker health collector: scrape cost",
     "## 9. Time in state: cost, off vs on",
+    "## 10. Storm: worker threads transitioning in a tight loop",
+    "## 11. Trickle: isolated transitions, total CPU per transition",
 )
+#: The sections with a table per backend, whose rows start with the backend's name.
+PER_BACKEND = (*SECTIONS[1:7], SECTIONS[10], SECTIONS[11])
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     """(the written report, what was printed) of one quick run, as a real subprocess."""
     output = tmp_path_factory.mktemp("bench") / "report.md"
-    done = run_python("-m", "bench", "--quick", "--output", output, cwd=ROOT, timeout=110)
+    done = run_python("-m", "bench", "--quick", "--output", output, cwd=ROOT, timeout=230)
     return output.read_text(encoding="utf-8"), done.stdout
 
 
@@ -70,7 +78,7 @@ def test_report_is_written_and_printed_with_every_section(report):
 def test_every_backend_ran(report):
     written, _ = report
     # trio is a test dependency, asyncio always there: both must appear in every per-backend table.
-    for section in SECTIONS[1:7]:
+    for section in PER_BACKEND:
         backends = {row[0] for row in _rows(written, section) if row[0] in ("asyncio", "trio")}
         assert backends == {"asyncio", "trio"}, section
 
@@ -81,7 +89,7 @@ def test_metrics_are_exact_after_every_run(report):
     assert "WRONG" not in written
     checked = [
         row[-1]
-        for section in (SECTIONS[1], SECTIONS[2], SECTIONS[4], SECTIONS[5], SECTIONS[6])
+        for section in (*SECTIONS[1:3], *SECTIONS[4:7], *SECTIONS[10:])
         for row in _rows(written, section)
         if row[0] in ("asyncio", "trio", "uvloop") and row[1] != "ratio (big / small)"
         if "n/a" not in row[2]
@@ -168,3 +176,117 @@ def test_time_in_state_is_measured_off_and_on(report):
     # about 1.4 times the bytes
     off_kib, on_kib = (int(cell.split(", ")[1].removesuffix(" KiB")) for cell in rows[3][1:3])
     assert 1.25 < on_kib / off_kib < 1.55
+
+
+@pytest.mark.slow
+def test_storm_ran_every_configuration_and_exported_every_transition(report):
+    written, _ = report
+    rows = [r for r in _rows(written, SECTIONS[10]) if r[0] in ("asyncio", "trio")]
+    configurations = {(r[0], int(r[1]), r[2]) for r in rows}
+    assert configurations == {
+        (backend, threads, scraper)
+        for backend in ("asyncio", "trio")
+        for threads in QUICK.storm_threads
+        for scraper in ("no", "yes")
+    }
+    assert {r[-1] for r in rows} == {"exact"}
+    assert all(
+        ("PASS" in r[4] or "FAIL" in r[4]) and ("PASS" in r[7] or "FAIL" in r[7]) for r in rows
+    )
+
+
+@pytest.mark.slow
+def test_trickle_measured_both_drivers_and_ours_was_applied(report):
+    written, _ = report
+    rows = [r for r in _rows(written, SECTIONS[11]) if r[0] in ("asyncio", "trio")]
+    assert {(r[0], r[1]) for r in rows} == {
+        (backend, where)
+        for backend in ("asyncio", "trio")
+        for where in ("loop thread", "worker thread")
+    }
+    assert {r[-1] for r in rows} == {"exact"}
+    for row in rows:
+        assert "n/a" not in row[7], row
+
+
+@pytest.mark.slow
+def test_whole_call_covers_every_breaker_action_and_listener(report):
+    written, _ = report
+    rows = [r for r in _rows(written, SECTIONS[6]) if r[0] in ("asyncio", "trio")]
+    measured = {(r[0], r[1], r[2]) for r in rows if "n/a" not in r[2]}
+    actions = ("transition", "failing call that trips")
+    assert measured == {
+        *(
+            ("asyncio", kind, a)
+            for kind in ("CircuitBreaker", "AsyncCircuitBreaker", "AnyioCircuitBreaker")
+            for a in actions
+        ),
+        *(("trio", kind, a) for kind in ("CircuitBreaker", "AnyioCircuitBreaker") for a in actions),
+    }
+    for row in rows:
+        if "n/a" not in row[2]:
+            assert all(re.search(r"\([+-]\d+%\)$", cell) for cell in row[4:7]), row
+
+
+@pytest.mark.slow
+def test_targets_say_pass_or_fail_for_every_issue_target(report):
+    written, _ = report
+    rows = _rows(written, SECTIONS[0])
+    titles = [r[0] for r in rows]
+    for wanted in (
+        "storm (4 threads + scraper): throughput",
+        "trickle, loop thread",
+        "loop-thread producer >= 30x",
+        "worker-thread producer >= 30x",
+        "drain >= 20x",
+    ):
+        assert any(t.startswith(wanted) for t in titles), wanted
+    for row in rows:
+        if not row[0].startswith("(info)"):
+            assert all("PASS" in cell or "FAIL" in cell for cell in row[1:]), row
+
+
+@pytest.mark.slow
+def test_one_section_alone_at_a_small_scale(tmp_path):
+    output = tmp_path / "storm.md"
+    run_python(
+        "-m",
+        "bench",
+        "--only",
+        "storm",
+        "--scale",
+        "0.1",
+        "--backend",
+        "asyncio",
+        "--output",
+        output,
+        cwd=ROOT,
+        timeout=110,
+    )
+    written = output.read_text(encoding="utf-8")
+    assert "Command: `python -m bench --only storm --scale 0.1 --backend asyncio" in written
+    headings = re.findall(r"^## .*$", written, flags=re.MULTILINE)
+    assert headings == [SECTIONS[0], SECTIONS[10]]
+    rows = _rows(written, SECTIONS[10])
+    assert len(rows) == 2 * len(FULL.storm_threads)
+    assert {r[-1] for r in rows} == {"exact"}
+
+
+def test_scale_shrinks_counts_but_keeps_what_a_figure_is_of():
+    small = FULL.scaled(0.1)
+    assert small.storm_transitions == FULL.storm_transitions // 10
+    assert small.drain_signals == FULL.drain_signals // 10
+    assert small.storm_circuits == FULL.storm_circuits
+    assert small.storm_threads == FULL.storm_threads
+    assert small.big_buffer == FULL.big_buffer
+    assert small.quick
+    assert FULL.scaled(1) == FULL
+
+
+def test_unknown_sections_and_scales_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        suite.main(["--only", "stormy"])
+    assert "no section 'stormy'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        suite.main(["--scale", "0"])
+    assert "--scale must be in (0, 10], got 0.0" in capsys.readouterr().err
