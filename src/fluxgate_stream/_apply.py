@@ -15,9 +15,9 @@ nothing of gauges, counters or clocks.
 Never re-entered mid-write: a thread that already holds ``APPLY_LOCK`` (a signal handler that
 interrupted a write, or any other code that runs under the lock, and calls a listener) does not
 apply there and then; it ``defer()``s, and the pipeline's apply paths run what was deferred, in
-the order deferred, as their ``with APPLY_LOCK`` block ends (``run_deferred()``). Other holders
-(building a listener, a scrape) do not: their thread's next apply path, a ``flush()`` or a
-consumer's start or stop runs it.
+the order deferred, as their ``with APPLY_LOCK`` block ends (``run_deferred()``). Every other
+holder (building a listener, a scrape of the time in state) takes the lock with ``holding()``,
+which does the same as its block ends: a deferred call never waits for a later one.
 
 Across ``os.fork()``: the forking thread takes ``APPLY_LOCK`` just before the fork and lets it go
 just after, in the parent and in the child, so the child never inherits a write half-done by
@@ -31,7 +31,8 @@ import itertools
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Protocol
 
 from fluxgate_stream._compat import at_fork, kept, owned
@@ -50,6 +51,7 @@ __all__ = [
     "Target",
     "apply",
     "defer",
+    "holding",
     "run_deferred",
 ]
 
@@ -90,6 +92,20 @@ def run_deferred() -> None:
         except IndexError:  # another thread ran the last one
             return
         work()
+
+
+@contextmanager
+def holding() -> Generator[None]:
+    """``with APPLY_LOCK``, for the holders that are not apply paths; then ``run_deferred()``.
+
+    A signal handler that lands in the block and calls a listener has its call deferred; with
+    no apply path around the block, nothing else would run it until some later listener call.
+    """
+    try:
+        with APPLY_LOCK:
+            yield
+    finally:
+        run_deferred()
 
 
 def _before_fork() -> None:

@@ -83,8 +83,8 @@ class PipelineState:
     * With no consumer running, producers apply directly (the fallback), under ``APPLY_LOCK``. A
       thread that already holds ``APPLY_LOCK`` (a signal handler interrupting a write, the
       consumer's stop, a scrape) defers instead (``_apply.defer``), so a write is never
-      re-entered: the apply paths run what was deferred as their ``with`` block ends; after
-      other holders, the next apply path, ``flush()`` or consumer start runs it.
+      re-entered: the apply paths, and the other holders (``_apply.holding()``), run what was
+      deferred as their ``with`` block ends.
     * ``loop_thread`` (and ``token``, ``send``, ``receive``) are written only with
       ``APPLY_LOCK`` held (start and stop of the consumer), so a fallback or orphan drain, which
       holds it too, never interleaves with a consumer starting or stopping.

@@ -141,3 +141,66 @@ def test_a_signal_handler_calling_a_listener_on_a_full_buffer_neither_deadlocks_
         "queued": 0,
         "running": False,
     }
+
+
+def _scrape_collector(registry: CollectorRegistry) -> object:
+    """The time-in-state collector of ``registry``: the scrape that holds the apply lock."""
+    from fluxgate_stream.time_in_state import StateSecondsCollector  # noqa: PLC0415  # one test
+
+    found = [c for c in registry._collector_to_names if isinstance(c, StateSecondsCollector)]  # type: ignore[attr-defined]
+    assert len(found) == 1
+    return found[0]
+
+
+def test_a_listener_called_by_a_signal_handler_during_a_scrape_is_applied_when_it_ends(
+    registry: CollectorRegistry, on_usr1
+):
+    # No consumer. A scrape of the time in state holds the apply lock while it reads the clocks;
+    # a handler that lands there calls the listener, whose apply is deferred. Nothing else is
+    # coming (no further transition, no flush): the scrape itself must apply it as it ends, or
+    # the gauge shows the old state for ever.
+    pipeline = SignalPipeline()
+    listener = PrometheusListener("scraped", registry, pipeline=pipeline, time_in_state=True)
+    collector = _scrape_collector(registry)
+    clock = collector._now  # type: ignore[attr-defined]
+    fired: list[float] = []
+
+    def interrupting_clock() -> float:
+        if not fired:
+            fired.append(clock())
+            signal.raise_signal(signal.SIGUSR1)  # the handler runs right after this call
+        return clock()
+
+    on_usr1.append(lambda: listener(OPEN))
+    collector._now = interrupting_clock  # type: ignore[attr-defined]
+    list(registry.collect())  # the scrape
+    assert fired
+    assert shown(registry, "scraped") == "open"
+    assert count(registry, "scraped", "closed", "open") == 1.0
+
+
+class InterruptingRegistry(CollectorRegistry):
+    """A registry whose ``register()`` raises SIGUSR1 once: a listener's set-up, interrupted."""
+
+    armed = False
+
+    def register(self, collector: object) -> None:
+        if self.armed:
+            self.armed = False
+            signal.raise_signal(signal.SIGUSR1)  # the handler runs right after this call
+        super().register(collector)  # type: ignore[arg-type]
+
+
+def test_a_listener_called_by_a_signal_handler_while_another_is_created_is_applied(on_usr1):
+    # No consumer. Creating a listener registers its metrics with the apply lock held; a handler
+    # that lands there calls an existing listener (of another registry): deferred, it must be
+    # applied once the creation is done, not at some later listener call that may never come.
+    pipeline = SignalPipeline()
+    first = CollectorRegistry()
+    listener = PrometheusListener("first", first, pipeline=pipeline)
+    second = InterruptingRegistry()
+    on_usr1.append(lambda: listener(OPEN))
+    second.armed = True
+    PrometheusListener("second", second, pipeline=pipeline)
+    assert not second.armed
+    assert shown(first, "first") == "open"
