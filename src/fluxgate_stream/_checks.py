@@ -16,6 +16,7 @@ too large for a float is a ``ValueError``.
 from __future__ import annotations
 
 import math
+import os
 import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final, cast
@@ -39,6 +40,7 @@ __all__ = [
     "check_choice",
     "check_count",
     "check_name",
+    "check_path",
     "check_registry",
     "check_seconds",
     "check_signal",
@@ -276,6 +278,27 @@ def check_registry(value: object, what: str = "registry") -> CollectorRegistry |
     raise TypeError(
         f"{what} must be a prometheus_client CollectorRegistry or None, got {type(value).__name__}"
     )
+
+
+def check_path(value: object, what: str = "path") -> str | None:
+    """Return ``value`` as a plain ``str`` if it is ``None``, a ``str`` or a str ``os.PathLike``.
+
+    Not an ``int``: ``os.path`` would take it for a file descriptor.
+
+    Raises:
+        TypeError: it is none of those (``bytes`` included), or its ``__fspath__`` did not
+            return a ``str``.
+    """
+    if value is None:
+        return None
+    kind = type(value)
+    if issubclass(kind, str):
+        return str.__str__(cast("str", value))
+    if isinstance(value, os.PathLike):
+        text: object = os.fspath(cast("os.PathLike[str]", value))  # may be bytes after all
+        if type(text) is str:
+            return text
+    raise TypeError(f"{what} must be a str, an os.PathLike or None, got {kind.__name__}")
 
 
 def check_target(target: object) -> None:
