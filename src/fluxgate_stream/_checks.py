@@ -392,14 +392,18 @@ def check_thresholds(breaker: object, given: object) -> tuple[float, ...]:
 
 
 def check_choice(value: object, what: str, choices: tuple[str, ...]) -> str:
-    """Return ``value`` if it is one of ``choices`` (names such as an anyio backend's).
+    """Return ``value`` as a plain ``str`` if it is one of ``choices`` (an anyio backend's name).
+
+    A ``str`` subclass is read as its characters, as in ``check_name``.
 
     Raises:
         TypeError: ``value`` is not a ``str``.
         ValueError: it is not one of ``choices``.
     """
-    if not isinstance(value, str):
-        raise TypeError(f"{what} must be a str, got {type(value).__name__}")
-    if value not in choices:
-        raise ValueError(f"{what} must be one of {', '.join(choices)}, got {value!r}")
-    return value
+    kind = type(value)
+    if not issubclass(kind, str):
+        raise TypeError(f"{what} must be a str, got {kind.__name__}")
+    text = str.__str__(cast("str", value))
+    if text not in choices:
+        raise ValueError(f"{what} must be one of {', '.join(choices)}, got {shown(text)}")
+    return text

@@ -153,6 +153,26 @@ def test_bad_arguments_are_refused_at_the_call_site(kwargs, error, message):
         ConsumerThread(**kwargs)
 
 
+class Claims(str):
+    """A str that equals anything: what the check compares and keeps must be its characters."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    def __hash__(self) -> int:
+        return 0
+
+
+def test_a_str_subclass_backend_is_read_as_its_characters():
+    with pytest.raises(ValueError, match=r"^backend must be one of asyncio, trio, got 'uvloop'$"):
+        ConsumerThread(SignalPipeline(), backend=Claims("uvloop"))  # type: ignore[arg-type]
+    consumer = ConsumerThread(SignalPipeline(), backend=Claims("trio"))  # type: ignore[arg-type]
+    assert type(consumer.backend) is str
+    assert consumer.backend == "trio"
+
+
 @pytest.mark.parametrize(
     ("timeout", "error", "message"),
     [
