@@ -277,7 +277,9 @@ class ConsumerThread:
 
         ``SignalPipeline.flush()`` for threads: it runs that coroutine on the consumer's loop and
         waits for it. With no consumer running (before ``start()``, after ``stop()``) it returns
-        at once: listener calls then apply directly, and stopping applied what was queued.
+        at once: listener calls then apply directly, and stopping applied what was queued. While
+        another thread's ``stop()`` is under way, it waits for the thread to end, as the stop
+        applies what was queued.
 
         Args:
             timeout: the most seconds to wait; ``None`` waits as long as it takes.
@@ -291,6 +293,13 @@ class ConsumerThread:
             check_seconds(timeout, "timeout", zero=False)
         self._not_on_own_thread("flush()")
         token = self._token
+        if self._phase == _STOPPING:
+            # Another thread's stop() is under way: the consumer's end applies what was queued.
+            self._ready.wait(timeout)
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise TimeoutError(f"the consumer thread was still running after {timeout} s")
+            return
         if not self.running or token is None:
             return
         try:

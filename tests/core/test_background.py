@@ -331,3 +331,64 @@ def test_after_a_fork_the_childs_copy_is_stopped_and_the_parents_runs_on(child_b
         "child running=False stop-took-under-1s=True",
         "parent 1.0 1 True",
     ]
+
+
+class HeldSink:
+    """A sink whose first write waits for ``release``: the consumer is busy until then."""
+
+    def __init__(self) -> None:
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.written = 0
+
+    def write(self, transitions: object) -> None:  # noqa: ARG002  # the SignalSink protocol's name
+        self.entered.set()
+        self.release.wait(10)
+        self.written += 1
+
+
+def in_frames(thread_id: int, name: str) -> bool:
+    """Whether a frame of function ``name`` is on thread ``thread_id``'s stack now."""
+    import sys  # noqa: PLC0415  # one helper
+
+    frame = sys._current_frames().get(thread_id)
+    while frame is not None:
+        if frame.f_code.co_name == name:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def test_flush_while_another_thread_stops_waits_for_the_stop_to_apply_what_was_queued(backend):
+    # stop() on one thread, flush() on another: the consumer is still applying (its sink is
+    # busy), so what was queued before the flush is not applied yet; flush() must wait for it.
+    from fluxgate_stream import StreamingListener  # noqa: PLC0415  # one test
+
+    sink = HeldSink()
+    pipeline = SignalPipeline()
+    listener = StreamingListener("held", sink, pipeline=pipeline)
+    consumer = ConsumerThread(pipeline, backend=backend).start()
+    listener(TRIP)
+    assert sink.entered.wait(10)
+    stopping = threading.Thread(target=consumer.stop)
+    stopping.start()
+    main = threading.get_ident()
+
+    def release_once_flush_waits() -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and stopping.is_alive():
+            if in_frames(main, "flush") and in_frames(main, "join"):
+                break
+            time.sleep(0.001)  # a deadline poll of the other thread's stack
+        sink.release.set()
+
+    releaser = threading.Thread(target=release_once_flush_waits)
+    deadline = time.monotonic() + 10
+    while consumer._phase != "stopping" and time.monotonic() < deadline:  # stop() has begun
+        time.sleep(0.001)  # a deadline poll, as above
+    releaser.start()
+    consumer.flush(timeout=10)
+    written = sink.written
+    sink.release.set()
+    releaser.join()
+    stopping.join()
+    assert written == 1
