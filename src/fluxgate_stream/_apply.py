@@ -22,7 +22,8 @@ which does the same as its block ends: a deferred call never waits for a later o
 Across ``os.fork()``: the forking thread takes ``APPLY_LOCK`` just before the fork and lets it go
 just after, in the parent and in the child, so the child never inherits a write half-done by
 another thread (its metrics are the parent's as applied at that moment) nor a lock that a thread
-it does not have holds. What the parent deferred is the parent's: the child forgets it.
+it does not have holds. What the parent deferred is the parent's: the child forgets it, and the
+parent's last hook to let the lock go runs it.
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ def _before_fork() -> None:
 
 def _after_fork_in_parent() -> None:
     APPLY_LOCK.release()
+    run_deferred()  # a signal handler's listener call during the fork (if no other hook holds it)
 
 
 def _after_fork_in_child() -> None:

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, TypeVar, cast
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
-from fluxgate_stream._apply import APPLY_LOCK, SEQUENCE, holding
+from fluxgate_stream._apply import APPLY_LOCK, SEQUENCE, holding, run_deferred
 from fluxgate_stream._catalogue import ALL_STATES, OWN_TRANSITIONS, STATE, TRANSITIONS
 from fluxgate_stream._checks import check_count, check_registry, shown
 from fluxgate_stream._compat import (
@@ -618,6 +618,7 @@ def _after_fork(move: Callable[[Circuit], None], where: str) -> None:
         # RuntimeError: in the child, another hook made the lock anew: nothing to release.
         with suppress(RuntimeError):
             APPLY_LOCK.release()
+        run_deferred()  # what a signal handler deferred during the fork (the child's: nothing)
 
 
 def _register_fork_hooks() -> bool:

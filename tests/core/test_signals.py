@@ -204,3 +204,16 @@ def test_a_listener_called_by_a_signal_handler_while_another_is_created_is_appli
     PrometheusListener("second", second, pipeline=pipeline)
     assert not second.armed
     assert shown(first, "first") == "open"
+
+
+@pytest.mark.parametrize("mode", ["single", "multiprocess"])
+def test_a_listener_called_by_a_signal_handler_during_a_fork_is_applied_as_the_fork_ends(
+    mode, tmp_path
+):
+    # The fork holds the apply lock across its hooks; a handler that runs there has its call
+    # deferred, and the parent's fork hooks must apply it: nothing else may ever come.
+    env = dict(importing_tests())
+    if mode == "multiprocess":
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
+    result = run_python(CHILDREN / "signal_during_fork.py", timeout=30, env=env)
+    assert json.loads(result.stdout) == {"fired": True, "open": 1.0}
