@@ -351,8 +351,14 @@ class PipelineState:
     def apply_taken(self, *, merge: bool) -> None:
         """Fold ``taken`` into a tally and apply it; ``merge=False`` only for items in order.
 
-        First finishes ``batch``, if an exception interrupted its apply. Under APPLY_LOCK.
+        First finishes ``batch``, if an exception interrupted its apply. Takes APPLY_LOCK; then,
+        unless the caller still holds it, runs what a signal handler deferred meanwhile (a call
+        of another pipeline's listener, which has no consumer).
         """
+        self._apply_taken(merge=merge)
+        run_deferred()  # after an exception, the consumer's stop runs it
+
+    def _apply_taken(self, *, merge: bool) -> None:
         with APPLY_LOCK:
             if self.batch:
                 self.apply(self.batch)  # older than anything taken since

@@ -217,3 +217,32 @@ def test_a_listener_called_by_a_signal_handler_during_a_fork_is_applied_as_the_f
         env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
     result = run_python(CHILDREN / "signal_during_fork.py", timeout=30, env=env)
     assert json.loads(result.stdout) == {"fired": True, "open": 1.0}
+
+
+@pytest.mark.anyio
+async def test_a_handler_mid_batch_calling_another_pipelines_listener_is_applied(
+    anyio_backend, registry: CollectorRegistry, on_usr1
+):
+    # The consumer of one pipeline writes a batch (apply lock held) when a handler calls a
+    # listener of another pipeline, which has no consumer: deferred, it must be applied as the
+    # batch ends, not at some later call that may never come.
+    pipeline, other = SignalPipeline(), SignalPipeline()
+    listener = PrometheusListener("batch", registry, pipeline=pipeline)
+    elsewhere = CollectorRegistry()
+    bystander = PrometheusListener("bystander", elsewhere, pipeline=other)
+    gauges = listener._target._gauges  # type: ignore[attr-defined]
+    real = gauges["closed"]
+    interrupting = Interrupting(real)
+    on_usr1.append(lambda: bystander(OPEN))
+    gauges["closed"] = interrupting
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(pipeline.run)
+            listener(OPEN)
+            await pipeline.flush()  # the batch, interrupted; nothing else happens after it
+            assert interrupting.fired == 1
+            assert shown(registry, "batch") == "open"
+            assert shown(elsewhere, "bystander") == "open"
+            tg.cancel_scope.cancel()
+    finally:
+        gauges["closed"] = real
