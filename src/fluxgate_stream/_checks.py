@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final, cast
 
@@ -48,6 +49,7 @@ __all__ = [
     "check_state",
     "check_target",
     "check_thresholds",
+    "check_timeout",
     "check_timestamp",
     "shown",
 ]
@@ -204,6 +206,22 @@ def check_seconds(value: object, what: str, *, zero: bool) -> float:
     elif not seconds > 0:
         raise ValueError(f"{what} must be positive, got {shown(value)}")
     return seconds
+
+
+def check_timeout(value: object, what: str = "timeout") -> float | None:
+    """Return ``value`` as seconds to wait for a thread, or ``None`` for "as long as it takes".
+
+    A positive number; one longer than ``threading`` can wait (``threading.TIMEOUT_MAX``, some
+    292 years: ``math.inf`` too) is ``None``, where ``threading`` would raise ``OverflowError``.
+
+    Raises:
+        TypeError: ``value`` is neither ``None`` nor a number.
+        ValueError: it is not positive, or NaN.
+    """
+    if value is None:
+        return None
+    seconds = check_seconds(value, what, zero=False)
+    return None if seconds >= threading.TIMEOUT_MAX else seconds
 
 
 def check_state(value: object, what: str) -> State:

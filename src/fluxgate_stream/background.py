@@ -49,7 +49,7 @@ import anyio
 import anyio.from_thread
 from anyio.lowlevel import current_token
 
-from fluxgate_stream._checks import check_choice, check_seconds
+from fluxgate_stream._checks import check_choice, check_timeout
 from fluxgate_stream._compat import call_soon, kept
 from fluxgate_stream.pipeline import SignalPipeline, resolve_pipeline
 
@@ -199,17 +199,17 @@ class ConsumerThread:
         waits for its thread. Call it from any thread but the consumer's own.
 
         Args:
-            timeout: the most seconds to wait for the thread to end; ``None`` waits as long as
-                it takes. Applying what is queued takes microseconds per circuit; a task of
-                yours given to ``start_soon()`` that ignores cancellation could take longer.
+            timeout: the most seconds to wait for the thread to end; ``None`` (or more than
+                ``threading.TIMEOUT_MAX``, ``math.inf`` say) waits as long as it takes.
+                Applying what is queued takes microseconds per circuit; a task of yours given to
+                ``start_soon()`` that ignores cancellation could take longer.
 
         Raises:
             RuntimeError: ``start()`` was never called, or this is the consumer's own thread.
             TimeoutError: the thread was still running after ``timeout`` seconds.
             TypeError, ValueError: ``timeout`` is neither ``None`` nor a positive number.
         """
-        if timeout is not None:
-            check_seconds(timeout, "timeout", zero=False)
+        timeout = check_timeout(timeout)
         self._not_on_own_thread("stop()")
         with self._lock:
             if self._phase == _NEW:
@@ -282,15 +282,15 @@ class ConsumerThread:
         applies what was queued.
 
         Args:
-            timeout: the most seconds to wait; ``None`` waits as long as it takes.
+            timeout: the most seconds to wait; ``None`` (or more than ``threading.TIMEOUT_MAX``)
+                waits as long as it takes.
 
         Raises:
             TimeoutError: it was not all applied within ``timeout`` seconds.
             RuntimeError: this is the consumer's own thread (``await pipeline.flush()`` there).
             TypeError, ValueError: ``timeout`` is neither ``None`` nor a positive number.
         """
-        if timeout is not None:
-            check_seconds(timeout, "timeout", zero=False)
+        timeout = check_timeout(timeout)
         self._not_on_own_thread("flush()")
         token = self._token
         if self._phase == _STOPPING:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import time
@@ -186,6 +187,20 @@ def test_bad_timeouts_are_refused(timeout, error, message):
         consumer.stop(timeout)
     with pytest.raises(error, match=f"^{re.escape(message)}$"):
         consumer.flush(timeout)
+
+
+@pytest.mark.parametrize("timeout", [math.inf, 1e300, 2**70], ids=["inf", "huge", "huge-int"])
+def test_a_timeout_longer_than_threads_can_wait_waits_as_long_as_it_takes(registry, timeout):
+    # threading's waits raise OverflowError past threading.TIMEOUT_MAX; stop() had already
+    # cancelled the consumer by then, and raised neither TypeError nor ValueError.
+    pipeline = SignalPipeline()
+    listener = PrometheusListener("patient", registry, pipeline=pipeline)
+    consumer = ConsumerThread(pipeline).start()
+    listener(TRIP)
+    consumer.flush(timeout)
+    consumer.stop(timeout)
+    assert not consumer.running
+    assert shown(registry, "patient") == "open"
 
 
 def test_start_soon_runs_a_task_on_the_loop_until_stop(backend):
