@@ -271,27 +271,36 @@ class ThreadSafeCircuitBreaker:
 _BREAKERS: weakref.WeakSet[ThreadSafeCircuitBreaker] = kept(
     "threadsafe_breaker.breakers", weakref.WeakSet[ThreadSafeCircuitBreaker]
 )
-#: The locks ``_before_fork`` took, for the after-hooks to release. The forking thread only.
-_HELD: list[threading.RLock] = kept("threadsafe_breaker.held", list[threading.RLock])
+#: The locks ``_before_fork`` took, by forking thread, for its after-hooks to release: two
+#: threads may fork at once (each waits for the other's locks in turn, never releases them).
+_HELD: dict[int, list[threading.RLock]] = kept(
+    "threadsafe_breaker.held", dict[int, list[threading.RLock]]
+)
 
 
 def _before_fork() -> None:
-    for breaker in list(_BREAKERS):
+    held = _HELD.setdefault(threading.get_ident(), [])
+    for breaker in sorted(_BREAKERS, key=id):  # one order for every forking thread
         lock = breaker._lock  # pyright: ignore[reportPrivateUsage]  # this module's own
         lock.acquire()
-        _HELD.append(lock)
+        held.append(lock)
 
 
-def _after_fork() -> None:
-    # In the child too: the forking thread, the one it has, holds them there.
-    while _HELD:
-        _HELD.pop().release()
+def _after_fork_in_parent() -> None:
+    held = _HELD.pop(threading.get_ident(), [])
+    while held:
+        held.pop().release()
+
+
+def _after_fork_in_child() -> None:  # pragma: no cover  # runs in forked children (their tests)
+    _after_fork_in_parent()  # the forking thread, the one the child has, holds them there too
+    _HELD.clear()  # other threads' forks under way: those threads are not in the child
 
 
 # Registered once (a reload finds it kept), after _apply's: its before-hook runs first.
 at_fork(
     "threadsafe_breaker.locks",
     before=_before_fork,
-    after_in_parent=_after_fork,
-    after_in_child=_after_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
 )
