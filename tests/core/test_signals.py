@@ -59,14 +59,14 @@ def on_usr1():
 
 @contextmanager
 def interrupted_gauge(
-    listener: PrometheusListener, on_usr1: list[object]
+    listener: PrometheusListener, on_usr1: list[object], handler: object = None
 ) -> Iterator[Interrupting]:
     """While in the block, the first write to the listener's ``closed`` series raises SIGUSR1,
-    whose handler sends the listener ``HALF_OPEN``."""
+    whose handler sends the listener ``HALF_OPEN`` (or calls ``handler``, if given)."""
     gauges = listener._target._gauges  # type: ignore[attr-defined]
     real = gauges["closed"]
     interrupting = Interrupting(real)
-    on_usr1.append(lambda: listener(HALF_OPEN))
+    on_usr1.append(handler or (lambda: listener(HALF_OPEN)))
     gauges["closed"] = interrupting
     try:
         yield interrupting
@@ -230,12 +230,7 @@ async def test_a_handler_mid_batch_calling_another_pipelines_listener_is_applied
     listener = PrometheusListener("batch", registry, pipeline=pipeline)
     elsewhere = CollectorRegistry()
     bystander = PrometheusListener("bystander", elsewhere, pipeline=other)
-    gauges = listener._target._gauges  # type: ignore[attr-defined]
-    real = gauges["closed"]
-    interrupting = Interrupting(real)
-    on_usr1.append(lambda: bystander(OPEN))
-    gauges["closed"] = interrupting
-    try:
+    with interrupted_gauge(listener, on_usr1, lambda: bystander(OPEN)) as interrupting:
         async with anyio.create_task_group() as tg:
             await tg.start(pipeline.run)
             listener(OPEN)
@@ -244,5 +239,3 @@ async def test_a_handler_mid_batch_calling_another_pipelines_listener_is_applied
             assert shown(registry, "batch") == "open"
             assert shown(elsewhere, "bystander") == "open"
             tg.cancel_scope.cancel()
-    finally:
-        gauges["closed"] = real
