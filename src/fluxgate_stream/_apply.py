@@ -67,6 +67,10 @@ APPLY_LOCK: threading.RLock = kept("apply.lock", threading.RLock)
 _DEFERRED: deque[Callable[[], object]] = kept("apply.deferred", deque[Callable[[], object]])
 
 
+#: The threads inside ``run_deferred()`` now (set operations are atomic). Kept across reload.
+_RUNNING: set[int] = kept("apply.running_deferred", set[int])
+
+
 def defer(work: Callable[[], object]) -> bool:
     """Defer ``work`` if the calling thread holds ``APPLY_LOCK``; return whether it did.
 
@@ -84,15 +88,24 @@ def defer(work: Callable[[], object]) -> bool:
 def run_deferred() -> None:
     """Run what was deferred, in order; call it after leaving a ``with APPLY_LOCK`` block.
 
-    Does nothing while the calling thread still holds the lock (an outer block will call it).
+    Does nothing while the calling thread still holds the lock (an outer block will call it),
+    nor inside a ``run_deferred()`` of the same thread (whose loop takes the rest: each piece of
+    work is an apply path that ends by calling this, and nesting would recurse once per piece).
     Each piece of work takes the lock itself, and may defer again if it is interrupted.
     """
-    while _DEFERRED and not owned(APPLY_LOCK):
-        try:
-            work = _DEFERRED.popleft()
-        except IndexError:  # another thread ran the last one
-            return
-        work()
+    me = threading.get_ident()
+    if me in _RUNNING:
+        return
+    _RUNNING.add(me)
+    try:
+        while _DEFERRED and not owned(APPLY_LOCK):
+            try:
+                work = _DEFERRED.popleft()
+            except IndexError:  # another thread ran the last one
+                return
+            work()
+    finally:
+        _RUNNING.discard(me)
 
 
 @contextmanager
@@ -120,6 +133,7 @@ def _after_fork_in_parent() -> None:
 
 def _after_fork_in_child() -> None:
     _DEFERRED.clear()  # the parent's queued work: the parent does it
+    _RUNNING.clear()  # threads the child has not (a new thread may get one's ident)
     APPLY_LOCK.release()  # the forking thread held it at the fork: in the child it still does
 
 

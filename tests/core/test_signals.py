@@ -18,7 +18,7 @@ import pytest
 from fluxgate.signal import Signal
 from prometheus_client import CollectorRegistry
 
-from fluxgate_stream import PrometheusListener, SignalPipeline
+from fluxgate_stream import PrometheusListener, SignalPipeline, StreamingListener
 
 from ..support.helpers import wait_until
 from ..support.metrics import count, shown
@@ -239,3 +239,28 @@ async def test_a_handler_mid_batch_calling_another_pipelines_listener_is_applied
             assert shown(registry, "batch") == "open"
             assert shown(elsewhere, "bystander") == "open"
             tg.cancel_scope.cancel()
+
+
+class Forwarding:
+    """A sink that forwards each record to ``listener`` as ``rounds`` trips and recoveries."""
+
+    def __init__(self, listener: PrometheusListener, rounds: int) -> None:
+        self.listener = listener
+        self.rounds = rounds
+
+    def write(self, transitions: object) -> None:  # noqa: ARG002  # the SignalSink protocol's name
+        for _ in range(self.rounds):
+            self.listener(OPEN)
+            self.listener(Signal("open", "closed", 0.0))
+
+
+def test_many_calls_deferred_by_a_sink_are_all_applied_without_recursing(registry):
+    # A sink runs with the apply lock held; the listener calls it makes (no consumer) are
+    # deferred, 3000 of them, and run as the write ends. Each one's apply runs what is deferred
+    # after it: nested, that recursed once per call, past the interpreter's limit.
+    forwarded = PrometheusListener("forwarded", registry, pipeline=SignalPipeline())
+    source = StreamingListener("source", Forwarding(forwarded, 1500), pipeline=SignalPipeline())
+    source(OPEN)
+    assert count(registry, "forwarded", "closed", "open") == 1500.0
+    assert count(registry, "forwarded", "open", "closed") == 1500.0
+    assert shown(registry, "forwarded") == "closed"
