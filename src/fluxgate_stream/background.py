@@ -167,6 +167,9 @@ class ConsumerThread:
                 lifespan): a pipeline has one consumer.
             Exception: whatever starting the event loop raised (anyio's ``LookupError`` for
                 ``backend="trio"`` without trio installed); the thread has ended.
+
+        A ``KeyboardInterrupt`` that interrupts the wait leaves the consumer starting: it runs
+        until ``stop()`` or the interpreter's exit, as if ``start()`` had returned.
         """
         with self._lock:
             if self._phase != _NEW:
@@ -180,16 +183,20 @@ class ConsumerThread:
                     "ConsumerThread, a task group or an ASGI lifespan); a pipeline has one consumer"
                 )
             self._phase = _RUNNING
+        # Before the thread starts: an exception in this thread from here on (a Ctrl-C while
+        # we wait) leaves a consumer running, which exit and fork must still find.
+        atexit.register(self._stop_at_exit)
+        kept("background.at_fork", ConsumerThread._register_at_fork)  # once per process
+        _STARTED.add(self)
         self._thread.start()
         self._ready.wait()
         if self._error is not None:
+            atexit.unregister(self._stop_at_exit)
+            _STARTED.discard(self)
             with self._lock:
                 self._phase = _STOPPED
             self._thread.join()
             raise self._error
-        atexit.register(self._stop_at_exit)
-        kept("background.at_fork", ConsumerThread._register_at_fork)  # once per process
-        _STARTED.add(self)
         return self
 
     def stop(self, timeout: float | None = 10.0) -> None:

@@ -305,8 +305,12 @@ def test_stop_times_out_on_a_task_that_ignores_cancellation():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("child_backend", BACKENDS)
-def test_exit_without_stop_applies_the_queue_at_exit(child_backend):
-    result = run_python(CHILDREN / "exit_with_the_consumer_thread_running.py", child_backend)
+@pytest.mark.parametrize("start", ["", "interrupted"], ids=["started", "start-interrupted"])
+def test_exit_without_stop_applies_the_queue_at_exit(child_backend, start):
+    # Also when a Ctrl-C interrupted start(): the consumer runs all the same, and must be
+    # stopped at exit like any other (before, its atexit hook was not registered yet).
+    args = [child_backend, start] if start else [child_backend]
+    result = run_python(CHILDREN / "exit_with_the_consumer_thread_running.py", *args)
     assert result.stdout.split() == ["101.0", "1.0", "201"]
 
 
