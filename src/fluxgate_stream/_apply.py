@@ -15,14 +15,15 @@ nothing of gauges, counters or clocks.
 Never re-entered mid-write: a thread that already holds ``APPLY_LOCK`` (a signal handler that
 interrupted a write, or any other code that runs under the lock, and calls a listener) does not
 apply there and then; it ``defer()``s, and the pipeline's apply paths run what was deferred, in
-the order deferred, as their ``with APPLY_LOCK`` block ends (``run_deferred()``). Other holders
-(building a listener, a scrape) do not: their thread's next apply path, a ``flush()`` or a
-consumer's start or stop runs it.
+the order deferred, as their ``with APPLY_LOCK`` block ends (``run_deferred()``). Every other
+holder (building a listener, a scrape of the time in state) takes the lock with ``holding()``,
+which does the same as its block ends: a deferred call never waits for a later one.
 
 Across ``os.fork()``: the forking thread takes ``APPLY_LOCK`` just before the fork and lets it go
 just after, in the parent and in the child, so the child never inherits a write half-done by
 another thread (its metrics are the parent's as applied at that moment) nor a lock that a thread
-it does not have holds. What the parent deferred is the parent's: the child forgets it.
+it does not have holds. What the parent deferred is the parent's: the child forgets it, and the
+parent's last hook to let the lock go runs it.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ import itertools
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Protocol
 
 from fluxgate_stream._compat import at_fork, kept, owned
@@ -50,6 +52,7 @@ __all__ = [
     "Target",
     "apply",
     "defer",
+    "holding",
     "run_deferred",
 ]
 
@@ -62,6 +65,10 @@ APPLY_LOCK: threading.RLock = kept("apply.lock", threading.RLock)
 #: What threads holding ``APPLY_LOCK`` deferred (``defer()``), oldest first: any thread appends
 #: (only while it holds the lock), ``run_deferred()`` pops. Kept across ``importlib.reload``.
 _DEFERRED: deque[Callable[[], object]] = kept("apply.deferred", deque[Callable[[], object]])
+
+
+#: The threads inside ``run_deferred()`` now (set operations are atomic). Kept across reload.
+_RUNNING: set[int] = kept("apply.running_deferred", set[int])
 
 
 def defer(work: Callable[[], object]) -> bool:
@@ -81,15 +88,38 @@ def defer(work: Callable[[], object]) -> bool:
 def run_deferred() -> None:
     """Run what was deferred, in order; call it after leaving a ``with APPLY_LOCK`` block.
 
-    Does nothing while the calling thread still holds the lock (an outer block will call it).
+    Does nothing while the calling thread still holds the lock (an outer block will call it),
+    nor inside a ``run_deferred()`` of the same thread (whose loop takes the rest: each piece of
+    work is an apply path that ends by calling this, and nesting would recurse once per piece).
     Each piece of work takes the lock itself, and may defer again if it is interrupted.
     """
-    while _DEFERRED and not owned(APPLY_LOCK):
-        try:
-            work = _DEFERRED.popleft()
-        except IndexError:  # another thread ran the last one
-            return
-        work()
+    me = threading.get_ident()
+    if me in _RUNNING:
+        return
+    _RUNNING.add(me)
+    try:
+        while _DEFERRED and not owned(APPLY_LOCK):
+            try:
+                work = _DEFERRED.popleft()
+            except IndexError:  # another thread ran the last one
+                return
+            work()
+    finally:
+        _RUNNING.discard(me)
+
+
+@contextmanager
+def holding() -> Generator[None]:
+    """``with APPLY_LOCK``, for the holders that are not apply paths; then ``run_deferred()``.
+
+    A signal handler that lands in the block and calls a listener has its call deferred; with
+    no apply path around the block, nothing else would run it until some later listener call.
+    """
+    try:
+        with APPLY_LOCK:
+            yield
+    finally:
+        run_deferred()
 
 
 def _before_fork() -> None:
@@ -98,10 +128,12 @@ def _before_fork() -> None:
 
 def _after_fork_in_parent() -> None:
     APPLY_LOCK.release()
+    run_deferred()  # a signal handler's listener call during the fork (if no other hook holds it)
 
 
 def _after_fork_in_child() -> None:
     _DEFERRED.clear()  # the parent's queued work: the parent does it
+    _RUNNING.clear()  # threads the child has not (a new thread may get one's ident)
     APPLY_LOCK.release()  # the forking thread held it at the fork: in the child it still does
 
 

@@ -16,7 +16,9 @@ too large for a float is a ``ValueError``.
 from __future__ import annotations
 
 import math
+import os
 import sys
+import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final, cast
 
@@ -39,6 +41,7 @@ __all__ = [
     "check_choice",
     "check_count",
     "check_name",
+    "check_path",
     "check_registry",
     "check_seconds",
     "check_signal",
@@ -46,6 +49,7 @@ __all__ = [
     "check_state",
     "check_target",
     "check_thresholds",
+    "check_timeout",
     "check_timestamp",
     "shown",
 ]
@@ -204,6 +208,22 @@ def check_seconds(value: object, what: str, *, zero: bool) -> float:
     return seconds
 
 
+def check_timeout(value: object, what: str = "timeout") -> float | None:
+    """Return ``value`` as seconds to wait for a thread, or ``None`` for "as long as it takes".
+
+    A positive number; one longer than ``threading`` can wait (``threading.TIMEOUT_MAX``, some
+    292 years: ``math.inf`` too) is ``None``, where ``threading`` would raise ``OverflowError``.
+
+    Raises:
+        TypeError: ``value`` is neither ``None`` nor a number.
+        ValueError: it is not positive, or NaN.
+    """
+    if value is None:
+        return None
+    seconds = check_seconds(value, what, zero=False)
+    return None if seconds >= threading.TIMEOUT_MAX else seconds
+
+
 def check_state(value: object, what: str) -> State:
     """Return fluxgate's own ``State`` string that ``value`` spells.
 
@@ -276,6 +296,27 @@ def check_registry(value: object, what: str = "registry") -> CollectorRegistry |
     raise TypeError(
         f"{what} must be a prometheus_client CollectorRegistry or None, got {type(value).__name__}"
     )
+
+
+def check_path(value: object, what: str = "path") -> str | None:
+    """Return ``value`` as a plain ``str`` if it is ``None``, a ``str`` or a str ``os.PathLike``.
+
+    Not an ``int``: ``os.path`` would take it for a file descriptor.
+
+    Raises:
+        TypeError: it is none of those (``bytes`` included), or its ``__fspath__`` did not
+            return a ``str``.
+    """
+    if value is None:
+        return None
+    kind = type(value)
+    if issubclass(kind, str):
+        return str.__str__(cast("str", value))
+    if isinstance(value, os.PathLike):
+        text: object = os.fspath(cast("os.PathLike[str]", value))  # may be bytes after all
+        if type(text) is str:
+            return text
+    raise TypeError(f"{what} must be a str, an os.PathLike or None, got {kind.__name__}")
 
 
 def check_target(target: object) -> None:
@@ -369,14 +410,18 @@ def check_thresholds(breaker: object, given: object) -> tuple[float, ...]:
 
 
 def check_choice(value: object, what: str, choices: tuple[str, ...]) -> str:
-    """Return ``value`` if it is one of ``choices`` (names such as an anyio backend's).
+    """Return ``value`` as a plain ``str`` if it is one of ``choices`` (an anyio backend's name).
+
+    A ``str`` subclass is read as its characters, as in ``check_name``.
 
     Raises:
         TypeError: ``value`` is not a ``str``.
         ValueError: it is not one of ``choices``.
     """
-    if not isinstance(value, str):
-        raise TypeError(f"{what} must be a str, got {type(value).__name__}")
-    if value not in choices:
-        raise ValueError(f"{what} must be one of {', '.join(choices)}, got {value!r}")
-    return value
+    kind = type(value)
+    if not issubclass(kind, str):
+        raise TypeError(f"{what} must be a str, got {kind.__name__}")
+    text = str.__str__(cast("str", value))
+    if text not in choices:
+        raise ValueError(f"{what} must be one of {', '.join(choices)}, got {shown(text)}")
+    return text

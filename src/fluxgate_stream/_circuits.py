@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, TypeVar, cast
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
-from fluxgate_stream._apply import APPLY_LOCK, SEQUENCE
+from fluxgate_stream._apply import APPLY_LOCK, SEQUENCE, holding, run_deferred
 from fluxgate_stream._catalogue import ALL_STATES, OWN_TRANSITIONS, STATE, TRANSITIONS
 from fluxgate_stream._checks import check_count, check_registry, shown
 from fluxgate_stream._compat import (
@@ -471,7 +471,7 @@ def circuit_for(
         RuntimeError: ``time_in_state`` in prometheus_client's multiprocess mode.
     """
     registry = REGISTRY if registry is None else registry
-    with APPLY_LOCK:
+    with holding():  # a call deferred meanwhile is applied as the block ends
         family = _family(registry)
         if time_in_state:
             family.count_seconds(registry)  # first: a failure leaves no circuit behind
@@ -499,7 +499,7 @@ def join(circuit: Circuit, listener: object) -> None:
     thread) an open one can read as closed. Neither counting listeners nor refusing the second
     is exact (docs/guarantees.md says why), so the second live listener is told about, once.
     """
-    with APPLY_LOCK:
+    with holding():
         others = len(circuit.listeners)
         circuit.listeners.add(listener)
         if others and not circuit.warned:
@@ -564,7 +564,7 @@ def limit_circuits(max_circuits: int | None, registry: CollectorRegistry | None 
     """
     max_circuits = check_count(max_circuits, "max_circuits", optional=True)
     registry = check_registry(registry)
-    with APPLY_LOCK:
+    with holding():
         _family(REGISTRY if registry is None else registry).max_circuits = max_circuits
 
 
@@ -618,6 +618,7 @@ def _after_fork(move: Callable[[Circuit], None], where: str) -> None:
         # RuntimeError: in the child, another hook made the lock anew: nothing to release.
         with suppress(RuntimeError):
             APPLY_LOCK.release()
+        run_deferred()  # what a signal handler deferred during the fork (the child's: nothing)
 
 
 def _register_fork_hooks() -> bool:

@@ -83,8 +83,8 @@ class PipelineState:
     * With no consumer running, producers apply directly (the fallback), under ``APPLY_LOCK``. A
       thread that already holds ``APPLY_LOCK`` (a signal handler interrupting a write, the
       consumer's stop, a scrape) defers instead (``_apply.defer``), so a write is never
-      re-entered: the apply paths run what was deferred as their ``with`` block ends; after
-      other holders, the next apply path, ``flush()`` or consumer start runs it.
+      re-entered: the apply paths, and the other holders (``_apply.holding()``), run what was
+      deferred as their ``with`` block ends.
     * ``loop_thread`` (and ``token``, ``send``, ``receive``) are written only with
       ``APPLY_LOCK`` held (start and stop of the consumer), so a fallback or orphan drain, which
       holds it too, never interleaves with a consumer starting or stopping.
@@ -351,8 +351,14 @@ class PipelineState:
     def apply_taken(self, *, merge: bool) -> None:
         """Fold ``taken`` into a tally and apply it; ``merge=False`` only for items in order.
 
-        First finishes ``batch``, if an exception interrupted its apply. Under APPLY_LOCK.
+        First finishes ``batch``, if an exception interrupted its apply. Takes APPLY_LOCK; then,
+        unless the caller still holds it, runs what a signal handler deferred meanwhile (a call
+        of another pipeline's listener, which has no consumer).
         """
+        self._apply_taken(merge=merge)
+        run_deferred()  # after an exception, the consumer's stop runs it
+
+    def _apply_taken(self, *, merge: bool) -> None:
         with APPLY_LOCK:
             if self.batch:
                 self.apply(self.batch)  # older than anything taken since

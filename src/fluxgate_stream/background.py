@@ -49,7 +49,7 @@ import anyio
 import anyio.from_thread
 from anyio.lowlevel import current_token
 
-from fluxgate_stream._checks import check_choice, check_seconds
+from fluxgate_stream._checks import check_choice, check_timeout
 from fluxgate_stream._compat import call_soon, kept
 from fluxgate_stream.pipeline import SignalPipeline, resolve_pipeline
 
@@ -167,6 +167,9 @@ class ConsumerThread:
                 lifespan): a pipeline has one consumer.
             Exception: whatever starting the event loop raised (anyio's ``LookupError`` for
                 ``backend="trio"`` without trio installed); the thread has ended.
+
+        A ``KeyboardInterrupt`` that interrupts the wait leaves the consumer starting: it runs
+        until ``stop()`` or the interpreter's exit, as if ``start()`` had returned.
         """
         with self._lock:
             if self._phase != _NEW:
@@ -180,16 +183,20 @@ class ConsumerThread:
                     "ConsumerThread, a task group or an ASGI lifespan); a pipeline has one consumer"
                 )
             self._phase = _RUNNING
+        # Before the thread starts: an exception in this thread from here on (a Ctrl-C while
+        # we wait) leaves a consumer running, which exit and fork must still find.
+        atexit.register(self._stop_at_exit)
+        kept("background.at_fork", ConsumerThread._register_at_fork)  # once per process
+        _STARTED.add(self)
         self._thread.start()
         self._ready.wait()
         if self._error is not None:
+            atexit.unregister(self._stop_at_exit)
+            _STARTED.discard(self)
             with self._lock:
                 self._phase = _STOPPED
             self._thread.join()
             raise self._error
-        atexit.register(self._stop_at_exit)
-        kept("background.at_fork", ConsumerThread._register_at_fork)  # once per process
-        _STARTED.add(self)
         return self
 
     def stop(self, timeout: float | None = 10.0) -> None:
@@ -199,17 +206,17 @@ class ConsumerThread:
         waits for its thread. Call it from any thread but the consumer's own.
 
         Args:
-            timeout: the most seconds to wait for the thread to end; ``None`` waits as long as
-                it takes. Applying what is queued takes microseconds per circuit; a task of
-                yours given to ``start_soon()`` that ignores cancellation could take longer.
+            timeout: the most seconds to wait for the thread to end; ``None`` (or more than
+                ``threading.TIMEOUT_MAX``, ``math.inf`` say) waits as long as it takes.
+                Applying what is queued takes microseconds per circuit; a task of yours given to
+                ``start_soon()`` that ignores cancellation could take longer.
 
         Raises:
             RuntimeError: ``start()`` was never called, or this is the consumer's own thread.
             TimeoutError: the thread was still running after ``timeout`` seconds.
             TypeError, ValueError: ``timeout`` is neither ``None`` nor a positive number.
         """
-        if timeout is not None:
-            check_seconds(timeout, "timeout", zero=False)
+        timeout = check_timeout(timeout)
         self._not_on_own_thread("stop()")
         with self._lock:
             if self._phase == _NEW:
@@ -277,20 +284,29 @@ class ConsumerThread:
 
         ``SignalPipeline.flush()`` for threads: it runs that coroutine on the consumer's loop and
         waits for it. With no consumer running (before ``start()``, after ``stop()``) it returns
-        at once: listener calls then apply directly, and stopping applied what was queued.
+        at once: listener calls then apply directly, and stopping applied what was queued. While
+        another thread's ``stop()`` is under way, it waits for the thread to end, as the stop
+        applies what was queued.
 
         Args:
-            timeout: the most seconds to wait; ``None`` waits as long as it takes.
+            timeout: the most seconds to wait; ``None`` (or more than ``threading.TIMEOUT_MAX``)
+                waits as long as it takes.
 
         Raises:
             TimeoutError: it was not all applied within ``timeout`` seconds.
             RuntimeError: this is the consumer's own thread (``await pipeline.flush()`` there).
             TypeError, ValueError: ``timeout`` is neither ``None`` nor a positive number.
         """
-        if timeout is not None:
-            check_seconds(timeout, "timeout", zero=False)
+        timeout = check_timeout(timeout)
         self._not_on_own_thread("flush()")
         token = self._token
+        if self._phase == _STOPPING:
+            # Another thread's stop() is under way: the consumer's end applies what was queued.
+            self._ready.wait(timeout)
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise TimeoutError(f"the consumer thread was still running after {timeout} s")
+            return
         if not self.running or token is None:
             return
         try:

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, cast
 
 from prometheus_client import multiprocess as _multiprocess
 
+from fluxgate_stream._checks import check_path, check_registry
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
@@ -77,9 +79,12 @@ class MultiProcessCollector(_multiprocess.MultiProcessCollector):
     Args:
         registry: the registry to register with (the one the metrics endpoint serves), or
             ``None`` to register nowhere.
-        path: the directory of the files; ``None`` means ``PROMETHEUS_MULTIPROC_DIR``.
+        path: the directory of the files (a ``str`` or an ``os.PathLike``); ``None`` means
+            ``PROMETHEUS_MULTIPROC_DIR``.
 
     Raises:
+        TypeError: ``registry`` is neither ``None`` nor a ``CollectorRegistry``, or ``path`` is
+            neither ``None``, a ``str`` nor an ``os.PathLike`` of one.
         ValueError: ``path`` is ``None`` and ``PROMETHEUS_MULTIPROC_DIR`` is not set, or the
             directory does not exist (prometheus_client's check).
 
@@ -93,7 +98,11 @@ class MultiProcessCollector(_multiprocess.MultiProcessCollector):
         b''
     """
 
-    def __init__(self, registry: CollectorRegistry | None, path: str | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None, path: str | os.PathLike[str] | None = None
+    ) -> None:
+        registry = check_registry(registry)
+        path = check_path(path)
         super().__init__(None, path)  # pyright: ignore[reportUnknownMemberType]  # untyped upstream; it checks the directory
         self._directory = Path(path if path is not None else os.environ["PROMETHEUS_MULTIPROC_DIR"])
         self._unremovable: set[Path] = set()

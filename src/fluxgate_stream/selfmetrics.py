@@ -31,7 +31,9 @@ never read (the scraper merges the workers' files), so the same metrics are file
 and hold what ``PipelineMetrics.publish()`` last wrote: run ``PipelineMetrics.run`` in each worker
 to publish every few seconds. The counters are summed over every worker that ever ran; the gauges
 are summed over live workers (``livesum``): total queue depth, total buffer size, number of
-running consumers.
+running consumers. Each process publishes only what it counted itself: after ``os.fork()``
+(``gunicorn --preload``), the child's first publish counts from the pipeline's statistics at
+the fork, which the parent inherited into the child and publishes (or not) itself.
 """
 
 from __future__ import annotations
@@ -46,7 +48,15 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from fluxgate_stream import _catalogue as catalogue
 from fluxgate_stream._checks import check_bool, check_name, check_registry, check_seconds
-from fluxgate_stream._compat import kept, multiprocess, registered, same_class, value_class
+from fluxgate_stream._compat import (
+    at_fork,
+    kept,
+    multiprocess,
+    registered,
+    same_class,
+    value_class,
+)
+from fluxgate_stream._queue import states
 from fluxgate_stream.pipeline import PipelineStatistics, SignalPipeline, resolve_pipeline
 
 if TYPE_CHECKING:
@@ -151,6 +161,8 @@ class _FileMetrics:
         previous = self.published.get(name)
         if previous is not None and previous[0]() is pipeline:
             last = previous[1]  # else another pipeline now has this name: its counts start at 0
+        else:
+            last = _AT_FORK.get(pipeline)  # in a forked child: from its statistics at the fork
         # Every series exists from the first publish on, at 0 if need be.
         before = dict(_paths(last)) if last is not None else {}
         for path, value in _paths(stats):
@@ -176,6 +188,30 @@ class _FileMetrics:
 _FILE_METRICS: weakref.WeakKeyDictionary[type, _FileMetrics] = kept(
     "selfmetrics.file_metrics", weakref.WeakKeyDictionary[type, _FileMetrics]
 )
+
+
+#: In a forked child, every pipeline's statistics at the fork: what the parent counted, and
+#: publishes itself. Written by the fork hook (the child has one thread then); read under _lock.
+_AT_FORK: weakref.WeakKeyDictionary[SignalPipeline, PipelineStatistics] = kept(
+    "selfmetrics.at_fork", weakref.WeakKeyDictionary[SignalPipeline, PipelineStatistics]
+)
+
+
+def _after_fork_in_child() -> None:  # pragma: no cover  # runs in forked children (their tests)
+    """A forked child publishes only what it counts itself (see the module docs)."""
+    global _lock  # noqa: PLW0603  # a thread the child has not may have held it
+    _lock = threading.Lock()
+    _AT_FORK.clear()
+    for owner, _ in states():
+        if same_class(owner, SignalPipeline):
+            pipeline = cast("SignalPipeline", owner)
+            _AT_FORK[pipeline] = pipeline.statistics()
+    for metrics in _FILE_METRICS.values():
+        metrics.published.clear()  # the parent's baselines: superseded by the fork's
+
+
+# Registered once (a reload finds it kept), after the pipelines' hook; runs the current code.
+at_fork("selfmetrics.published", after_in_child=_after_fork_in_child)
 
 
 def _file_metrics() -> _FileMetrics:

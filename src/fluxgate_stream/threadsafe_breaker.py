@@ -33,6 +33,11 @@ Concurrency model
 * The lock is a re-entrant one, so a protected call may itself go through the same breaker. A
   call's measured duration (slow-call detection) includes waiting for the lock after the call,
   which is as long as another thread's bookkeeping: microseconds.
+* ``os.fork()``: the forking thread takes every breaker's lock just before the fork (this
+  module's ``before`` hook runs before ``_apply``'s, so in the lock order above) and releases them
+  just after, in the parent and in the child. The fork therefore waits for transitions under way
+  on other threads (microseconds: listeners do not block), and the child never inherits a lock
+  held by a thread it does not have, nor a transition half done.
 
 Everything else is upstream's: the constructor, the components, the states and the messages.
 ``tests/breakers/test_upstream_suite.py`` runs fluxgate's own ``CircuitBreaker`` tests against
@@ -43,9 +48,12 @@ from __future__ import annotations
 
 import functools
 import threading
+import weakref
 from typing import TYPE_CHECKING, Final, ParamSpec, TypeVar, cast, overload
 
 from fluxgate import CircuitBreaker
+
+from fluxgate_stream._compat import at_fork, kept
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -134,6 +142,7 @@ class ThreadSafeCircuitBreaker:
         listeners: Iterable[Listener] = (),
     ) -> None:
         self._lock: Final = threading.RLock()
+        _BREAKERS.add(self)  # for the fork hooks
         # Transitions so far, counted by the first listener (under the lock): a call that sees
         # the count move while it ran has a stale outcome.
         self._transitions = 0
@@ -256,3 +265,42 @@ class ThreadSafeCircuitBreaker:
         """Go to forced-open: every call is refused (``CircuitBreaker.force_open``)."""
         with self._lock:
             self._breaker.force_open()
+
+
+#: Every ThreadSafeCircuitBreaker alive, for the fork hooks (weakly held; kept across reload).
+_BREAKERS: weakref.WeakSet[ThreadSafeCircuitBreaker] = kept(
+    "threadsafe_breaker.breakers", weakref.WeakSet[ThreadSafeCircuitBreaker]
+)
+#: The locks ``_before_fork`` took, by forking thread, for its after-hooks to release: two
+#: threads may fork at once (each waits for the other's locks in turn, never releases them).
+_HELD: dict[int, list[threading.RLock]] = kept(
+    "threadsafe_breaker.held", dict[int, list[threading.RLock]]
+)
+
+
+def _before_fork() -> None:
+    held = _HELD.setdefault(threading.get_ident(), [])
+    for breaker in sorted(_BREAKERS, key=id):  # one order for every forking thread
+        lock = breaker._lock  # pyright: ignore[reportPrivateUsage]  # this module's own
+        lock.acquire()
+        held.append(lock)
+
+
+def _after_fork_in_parent() -> None:
+    held = _HELD.pop(threading.get_ident(), [])
+    while held:
+        held.pop().release()
+
+
+def _after_fork_in_child() -> None:  # pragma: no cover  # runs in forked children (their tests)
+    _after_fork_in_parent()  # the forking thread, the one the child has, holds them there too
+    _HELD.clear()  # other threads' forks under way: those threads are not in the child
+
+
+# Registered once (a reload finds it kept), after _apply's: its before-hook runs first.
+at_fork(
+    "threadsafe_breaker.locks",
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)

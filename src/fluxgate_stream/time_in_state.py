@@ -70,6 +70,7 @@ from typing import TYPE_CHECKING, cast
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
+from fluxgate_stream._apply import run_deferred
 from fluxgate_stream._catalogue import ALL_STATES, STATE_SECONDS
 
 if TYPE_CHECKING:
@@ -291,12 +292,15 @@ class StateSecondsCollector(Collector):
     def collect(self) -> Iterator[CounterMetricFamily]:
         """One sample per state of every timed circuit, open intervals up to now."""
         rows: list[tuple[str, dict[State, float]]] = []
-        with self._lock:
-            now = self._now()
-            for name, clock in self._clocks():
-                values = clock.sample(now)
-                if values is not None:
-                    rows.append((name, values))
+        try:
+            with self._lock:
+                now = self._now()
+                for name, clock in self._clocks():
+                    values = clock.sample(now)
+                    if values is not None:
+                        rows.append((name, values))
+        finally:
+            run_deferred()  # a listener call that a signal handler made in the block, deferred
         family = CounterMetricFamily(SECONDS_NAME, SECONDS_HELP, labels=STATE_SECONDS.labels)
         for name, values in rows:
             for state, value in values.items():

@@ -8,6 +8,8 @@ goes wrong) and on ``ThreadSafeCircuitBreaker`` (where it does not).
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import threading
 from collections import Counter
 
@@ -28,6 +30,7 @@ from fluxgate_stream import (
 )
 
 from ..support.metrics import count, shown
+from ..support.processes import CHILDREN, importing_tests, run_python
 
 WAIT = 10  # seconds: a safety net for a broken test, never what synchronises it
 
@@ -247,3 +250,17 @@ def test_many_request_threads_one_breaker_the_export_is_exactly_what_it_did(back
     for (old, new), n in transitions.items():
         assert count(registry, "shared", old, new) == float(n)
     assert shown(registry, "shared") == cb.info().state
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork() here")
+def test_a_child_forked_while_another_thread_transitions_the_breaker_can_use_it():
+    # The lock a transition holds belongs to a thread the child does not have: forking then
+    # must wait for the transition to end, or the child's breaker is locked for ever.
+    result = run_python(
+        CHILDREN / "fork_while_a_breaker_transitions.py", timeout=60, env=importing_tests()
+    )
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    child = next((line for line in lines if "child" in line), None)
+    parent = next(line for line in lines if "child_exit" in line)
+    assert parent["child_exit"] == 0
+    assert child == {"child": "forced_open", "after_reset": "closed"}

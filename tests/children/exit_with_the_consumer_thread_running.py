@@ -1,13 +1,16 @@
 """A script that exits with its ``ConsumerThread`` still running, signals still queued.
 
-Run by ``tests/core/test_background.py`` as ``exit_with_the_consumer_thread_running.py BACKEND``.
-Its own ``atexit`` hook, registered before the consumer's (hooks run last-registered first),
-prints what the registry shows once the consumer's hook has stopped it: ``<trips> <state>``.
+Run by ``tests/core/test_background.py`` as ``exit_with_the_consumer_thread_running.py BACKEND
+[interrupted]``. Its own ``atexit`` hook, registered before the consumer's (hooks run
+last-registered first), prints what the registry shows once the consumer's hook has stopped it:
+``<trips> <state> <bridge>``. With ``interrupted``, a Ctrl-C (a real SIGINT, sent by the consumer
+thread as its consumer starts) interrupts ``start()``, which the script catches and goes on.
 """
 
 from __future__ import annotations
 
 import atexit
+import signal
 import sys
 import threading
 
@@ -16,8 +19,19 @@ from prometheus_client import CollectorRegistry
 
 from fluxgate_stream import ConsumerThread, PrometheusListener, SignalPipeline
 
+
+class Interrupting(SignalPipeline):
+    """A pipeline whose consumer, as it starts, sends the main thread a SIGINT (Ctrl-C)."""
+
+    async def run(self, **kwargs: object) -> None:
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+        await super().run(**kwargs)  # type: ignore[arg-type]  # task_status, as given
+
+
 registry = CollectorRegistry()
-pipeline = SignalPipeline(batch_window=60.0)  # a long window: nothing is applied before the exit
+interrupted = sys.argv[2:] == ["interrupted"]
+# A long window: nothing is applied before the exit.
+pipeline = (Interrupting if interrupted else SignalPipeline)(batch_window=60.0)
 listener = PrometheusListener("at_exit", registry, pipeline=pipeline)
 
 
@@ -39,7 +53,11 @@ def produce() -> None:
 
 atexit.register(report)
 # Never stopped: the atexit hook does it.
-ConsumerThread(pipeline, backend="trio" if sys.argv[1] == "trio" else "asyncio").start()
+consumer = ConsumerThread(pipeline, backend="trio" if sys.argv[1] == "trio" else "asyncio")
+try:
+    consumer.start()
+except KeyboardInterrupt:
+    assert interrupted  # start() was interrupted; the consumer started all the same
 producer = threading.Thread(target=produce)
 producer.start()
 producer.join()

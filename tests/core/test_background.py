@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import time
@@ -153,6 +154,26 @@ def test_bad_arguments_are_refused_at_the_call_site(kwargs, error, message):
         ConsumerThread(**kwargs)
 
 
+class Claims(str):
+    """A str that equals anything: what the check compares and keeps must be its characters."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    def __hash__(self) -> int:
+        return 0
+
+
+def test_a_str_subclass_backend_is_read_as_its_characters():
+    with pytest.raises(ValueError, match=r"^backend must be one of asyncio, trio, got 'uvloop'$"):
+        ConsumerThread(SignalPipeline(), backend=Claims("uvloop"))  # type: ignore[arg-type]
+    consumer = ConsumerThread(SignalPipeline(), backend=Claims("trio"))  # type: ignore[arg-type]
+    assert type(consumer.backend) is str
+    assert consumer.backend == "trio"
+
+
 @pytest.mark.parametrize(
     ("timeout", "error", "message"),
     [
@@ -166,6 +187,20 @@ def test_bad_timeouts_are_refused(timeout, error, message):
         consumer.stop(timeout)
     with pytest.raises(error, match=f"^{re.escape(message)}$"):
         consumer.flush(timeout)
+
+
+@pytest.mark.parametrize("timeout", [math.inf, 1e300, 2**70], ids=["inf", "huge", "huge-int"])
+def test_a_timeout_longer_than_threads_can_wait_waits_as_long_as_it_takes(registry, timeout):
+    # threading's waits raise OverflowError past threading.TIMEOUT_MAX; stop() had already
+    # cancelled the consumer by then, and raised neither TypeError nor ValueError.
+    pipeline = SignalPipeline()
+    listener = PrometheusListener("patient", registry, pipeline=pipeline)
+    consumer = ConsumerThread(pipeline).start()
+    listener(TRIP)
+    consumer.flush(timeout)
+    consumer.stop(timeout)
+    assert not consumer.running
+    assert shown(registry, "patient") == "open"
 
 
 def test_start_soon_runs_a_task_on_the_loop_until_stop(backend):
@@ -270,8 +305,12 @@ def test_stop_times_out_on_a_task_that_ignores_cancellation():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("child_backend", BACKENDS)
-def test_exit_without_stop_applies_the_queue_at_exit(child_backend):
-    result = run_python(CHILDREN / "exit_with_the_consumer_thread_running.py", child_backend)
+@pytest.mark.parametrize("start", ["", "interrupted"], ids=["started", "start-interrupted"])
+def test_exit_without_stop_applies_the_queue_at_exit(child_backend, start):
+    # Also when a Ctrl-C interrupted start(): the consumer runs all the same, and must be
+    # stopped at exit like any other (before, its atexit hook was not registered yet).
+    args = [child_backend, start] if start else [child_backend]
+    result = run_python(CHILDREN / "exit_with_the_consumer_thread_running.py", *args)
     assert result.stdout.split() == ["101.0", "1.0", "201"]
 
 
@@ -311,3 +350,64 @@ def test_after_a_fork_the_childs_copy_is_stopped_and_the_parents_runs_on(child_b
         "child running=False stop-took-under-1s=True",
         "parent 1.0 1 True",
     ]
+
+
+class HeldSink:
+    """A sink whose first write waits for ``release``: the consumer is busy until then."""
+
+    def __init__(self) -> None:
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.written = 0
+
+    def write(self, transitions: object) -> None:  # noqa: ARG002  # the SignalSink protocol's name
+        self.entered.set()
+        self.release.wait(10)
+        self.written += 1
+
+
+def in_frames(thread_id: int, name: str) -> bool:
+    """Whether a frame of function ``name`` is on thread ``thread_id``'s stack now."""
+    import sys  # noqa: PLC0415  # one helper
+
+    frame = sys._current_frames().get(thread_id)
+    while frame is not None:
+        if frame.f_code.co_name == name:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def test_flush_while_another_thread_stops_waits_for_the_stop_to_apply_what_was_queued(backend):
+    # stop() on one thread, flush() on another: the consumer is still applying (its sink is
+    # busy), so what was queued before the flush is not applied yet; flush() must wait for it.
+    from fluxgate_stream import StreamingListener  # noqa: PLC0415  # one test
+
+    sink = HeldSink()
+    pipeline = SignalPipeline()
+    listener = StreamingListener("held", sink, pipeline=pipeline)
+    consumer = ConsumerThread(pipeline, backend=backend).start()
+    listener(TRIP)
+    assert sink.entered.wait(10)
+    stopping = threading.Thread(target=consumer.stop)
+    stopping.start()
+    main = threading.get_ident()
+
+    def release_once_flush_waits() -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and stopping.is_alive():
+            if in_frames(main, "flush") and in_frames(main, "join"):
+                break
+            time.sleep(0.001)  # a deadline poll of the other thread's stack
+        sink.release.set()
+
+    releaser = threading.Thread(target=release_once_flush_waits)
+    deadline = time.monotonic() + 10
+    while consumer._phase != "stopping" and time.monotonic() < deadline:  # stop() has begun
+        time.sleep(0.001)  # a deadline poll, as above
+    releaser.start()
+    consumer.flush(timeout=10)
+    written = sink.written
+    sink.release.set()
+    releaser.join()
+    stopping.join()
+    assert written == 1

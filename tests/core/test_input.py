@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import re
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from fluxgate_stream import (
     HealthCollector,
+    MultiProcessCollector,
     PrometheusListener,
     SignalPipeline,
     StreamingListener,
@@ -321,8 +323,9 @@ def test_counts_of_int_subclasses_are_plain_ints(registry):
         lambda: limit_circuits(1, "registry"),  # type: ignore[arg-type]
         lambda: watch(CircuitBreaker(), "a", "registry"),  # type: ignore[arg-type]
         lambda: export_metrics(None, "registry"),  # type: ignore[arg-type]
+        lambda: MultiProcessCollector("registry", path=tempfile.gettempdir()),  # type: ignore[arg-type]
     ],
-    ids=["listener", "limit_circuits", "watch", "export_metrics"],
+    ids=["listener", "limit_circuits", "watch", "export_metrics", "MultiProcessCollector"],
 )
 def test_a_registry_that_is_not_one_is_a_type_error(call):
     with pytest.raises(
@@ -330,6 +333,31 @@ def test_a_registry_that_is_not_one_is_a_type_error(call):
         match=r"^registry must be a prometheus_client CollectorRegistry or None, got str$",
     ):
         call()
+
+
+@pytest.mark.parametrize(
+    ("path", "error", "message"),
+    [
+        (2**70, TypeError, r"^path must be a str, an os.PathLike or None, got int$"),
+        (3, TypeError, r"^path must be a str, an os.PathLike or None, got int$"),
+        (b"/tmp", TypeError, r"^path must be a str, an os.PathLike or None, got bytes$"),
+    ],
+    ids=["huge-int", "fd-int", "bytes"],
+)
+def test_a_multiprocess_collector_path_that_is_not_one_is_refused(path, error, message):
+    # An int is a file descriptor to os.path.isdir (an OverflowError when too large; a
+    # directory's fd passes it, and the collection fails at every scrape): refused at the call.
+    with pytest.raises(error, match=message):
+        MultiProcessCollector(None, path=path)
+
+
+def test_a_multiprocess_collector_takes_a_path_like_and_a_str_subclass(tmp_path):
+    class Text(str):
+        __slots__ = ()
+
+    for path in (tmp_path, Text(str(tmp_path))):
+        collector = MultiProcessCollector(None, path=path)  # type: ignore[arg-type]
+        assert list(collector.collect()) == []
 
 
 # -- SignalPipeline.submit(): what the consumer cannot apply is never queued ---------------------

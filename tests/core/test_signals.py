@@ -18,7 +18,7 @@ import pytest
 from fluxgate.signal import Signal
 from prometheus_client import CollectorRegistry
 
-from fluxgate_stream import PrometheusListener, SignalPipeline
+from fluxgate_stream import PrometheusListener, SignalPipeline, StreamingListener
 
 from ..support.helpers import wait_until
 from ..support.metrics import count, shown
@@ -59,14 +59,14 @@ def on_usr1():
 
 @contextmanager
 def interrupted_gauge(
-    listener: PrometheusListener, on_usr1: list[object]
+    listener: PrometheusListener, on_usr1: list[object], handler: object = None
 ) -> Iterator[Interrupting]:
     """While in the block, the first write to the listener's ``closed`` series raises SIGUSR1,
-    whose handler sends the listener ``HALF_OPEN``."""
+    whose handler sends the listener ``HALF_OPEN`` (or calls ``handler``, if given)."""
     gauges = listener._target._gauges  # type: ignore[attr-defined]
     real = gauges["closed"]
     interrupting = Interrupting(real)
-    on_usr1.append(lambda: listener(HALF_OPEN))
+    on_usr1.append(handler or (lambda: listener(HALF_OPEN)))
     gauges["closed"] = interrupting
     try:
         yield interrupting
@@ -141,3 +141,126 @@ def test_a_signal_handler_calling_a_listener_on_a_full_buffer_neither_deadlocks_
         "queued": 0,
         "running": False,
     }
+
+
+def _scrape_collector(registry: CollectorRegistry) -> object:
+    """The time-in-state collector of ``registry``: the scrape that holds the apply lock."""
+    from fluxgate_stream.time_in_state import StateSecondsCollector  # noqa: PLC0415  # one test
+
+    found = [c for c in registry._collector_to_names if isinstance(c, StateSecondsCollector)]  # type: ignore[attr-defined]
+    assert len(found) == 1
+    return found[0]
+
+
+def test_a_listener_called_by_a_signal_handler_during_a_scrape_is_applied_when_it_ends(
+    registry: CollectorRegistry, on_usr1
+):
+    # No consumer. A scrape of the time in state holds the apply lock while it reads the clocks;
+    # a handler that lands there calls the listener, whose apply is deferred. Nothing else is
+    # coming (no further transition, no flush): the scrape itself must apply it as it ends, or
+    # the gauge shows the old state for ever.
+    pipeline = SignalPipeline()
+    listener = PrometheusListener("scraped", registry, pipeline=pipeline, time_in_state=True)
+    collector = _scrape_collector(registry)
+    clock = collector._now  # type: ignore[attr-defined]
+    fired: list[float] = []
+
+    def interrupting_clock() -> float:
+        if not fired:
+            fired.append(clock())
+            signal.raise_signal(signal.SIGUSR1)  # the handler runs right after this call
+        return clock()
+
+    on_usr1.append(lambda: listener(OPEN))
+    collector._now = interrupting_clock  # type: ignore[attr-defined]
+    list(registry.collect())  # the scrape
+    assert fired
+    assert shown(registry, "scraped") == "open"
+    assert count(registry, "scraped", "closed", "open") == 1.0
+
+
+class InterruptingRegistry(CollectorRegistry):
+    """A registry whose ``register()`` raises SIGUSR1 once: a listener's set-up, interrupted."""
+
+    armed = False
+
+    def register(self, collector: object) -> None:
+        if self.armed:
+            self.armed = False
+            signal.raise_signal(signal.SIGUSR1)  # the handler runs right after this call
+        super().register(collector)  # type: ignore[arg-type]
+
+
+def test_a_listener_called_by_a_signal_handler_while_another_is_created_is_applied(on_usr1):
+    # No consumer. Creating a listener registers its metrics with the apply lock held; a handler
+    # that lands there calls an existing listener (of another registry): deferred, it must be
+    # applied once the creation is done, not at some later listener call that may never come.
+    pipeline = SignalPipeline()
+    first = CollectorRegistry()
+    listener = PrometheusListener("first", first, pipeline=pipeline)
+    second = InterruptingRegistry()
+    on_usr1.append(lambda: listener(OPEN))
+    second.armed = True
+    PrometheusListener("second", second, pipeline=pipeline)
+    assert not second.armed
+    assert shown(first, "first") == "open"
+
+
+@pytest.mark.parametrize("mode", ["single", "multiprocess"])
+def test_a_listener_called_by_a_signal_handler_during_a_fork_is_applied_as_the_fork_ends(
+    mode, tmp_path
+):
+    # The fork holds the apply lock across its hooks; a handler that runs there has its call
+    # deferred, and the parent's fork hooks must apply it: nothing else may ever come.
+    env = dict(importing_tests())
+    if mode == "multiprocess":
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
+    result = run_python(CHILDREN / "signal_during_fork.py", timeout=30, env=env)
+    assert json.loads(result.stdout) == {"fired": True, "open": 1.0}
+
+
+@pytest.mark.anyio
+async def test_a_handler_mid_batch_calling_another_pipelines_listener_is_applied(
+    anyio_backend, registry: CollectorRegistry, on_usr1
+):
+    # The consumer of one pipeline writes a batch (apply lock held) when a handler calls a
+    # listener of another pipeline, which has no consumer: deferred, it must be applied as the
+    # batch ends, not at some later call that may never come.
+    pipeline, other = SignalPipeline(), SignalPipeline()
+    listener = PrometheusListener("batch", registry, pipeline=pipeline)
+    elsewhere = CollectorRegistry()
+    bystander = PrometheusListener("bystander", elsewhere, pipeline=other)
+    with interrupted_gauge(listener, on_usr1, lambda: bystander(OPEN)) as interrupting:
+        async with anyio.create_task_group() as tg:
+            await tg.start(pipeline.run)
+            listener(OPEN)
+            await pipeline.flush()  # the batch, interrupted; nothing else happens after it
+            assert interrupting.fired == 1
+            assert shown(registry, "batch") == "open"
+            assert shown(elsewhere, "bystander") == "open"
+            tg.cancel_scope.cancel()
+
+
+class Forwarding:
+    """A sink that forwards each record to ``listener`` as ``rounds`` trips and recoveries."""
+
+    def __init__(self, listener: PrometheusListener, rounds: int) -> None:
+        self.listener = listener
+        self.rounds = rounds
+
+    def write(self, transitions: object) -> None:  # noqa: ARG002  # the SignalSink protocol's name
+        for _ in range(self.rounds):
+            self.listener(OPEN)
+            self.listener(Signal("open", "closed", 0.0))
+
+
+def test_many_calls_deferred_by_a_sink_are_all_applied_without_recursing(registry):
+    # A sink runs with the apply lock held; the listener calls it makes (no consumer) are
+    # deferred, 3000 of them, and run as the write ends. Each one's apply runs what is deferred
+    # after it: nested, that recursed once per call, past the interpreter's limit.
+    forwarded = PrometheusListener("forwarded", registry, pipeline=SignalPipeline())
+    source = StreamingListener("source", Forwarding(forwarded, 1500), pipeline=SignalPipeline())
+    source(OPEN)
+    assert count(registry, "forwarded", "closed", "open") == 1500.0
+    assert count(registry, "forwarded", "open", "closed") == 1500.0
+    assert shown(registry, "forwarded") == "closed"

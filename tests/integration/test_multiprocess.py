@@ -500,3 +500,19 @@ def test_our_collector_leaves_out_a_dead_workers_file_it_cannot_remove(tmp_path,
         f"'{tmp_path / f'gauge_livesum_{gone}.db'}'; it is left out of the merged metrics"
     ]
     assert (tmp_path / "gauge_livesum_custom-id.db").exists()
+
+
+def test_a_forked_child_publishes_only_its_own_self_metrics(tmp_path):
+    # The child inherits the parent's statistics; what the parent counted before the fork is the
+    # parent's to publish. Published again by the child, it is counted twice in the sum (and N
+    # times by N workers forked from a --preload master).
+    out = run_multiprocess_worker("fork_with_self_metrics.py", tmp_path)
+    assert out == {"child_exit": 0}
+    seen = ours(tmp_path)
+    key = (
+        "fluxgate_stream_signals_total",
+        (("path", "direct"), ("pipeline", "forked")),
+    )
+    assert seen[key] == 8.0
+    batches = ("fluxgate_stream_batches_total", (("pipeline", "forked"),))
+    assert seen[batches] == 8.0
