@@ -32,7 +32,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from fluxgate_stream._compat import at_fork, kept, owned
 
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "APPLY_LOCK",
     "SEQUENCE",
+    "Call",
     "Counts",
     "Item",
     "Pending",
@@ -150,9 +151,14 @@ class Target(Protocol):
         ...
 
 
-#: What producers queue: (sequence number, target, signal), or a ``None`` signal for ``close()``.
-#: Sequence numbers come from one process-wide counter, so they order every path.
-Item = tuple[int, Target, "Signal | None"]
+#: A metered call's outcome, queued by ``fluxgate_stream.calls``: (kind, duration in seconds or
+#: ``None``). Its kind -1 asks for the target's series at 0 (metering starts).
+Call = tuple[int, "float | None"]
+
+#: What producers queue: (sequence number, target, payload): a transition's signal, a ``None``
+#: for ``close()``, or a ``Call`` (a plain tuple, which no ``Signal`` is). Sequence numbers come
+#: from one process-wide counter, so they order every path.
+Item = tuple[int, Target, "Signal | Call | None"]
 
 
 class Pending:
@@ -164,7 +170,9 @@ class Pending:
         state_seq: the sequence number of that transition.
         state_time: its ``timestamp``, as given.
         counts: the number of transitions per (old_state, new_state).
-        folded: what the target's ``fold`` hook made of the transitions, or ``None``.
+        folded: what the target's ``fold`` hook made of the transitions, or ``None``; for a
+            target of calls (``fluxgate_stream.calls``), the list of its ``Call`` payloads, in
+            order (at most one batch of them), which its ``write`` folds.
         interrupted: a ``BaseException`` ended a write of this record once (see ``apply``).
     """
 
@@ -184,7 +192,8 @@ class Tally:
     """Signals coalesced per circuit. Not thread-safe: its owner serialises access.
 
     Items must be added in the order they were queued on their path (a batch sorts its items by
-    sequence number first); a ``close()`` voids what was added for its circuit before it.
+    sequence number first); a ``close()`` voids what was added for its circuit before it. A
+    ``Call`` payload is only kept, in ``Pending.folded``: its target's ``write`` folds the calls.
     """
 
     __slots__ = ("pending",)
@@ -212,6 +221,13 @@ class Tally:
                 pending.state_seq = -1
                 pending.counts.clear()
                 pending.folded = None
+            return
+        if isinstance(signal, tuple):  # a metered call (fluxgate_stream.calls): never a transition
+            calls = pending.folded
+            if calls is None:
+                pending.folded = [signal]
+            else:
+                cast("list[Call]", calls).append(signal)
             return
         if seq > pending.state_seq:
             pending.state = signal.new_state

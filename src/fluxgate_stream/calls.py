@@ -1,0 +1,598 @@
+"""``meter_calls()``: every call through a breaker, counted by outcome and timed.
+
+fluxgate's listeners see transitions only; a breaker's window (what ``watch()`` reads) is cleared
+at every transition. ``meter_calls(breaker, name)`` attaches to an existing breaker, as
+``watch()`` does, and exports two metrics per ``circuit_name``:
+
+* ``circuit_breaker_calls_total{circuit_name, kind}``, a counter, ``kind`` one of
+  ``successful`` (the call returned), ``failed`` (it raised an exception the breaker's tracker
+  counts), ``ignored`` (it raised one the tracker does not count, or that the breaker did not
+  ask the tracker about: in ``disabled``, or a ``ThreadSafeCircuitBreaker`` call that outlived
+  its state), ``not_permitted`` (refused: open, forced open, half-open without a permit) and
+  ``cancelled`` (ended by a ``BaseException`` that is not an ``Exception``: asyncio's
+  ``CancelledError``, ``trio.Cancelled``, a ``move_on_after`` deadline, ``KeyboardInterrupt``;
+  fluxgate's window records these neither as successes nor as failures).
+* ``circuit_breaker_call_duration_seconds{circuit_name, kind}``, a histogram of the protected
+  function's own duration, for ``successful``, ``failed`` and ``ignored`` (refused and cancelled
+  calls have none).
+
+Every series exists at 0 from the start of metering, so ``rate()`` sees the first call.
+
+How it hooks in (the only place that touches a breaker's insides, through ``_compat``, for
+fluxgate 0.9.x): every way of calling fluxgate's breakers (``call``, ``call_with_fallback``,
+``@cb``, ``@cb(fallback=...)``) enters its current state's ``execute``; each state's handler gets
+its own ``execute`` (an instance attribute) that runs the original with the protected function
+wrapped in a timer, and the breaker's tracker is wrapped so that its verdict on the exception the
+function raised is noted. The breaker does exactly what it did: the same calls in the same order,
+the same results, the same exception objects (re-raised, so a traceback shows one more frame of
+ours per wrapper), the same transitions and listeners. A ``ThreadSafeCircuitBreaker`` is metered
+at its ``call`` (every path of it goes there), outside its lock.
+
+Transport: a call's outcome is one item, ``(kind, duration)``, on the breaker's pipeline, by the
+same paths as a transition (``PipelineState.submit``: the stream, the thread bridge, the overflow
+queue, or, with no consumer, a direct write): while a consumer runs, the caller pays one enqueue,
+never a prometheus_client write or a lock a scrape takes. The consumer folds a batch's calls per
+circuit: counts summed per kind, durations filed into bucket counts, then one increment per
+series (``_compat.histogram_add``: prometheus_client has no bulk ``observe()``). Exact on every
+path: the series count every call metered, once.
+
+Multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``): both metrics are prometheus_client's own
+``Counter`` and ``Histogram``, so their values are file-backed and a ``MultiProcessCollector``
+sums them over the workers; ``close()`` cannot remove series there: they keep their totals.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import threading
+import time
+import weakref
+from bisect import bisect_left
+from typing import TYPE_CHECKING, Final, cast
+
+from anyio import WouldBlock
+from fluxgate.circuitbreaker import AsyncCircuitBreaker, CircuitBreaker
+from fluxgate.errors import CallNotPermittedError
+from fluxgate.trackers import Tracker
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+
+from fluxgate_stream._apply import APPLY_LOCK, SEQUENCE
+from fluxgate_stream._catalogue import CALL_DURATION, CALL_DURATION_KINDS, CALL_KINDS, CALLS
+from fluxgate_stream._checks import check_buckets, check_name, check_registry
+from fluxgate_stream._circuits import circuit_for
+from fluxgate_stream._compat import (
+    breaker_handlers,
+    breaker_tracker,
+    format_float,
+    histogram_add,
+    kept,
+    multiprocess,
+    registered,
+    set_breaker_tracker,
+    value_class,
+)
+from fluxgate_stream._queue import PipelineState
+from fluxgate_stream.anyio_breaker import AnyioCircuitBreaker
+from fluxgate_stream.pipeline import resolve_pipeline
+from fluxgate_stream.threadsafe_breaker import ThreadSafeCircuitBreaker
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+    from types import TracebackType
+
+    from fluxgate.signal import Signal
+
+    from fluxgate_stream._apply import Call, Pending
+    from fluxgate_stream.pipeline import SignalPipeline
+
+__all__ = ["DEFAULT_BUCKETS", "CallMeter", "meter_calls"]
+
+#: The default bucket bounds of ``circuit_breaker_call_duration_seconds``, in seconds: remote
+#: calls, from a 5 ms cache hit to a 30 s timeout (``+Inf`` is added).
+DEFAULT_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+# The kinds, as queued: indexes into CALL_KINDS. _ZERO asks for the series at 0.
+_SUCCESSFUL: Final = 0
+_FAILED: Final = 1
+_IGNORED: Final = 2
+_NOT_PERMITTED: Final = 3
+_CANCELLED: Final = 4
+_ZERO: Final = -1
+
+_get_ident = threading.get_ident
+_perf_counter = time.perf_counter
+
+
+class _Call:
+    """One call's outcome, as the timer and the tracker saw it. Owned by the call's frames."""
+
+    __slots__ = ("duration", "error", "verdict")
+
+    def __init__(self) -> None:
+        self.duration: float | None = None  # set once the protected function has returned/raised
+        self.error: BaseException | None = None  # what it raised
+        self.verdict: bool | None = None  # the tracker's answer about ``error``, if asked
+
+
+#: The call whose function has just raised, on this thread, until the breaker asks its tracker
+#: about the exception. Between the two, no other code of this thread runs a call (the breaker
+#: asks at once, with no ``await`` in between), so one slot per thread suffices.
+_RAISED = threading.local()
+
+
+def _timed(call: _Call, func: Callable[..., object], /, *args: object, **kwargs: object) -> object:
+    """Run the protected function, noting its duration and what it raised, in ``call``."""
+    start = _perf_counter()
+    try:
+        result = func(*args, **kwargs)
+    except BaseException as exc:
+        call.duration = _perf_counter() - start
+        call.error = exc
+        _RAISED.call = call
+        raise
+    call.duration = _perf_counter() - start
+    return result
+
+
+async def _timed_async(
+    call: _Call, func: Callable[..., Awaitable[object]], /, *args: object, **kwargs: object
+) -> object:
+    """``_timed``, awaited."""
+    start = _perf_counter()
+    try:
+        result = await func(*args, **kwargs)
+    except BaseException as exc:
+        call.duration = _perf_counter() - start
+        call.error = exc
+        _RAISED.call = call
+        raise
+    call.duration = _perf_counter() - start
+    return result
+
+
+class _NotingTracker(Tracker):
+    """The breaker's tracker, its verdict on a metered call's exception noted in the call."""
+
+    def __init__(self, tracker: Tracker, meter: CallMeter) -> None:
+        self.tracker: Final = tracker
+        self.meter: Final = meter
+
+    def __call__(self, exception: Exception) -> bool:
+        verdict = self.tracker(exception)
+        call: _Call | None = getattr(_RAISED, "call", None)
+        if call is not None and call.error is exception:
+            call.verdict = bool(verdict)
+            _RAISED.call = None
+        return verdict
+
+
+# -- the series ------------------------------------------------------------------------------------
+
+
+class _Totals:
+    """A batch's calls of one kind: how many, and their durations filed into buckets."""
+
+    __slots__ = ("buckets", "count", "sum", "timed")
+
+    def __init__(self, size: int) -> None:
+        self.count = 0
+        self.timed = 0
+        self.sum = 0.0
+        self.buckets = [0] * size
+
+
+class _Family:
+    """One registry's two metrics, their buckets, and its circuits' series by name."""
+
+    __slots__ = ("bounds", "calls", "durations", "multiprocess", "series")
+
+    def __init__(self, calls: Counter, durations: Histogram, bounds: tuple[float, ...]) -> None:
+        self.calls: Final = calls
+        self.durations: Final = durations
+        self.bounds: Final = bounds
+        self.multiprocess: Final = multiprocess()
+        self.series: dict[str, _CallSeries] = {}
+
+
+class _CallSeries:
+    """The call series of one ``circuit_name`` in one registry: the ``Target`` of its calls.
+
+    Every method runs with ``APPLY_LOCK`` held (the apply core's rule for targets).
+    """
+
+    __slots__ = ("_counters", "_histograms", "closed_seq", "family", "fold", "name")
+
+    #: Each kind's totals leave ``pending`` once written (see ``write``).
+    resumable = True
+
+    def __init__(self, name: str, family: _Family) -> None:
+        self.name: str = name
+        self.family: Final = family
+        self.closed_seq: int = -1
+        self.fold: Callable[[Pending, int, Signal], None] | None = None
+        self._counters: dict[int, Counter] = {}
+        self._histograms: dict[int, Histogram] = {}
+
+    def __repr__(self) -> str:
+        return f"<calls of {self.name!r}>"
+
+    def write(self, pending: Pending) -> None:
+        """Apply a tally's record: a ``close()`` first, then the calls folded per kind.
+
+        Resumable: the calls are first folded into totals kept in ``pending``, and each kind's
+        totals leave it once written, so a write interrupted (a signal handler's exception) and
+        run again writes only the rest.
+        """
+        if pending.close_seq >= 0:
+            self.drop(pending.close_seq)
+            pending.close_seq = -1
+        folded = pending.folded
+        if folded is None:
+            return
+        if type(folded) is list:
+            folded = pending.folded = self._fold(cast("list[Call]", folded))
+        totals = cast("dict[int, _Totals]", folded)
+        while totals:
+            kind = next(iter(totals))
+            self._add(kind, totals[kind])
+            del totals[kind]
+        pending.folded = None
+
+    def _fold(self, calls: list[Call]) -> dict[int, _Totals]:
+        bounds = self.family.bounds
+        size = len(bounds)
+        totals: dict[int, _Totals] = {}
+        for kind, duration in calls:
+            each = totals.get(kind)
+            if each is None:
+                each = totals[kind] = _Totals(size)
+            each.count += 1
+            if duration is not None:
+                each.timed += 1
+                each.sum += duration
+                each.buckets[bisect_left(bounds, duration)] += 1
+        return totals
+
+    def _add(self, kind: int, totals: _Totals) -> None:
+        if kind == _ZERO:
+            self.zero()
+            return
+        self._counter(kind).inc(totals.count)
+        if totals.timed:
+            histogram_add(self._histogram(kind), totals.buckets, totals.sum)
+
+    def _counter(self, kind: int) -> Counter:
+        child = self._counters.get(kind)
+        if child is None:
+            child = self._counters[kind] = self.family.calls.labels(self.name, CALL_KINDS[kind])
+        return child
+
+    def _histogram(self, kind: int) -> Histogram:
+        child = self._histograms.get(kind)
+        if child is None:
+            child = self._histograms[kind] = self.family.durations.labels(
+                self.name, CALL_KINDS[kind]
+            )
+        return child
+
+    def zero(self) -> None:
+        """Create every series at 0 where absent (``labels()`` keeps a value that exists)."""
+        for kind in range(len(CALL_KINDS)):
+            self._counter(kind)
+        for kind in range(len(CALL_DURATION_KINDS)):
+            self._histogram(kind)
+
+    def drop(self, seq: int) -> None:
+        """Remove this name's series (in multiprocess mode, where none can be, keep them)."""
+        if not self.family.multiprocess:
+            for kind in CALL_KINDS:
+                self.family.calls.remove(self.name, kind)
+            for kind in CALL_DURATION_KINDS:
+                self.family.durations.remove(self.name, kind)
+            self._counters.clear()
+            self._histograms.clear()
+        self.closed_seq = max(self.closed_seq, seq)
+
+
+# Kept across importlib.reload, so that a reload neither forgets series nor registers twice.
+_FAMILIES: weakref.WeakKeyDictionary[CollectorRegistry, _Family] = kept(
+    "calls.families", weakref.WeakKeyDictionary[CollectorRegistry, _Family]
+)
+_MULTIPROCESS_FAMILIES: weakref.WeakKeyDictionary[type, _Family] = kept(
+    "calls.multiprocess_families", weakref.WeakKeyDictionary[type, _Family]
+)
+
+
+def _shown(bounds: tuple[float, ...]) -> str:
+    return "(" + ", ".join(format_float(bound) for bound in bounds) + ")"
+
+
+def _family(registry: CollectorRegistry, bounds: tuple[float, ...] | None) -> _Family:
+    """The registry's family, made with ``bounds`` (``None``: the default) if it is new.
+
+    Caller holds APPLY_LOCK.
+
+    Raises:
+        ValueError: the family exists with other buckets; the registry holds another collector
+            under one of the two names.
+    """
+    if multiprocess():
+        families, key = _MULTIPROCESS_FAMILIES, value_class()
+    else:
+        families, key = _FAMILIES, registry
+    family = families.get(key)  # pyright: ignore[reportArgumentType, reportCallIssue]  # one of the two keys
+    if family is None:
+        made = bounds or check_buckets(DEFAULT_BUCKETS)
+        target = None if families is _MULTIPROCESS_FAMILIES else registry
+        if target is not None:
+            for spec in (CALLS, CALL_DURATION):
+                if registered(target, spec.name) is not None:
+                    raise ValueError(
+                        f"registry already has a collector named {spec.name!r}, not "
+                        "fluxgate-stream's"
+                    )
+        calls = Counter(CALLS.name, CALLS.help, CALLS.labels, registry=target)
+        durations = Histogram(
+            CALL_DURATION.name,
+            CALL_DURATION.help,
+            CALL_DURATION.labels,
+            registry=target,
+            buckets=made,
+        )
+        family = _Family(calls, durations, made)
+        families[key] = family  # pyright: ignore[reportArgumentType]  # as above
+    elif bounds is not None and bounds != family.bounds:
+        raise ValueError(
+            f"buckets must be those this registry's {CALL_DURATION.name} has, "
+            f"{_shown(family.bounds)}, got {_shown(bounds)}"
+        )
+    return family
+
+
+# -- the handle ------------------------------------------------------------------------------------
+
+
+class CallMeter:
+    """The metering of one breaker's calls under one ``circuit_name``. Made by ``meter_calls()``.
+
+    ``close()`` it, or use it as a context manager, to stop metering: the breaker is given back
+    its own call path and the name's series are dropped, as ``PrometheusListener.close()`` drops
+    its own (ordered after the calls already queued). Calls still running when it closes are not
+    counted.
+
+    Attributes:
+        name: the ``circuit_name`` label value.
+        breaker: the metered breaker.
+        pipeline: the pipeline its calls go through.
+    """
+
+    __slots__ = ("_closed", "_lock", "_state", "_target", "_undo", "breaker", "name", "pipeline")
+
+    def __init__(
+        self, breaker: object, name: str, pipeline: SignalPipeline, target: _CallSeries
+    ) -> None:
+        """Meter ``breaker`` (``meter_calls()`` checked the arguments and found ``target``).
+
+        Raises:
+            TypeError: ``breaker`` is none of the breakers this works on.
+            ValueError: it is metered already.
+        """
+        self.breaker: Final = breaker
+        self.name: Final = name
+        self.pipeline: Final = pipeline
+        self._state: Final = PipelineState.of(pipeline)
+        self._target: Final = target
+        self._closed = False
+        self._lock: Final = threading.Lock()
+        self._undo: Final = _attach(breaker, self)
+        self.record(_ZERO, None)  # the series at 0, ordered after a close() still queued
+
+    def __repr__(self) -> str:
+        status = "closed" if self._closed else "active"
+        return f"<CallMeter {self.name!r} {status}>"
+
+    @property
+    def active(self) -> bool:
+        """Whether calls are still metered (not closed)."""
+        return not self._closed
+
+    def record(self, kind: int, duration: float | None) -> None:
+        """Queue one call's outcome: the caller's whole cost while a consumer runs. Any thread."""
+        if self._closed:
+            return
+        state = self._state
+        # PipelineState.submit()'s loop-thread branch, inlined as QueueingListener.__call__ does.
+        if state.loop_thread == _get_ident() and not state.overflowing:
+            item = (next(SEQUENCE), self._target, (kind, duration))
+            try:
+                state.send_nowait(item)
+            except WouldBlock:
+                state.overflow(item)
+            return
+        state.submit(self._target, (kind, duration))
+
+    def ended(self, call: _Call, exc: BaseException) -> None:
+        """Record a call that raised ``exc`` (see the module docstring for the kinds)."""
+        if getattr(_RAISED, "call", None) is call:
+            _RAISED.call = None  # the tracker was not asked: let go of the exception
+        if not isinstance(exc, Exception):
+            self.record(_CANCELLED, None)
+        elif call.error is exc:
+            self.record(_FAILED if call.verdict else _IGNORED, call.duration)
+        elif call.duration is None and isinstance(exc, CallNotPermittedError):
+            self.record(_NOT_PERMITTED, None)
+        else:  # raised by the breaker itself, not by the function
+            self.record(_IGNORED, call.duration)
+
+    def close(self) -> None:
+        """Stop metering and drop the name's series. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._undo()
+        self._state.submit(self._target, None)
+
+    def __enter__(self) -> CallMeter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _sync_path(run: Callable[..., object], meter: CallMeter) -> Callable[..., object]:
+    """``run`` (a handler's ``execute``, or a breaker's ``call``), metered."""
+    record = meter.record
+    ended = meter.ended
+
+    def execute(func: Callable[..., object], /, *args: object, **kwargs: object) -> object:
+        if func is _timed:  # the breaker dispatching again (open -> half_open): metered already
+            return run(func, *args, **kwargs)
+        call = _Call()
+        try:
+            result = run(_timed, call, func, *args, **kwargs)
+        except BaseException as exc:
+            ended(call, exc)
+            raise
+        record(_SUCCESSFUL, call.duration)
+        return result
+
+    return execute
+
+
+def _async_path(
+    run: Callable[..., Awaitable[object]], meter: CallMeter
+) -> Callable[..., Awaitable[object]]:
+    """``_sync_path``, for an async handler's ``execute``."""
+    record = meter.record
+    ended = meter.ended
+
+    async def execute(
+        func: Callable[..., Awaitable[object]], /, *args: object, **kwargs: object
+    ) -> object:
+        if func is _timed_async:  # dispatched again by the breaker: metered already
+            return await run(func, *args, **kwargs)
+        call = _Call()
+        try:
+            result = await run(_timed_async, call, func, *args, **kwargs)
+        except BaseException as exc:
+            ended(call, exc)
+            raise
+        record(_SUCCESSFUL, call.duration)
+        return result
+
+    return execute
+
+
+def _attach(breaker: object, meter: CallMeter) -> Callable[[], None]:
+    """Meter ``breaker``'s calls; return what undoes it.
+
+    Raises:
+        TypeError: ``breaker`` is none of the breakers this works on.
+        ValueError: it is metered already.
+    """
+    if isinstance(breaker, ThreadSafeCircuitBreaker):
+        owner: object = getattr(breaker, "_breaker")  # noqa: B009  # ours: the fluxgate breaker it drives
+        targets: list[tuple[object, str]] = [(breaker, "call")]
+    elif isinstance(breaker, CircuitBreaker | AsyncCircuitBreaker | AnyioCircuitBreaker):
+        owner = breaker
+        targets = [(handler, "execute") for handler in breaker_handlers(breaker)]
+    else:
+        raise TypeError(
+            "breaker must be a fluxgate CircuitBreaker or AsyncCircuitBreaker, an "
+            f"AnyioCircuitBreaker or a ThreadSafeCircuitBreaker, got {type(breaker).__name__}"
+        )
+    tracker = breaker_tracker(owner)
+    if isinstance(tracker, _NotingTracker):
+        raise ValueError(  # noqa: TRY004  # a breaker in the wrong state, not of the wrong type
+            f"breaker is already metered, as {tracker.meter.name!r}; close() that meter first"
+        )
+    set_breaker_tracker(owner, _NotingTracker(tracker, meter))
+    for obj, attribute in targets:
+        run = cast("Callable[..., object]", getattr(obj, attribute))
+        if inspect.iscoroutinefunction(run):
+            metered = _async_path(cast("Callable[..., Awaitable[object]]", run), meter)
+        else:
+            metered = _sync_path(run, meter)
+        vars(obj)[attribute] = metered
+
+    def undo() -> None:
+        for obj, attribute in targets:
+            vars(obj).pop(attribute, None)
+        set_breaker_tracker(owner, tracker)
+
+    return undo
+
+
+def meter_calls(
+    breaker: object,
+    name: str,
+    registry: CollectorRegistry | None = None,
+    *,
+    pipeline: SignalPipeline | None = None,
+    buckets: tuple[float, ...] | list[float] | None = None,
+) -> CallMeter:
+    """Count and time every call through ``breaker`` under ``circuit_name=name``.
+
+    Attaches to an existing breaker, as ``watch()`` does; see the module docstring for the
+    metrics and their kinds. Works on fluxgate's ``CircuitBreaker`` (from any thread) and
+    ``AsyncCircuitBreaker``, on ``AnyioCircuitBreaker`` (asyncio and trio) and on
+    ``ThreadSafeCircuitBreaker``, for every way of calling them.
+
+    Args:
+        breaker: the breaker to meter; one meter at a time per breaker.
+        name: the ``circuit_name`` label value, with the rules of ``PrometheusListener``'s
+            (use the same name as its listener, so that calls and state join on it). It counts
+            towards the registry's ``limit_circuits()`` cap as a listener's name does.
+        registry: where the metrics live; ``None`` means ``prometheus_client.REGISTRY``.
+        pipeline: the ``SignalPipeline`` that carries the calls' outcomes; ``None`` uses
+            ``default_pipeline()``.
+        buckets: the histogram's bucket bounds in seconds, increasing, above 0 (``+Inf`` is
+            added); ``None`` uses the registry's (``DEFAULT_BUCKETS`` for the first meter of a
+            registry). One set per registry: every meter of a registry shares its histogram.
+
+    Returns:
+        The meter: ``close()`` it, or use it as a context manager, to stop metering.
+
+    Raises:
+        TypeError: ``name`` is not a ``str``; ``registry`` is not a ``CollectorRegistry``;
+            ``pipeline`` is not a ``SignalPipeline``; ``breaker`` is none of the four breakers;
+            ``buckets`` is not an iterable of numbers.
+        ValueError: ``name`` breaks the name rules; ``buckets`` are not increasing numbers above
+            0, or differ from those the registry's histogram has; ``breaker`` is metered already;
+            the registry holds another collector under one of the metric names.
+        CircuitLimitError: ``name`` is new and the registry is at its ``limit_circuits()`` cap.
+
+    Example:
+        >>> from fluxgate import CircuitBreaker
+        >>> from prometheus_client import CollectorRegistry
+        >>> registry = CollectorRegistry()
+        >>> cb = CircuitBreaker()
+        >>> with meter_calls(cb, "payment_api", registry):
+        ...     cb.call(lambda: "ok")
+        ...     labels = {"circuit_name": "payment_api", "kind": "successful"}
+        ...     registry.get_sample_value("circuit_breaker_calls_total", labels)
+        'ok'
+        1.0
+    """
+    name = check_name(name)
+    registry = check_registry(registry)
+    resolved = resolve_pipeline(pipeline)
+    bounds = None if buckets is None else check_buckets(buckets)
+    target = REGISTRY if registry is None else registry
+    with APPLY_LOCK:
+        family = _family(target, bounds)
+        series = family.series.get(name)
+        if series is None:
+            circuit_for(registry, name, None)  # the cap: a new name counts as a listener's does
+            series = family.series[name] = _CallSeries(name, family)
+    return CallMeter(breaker, name, resolved, series)
+
+
+assert math.inf not in DEFAULT_BUCKETS  # noqa: S101  # check_buckets adds it
