@@ -407,7 +407,7 @@ def check_buckets(value: object) -> tuple[float, ...]:
             raise ValueError(f"buckets must be above 0, got {shown(item)}")
         if bounds and not bound > bounds[-1]:
             raise ValueError(
-                f"buckets must be strictly increasing, got {shown(item)} after {shown(bounds[-1])}"
+                f"buckets must be strictly increasing, got {shown(bound)} after {shown(bounds[-1])}"
             )
         bounds.append(bound)
     if not bounds:

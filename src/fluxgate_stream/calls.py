@@ -370,13 +370,16 @@ class CallMeter:
     __slots__ = ("_closed", "_lock", "_state", "_target", "_undo", "breaker", "name", "pipeline")
 
     def __init__(
-        self, breaker: object, name: str, pipeline: SignalPipeline, target: _CallSeries
+        self,
+        breaker: object,
+        name: str,
+        pipeline: SignalPipeline,
+        target: _CallSeries,
+        paths: tuple[object, list[tuple[object, str]]],
     ) -> None:
-        """Meter ``breaker`` (``meter_calls()`` checked the arguments and found ``target``).
+        """Meter ``breaker``, once ``meter_calls()`` checked everything and found ``target``.
 
-        Raises:
-            TypeError: ``breaker`` is none of the breakers this works on.
-            ValueError: it is metered already.
+        ``paths`` is ``_paths(breaker)``: where to hook in.
         """
         self.breaker: Final = breaker
         self.name: Final = name
@@ -385,8 +388,8 @@ class CallMeter:
         self._target: Final = target
         self._closed = False
         self._lock: Final = threading.Lock()
-        self._undo: Final = _attach(breaker, self)
-        self.record(_ZERO, None)  # the series at 0, ordered after a close() still queued
+        self._undo: Final = _attach(*paths, self)
+        self._record(_ZERO, None)  # the series at 0, ordered after a close() still queued
 
     def __repr__(self) -> str:
         status = "closed" if self._closed else "active"
@@ -397,7 +400,7 @@ class CallMeter:
         """Whether calls are still metered (not closed)."""
         return not self._closed
 
-    def record(self, kind: int, duration: float | None) -> None:
+    def _record(self, kind: int, duration: float | None) -> None:
         """Queue one call's outcome: the caller's whole cost while a consumer runs. Any thread."""
         if self._closed:
             return
@@ -412,18 +415,18 @@ class CallMeter:
             return
         state.submit(self._target, (kind, duration))
 
-    def ended(self, call: _Call, exc: BaseException) -> None:
+    def _ended(self, call: _Call, exc: BaseException) -> None:
         """Record a call that raised ``exc`` (see the module docstring for the kinds)."""
         if getattr(_RAISED, "call", None) is call:
             _RAISED.call = None  # the tracker was not asked: let go of the exception
         if not isinstance(exc, Exception):
-            self.record(_CANCELLED, None)
+            self._record(_CANCELLED, None)
         elif call.error is exc:
-            self.record(_FAILED if call.verdict else _IGNORED, call.duration)
+            self._record(_FAILED if call.verdict else _IGNORED, call.duration)
         elif call.duration is None and isinstance(exc, CallNotPermittedError):
-            self.record(_NOT_PERMITTED, None)
+            self._record(_NOT_PERMITTED, None)
         else:  # raised by the breaker itself, not by the function
-            self.record(_IGNORED, call.duration)
+            self._record(_IGNORED, call.duration)
 
     def close(self) -> None:
         """Stop metering and drop the name's series. Idempotent."""
@@ -448,8 +451,8 @@ class CallMeter:
 
 def _sync_path(run: Callable[..., object], meter: CallMeter) -> Callable[..., object]:
     """``run`` (a handler's ``execute``, or a breaker's ``call``), metered."""
-    record = meter.record
-    ended = meter.ended
+    record = meter._record  # the meter's own paths
+    ended = meter._ended
 
     def execute(func: Callable[..., object], /, *args: object, **kwargs: object) -> object:
         if func is _timed:  # the breaker dispatching again (open -> half_open): metered already
@@ -470,8 +473,8 @@ def _async_path(
     run: Callable[..., Awaitable[object]], meter: CallMeter
 ) -> Callable[..., Awaitable[object]]:
     """``_sync_path``, for an async handler's ``execute``."""
-    record = meter.record
-    ended = meter.ended
+    record = meter._record  # the meter's own paths
+    ended = meter._ended
 
     async def execute(
         func: Callable[..., Awaitable[object]], /, *args: object, **kwargs: object
@@ -490,8 +493,8 @@ def _async_path(
     return execute
 
 
-def _attach(breaker: object, meter: CallMeter) -> Callable[[], None]:
-    """Meter ``breaker``'s calls; return what undoes it.
+def _paths(breaker: object) -> tuple[object, list[tuple[object, str]]]:
+    """Where to meter ``breaker``: the breaker whose tracker to wrap, and the call paths.
 
     Raises:
         TypeError: ``breaker`` is none of the breakers this works on.
@@ -499,10 +502,10 @@ def _attach(breaker: object, meter: CallMeter) -> Callable[[], None]:
     """
     if isinstance(breaker, ThreadSafeCircuitBreaker):
         owner: object = getattr(breaker, "_breaker")  # noqa: B009  # ours: the fluxgate breaker it drives
-        targets: list[tuple[object, str]] = [(breaker, "call")]
+        paths: list[tuple[object, str]] = [(breaker, "call")]
     elif isinstance(breaker, CircuitBreaker | AsyncCircuitBreaker | AnyioCircuitBreaker):
         owner = breaker
-        targets = [(handler, "execute") for handler in breaker_handlers(breaker)]
+        paths = [(handler, "execute") for handler in breaker_handlers(breaker)]
     else:
         raise TypeError(
             "breaker must be a fluxgate CircuitBreaker or AsyncCircuitBreaker, an "
@@ -513,8 +516,14 @@ def _attach(breaker: object, meter: CallMeter) -> Callable[[], None]:
         raise ValueError(  # noqa: TRY004  # a breaker in the wrong state, not of the wrong type
             f"breaker is already metered, as {tracker.meter.name!r}; close() that meter first"
         )
+    return owner, paths
+
+
+def _attach(owner: object, paths: list[tuple[object, str]], meter: CallMeter) -> Callable[[], None]:
+    """Meter the calls of ``paths`` and ``owner``'s tracker (from ``_paths``); return the undo."""
+    tracker = breaker_tracker(owner)
     set_breaker_tracker(owner, _NotingTracker(tracker, meter))
-    for obj, attribute in targets:
+    for obj, attribute in paths:
         run = cast("Callable[..., object]", getattr(obj, attribute))
         if inspect.iscoroutinefunction(run):
             metered = _async_path(cast("Callable[..., Awaitable[object]]", run), meter)
@@ -523,7 +532,7 @@ def _attach(breaker: object, meter: CallMeter) -> Callable[[], None]:
         vars(obj)[attribute] = metered
 
     def undo() -> None:
-        for obj, attribute in targets:
+        for obj, attribute in paths:
             vars(obj).pop(attribute, None)
         set_breaker_tracker(owner, tracker)
 
@@ -585,6 +594,7 @@ def meter_calls(
     registry = check_registry(registry)
     resolved = resolve_pipeline(pipeline)
     bounds = None if buckets is None else check_buckets(buckets)
+    paths = _paths(breaker)
     target = REGISTRY if registry is None else registry
     with APPLY_LOCK:
         family = _family(target, bounds)
@@ -592,7 +602,7 @@ def meter_calls(
         if series is None:
             circuit_for(registry, name, None)  # the cap: a new name counts as a listener's does
             series = family.series[name] = _CallSeries(name, family)
-    return CallMeter(breaker, name, resolved, series)
+    return CallMeter(breaker, name, resolved, series, paths)
 
 
 assert math.inf not in DEFAULT_BUCKETS  # noqa: S101  # check_buckets adds it
