@@ -451,8 +451,8 @@ class CallMeter:
 
 def _sync_path(run: Callable[..., object], meter: CallMeter) -> Callable[..., object]:
     """``run`` (a handler's ``execute``, or a breaker's ``call``), metered."""
-    record = meter._record  # the meter's own paths
-    ended = meter._ended
+    record = meter._record  # pyright: ignore[reportPrivateUsage]  # the meter's own paths
+    ended = meter._ended  # pyright: ignore[reportPrivateUsage]  # as above
 
     def execute(func: Callable[..., object], /, *args: object, **kwargs: object) -> object:
         if func is _timed:  # the breaker dispatching again (open -> half_open): metered already
@@ -473,8 +473,8 @@ def _async_path(
     run: Callable[..., Awaitable[object]], meter: CallMeter
 ) -> Callable[..., Awaitable[object]]:
     """``_sync_path``, for an async handler's ``execute``."""
-    record = meter._record  # the meter's own paths
-    ended = meter._ended
+    record = meter._record  # pyright: ignore[reportPrivateUsage]  # the meter's own paths
+    ended = meter._ended  # pyright: ignore[reportPrivateUsage]  # as above
 
     async def execute(
         func: Callable[..., Awaitable[object]], /, *args: object, **kwargs: object
