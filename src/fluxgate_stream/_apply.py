@@ -152,8 +152,9 @@ class Target(Protocol):
 
 
 #: A metered call's outcome, queued by ``fluxgate_stream.calls``: (kind, duration in seconds or
-#: ``None``). Its kind -1 asks for the target's series at 0 (metering starts).
-Call = tuple[int, "float | None"]
+#: ``None``); also its series at 0 (metering starts), a trip (its reason, a ``str``) and a shadow
+#: trip, each with a kind of its own.
+Call = tuple["int | str", "float | None"]
 
 #: What producers queue: (sequence number, target, payload): a transition's signal, a ``None``
 #: for ``close()``, or a ``Call`` (a plain tuple, which no ``Signal`` is). Sequence numbers come

@@ -35,12 +35,15 @@ __all__ = [
     "QUEUE_DEPTH",
     "REOPENS",
     "SELF_METRICS",
+    "SHADOW_TRIPS",
     "SIGNALS",
     "SLOW_CALLS",
     "SLOW_CALL_RATE",
     "STATE",
     "STATE_SECONDS",
     "TRANSITIONS",
+    "TRIPS",
+    "TRIP_REASONS",
     "WAKEUPS",
     "MetricSpec",
 ]
@@ -138,6 +141,26 @@ CALL_DURATION: Final = MetricSpec(
     "histogram",
     "Duration of the calls through the circuit breaker that ran, by outcome",
     ("circuit_name", "kind"),
+)
+
+#: The values of ``circuit_breaker_trips_total``'s ``reason`` label that exist at 0 from the start:
+#: the tripper conditions fluxgate ships (``FailureRate``, ``SlowRate``, ``AvgLatency``,
+#: ``FailureStreak``) and ``other`` (any other condition, a custom tripper's). A trip for which
+#: several held is labelled with all of them joined by ``+``, in this order
+#: (``failure_rate+slow_rate``), so that each trip counts once.
+TRIP_REASONS: Final = ("failure_rate", "slow_rate", "avg_latency", "failure_streak", "other")
+
+TRIPS: Final = MetricSpec(
+    "circuit_breaker_trips",
+    "counter",
+    "Transitions of the circuit breaker to open, by the tripper conditions that held",
+    ("circuit_name", "reason"),
+)
+SHADOW_TRIPS: Final = MetricSpec(
+    "circuit_breaker_shadow_trips",
+    "counter",
+    "Times the tripper would have opened the circuit breaker in metrics_only, once per crossing",
+    ("circuit_name",),
 )
 
 # -- breaker health at scrape time (fluxgate_stream.health) ---------------------------------------
@@ -247,4 +270,14 @@ SELF_METRICS: Final = (
 )
 
 #: Every family fluxgate-stream can export.
-ALL: Final = (STATE, TRANSITIONS, STATE_SECONDS, CALLS, CALL_DURATION, *HEALTH, *SELF_METRICS)
+ALL: Final = (
+    STATE,
+    TRANSITIONS,
+    STATE_SECONDS,
+    CALLS,
+    CALL_DURATION,
+    TRIPS,
+    SHADOW_TRIPS,
+    *HEALTH,
+    *SELF_METRICS,
+)

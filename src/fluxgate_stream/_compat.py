@@ -20,8 +20,10 @@ use                                    checked against
 ``_collect_slow_thresholds``, a
 breaker's ``_slow_thresholds``
 a breaker's ``_handlers`` (each        fluxgate 0.9.4 (``CircuitBreaker``, ``AsyncCircuitBreaker``;
-state's ``execute``) and ``_tracker``  every call path enters ``_state.execute``, a handler of
-                                       ``_handlers``; ``_tracker`` is read at each failure)
+state's ``execute``), ``_tracker``,    every call path enters ``_state.execute``, a handler of
+``_tripper``, ``_window``,             ``_handlers``; ``_tracker`` is read at each failure,
+``_consecutive_failures``              ``_tripper`` at each evaluation, which opens the circuit
+                                       when true in closed, or in half-open after a failure)
 ``Histogram._buckets``, ``._sum``      prometheus-client 0.22.0 and 0.26.0 (a child's values,
                                        per bucket not cumulative; file-backed in multiprocess
                                        mode)
@@ -69,6 +71,7 @@ with warnings.catch_warnings():
     from fluxgate.listeners import prometheus as _upstream
 
 from fluxgate import circuitbreaker as _circuitbreaker
+from fluxgate import trippers as _trippers
 
 if TYPE_CHECKING:
     from collections import deque
@@ -76,15 +79,20 @@ if TYPE_CHECKING:
 
     from anyio.lowlevel import EventLoopToken
     from anyio.streams.memory import MemoryObjectReceiveStream
+    from fluxgate.state import State
     from fluxgate.trackers import Tracker
-    from fluxgate.trippers import Tripper
+    from fluxgate.trippers import CallContext, Tripper
+    from fluxgate.windows import Window
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
     from prometheus_client.metrics import MetricWrapperBase
 
 __all__ = [
     "at_fork",
+    "breaker_context",
     "breaker_handlers",
+    "breaker_state",
     "breaker_tracker",
+    "breaker_tripper",
     "call_soon",
     "classify_slow",
     "collect_slow_thresholds",
@@ -99,6 +107,7 @@ __all__ = [
     "registered",
     "same_class",
     "set_breaker_tracker",
+    "set_breaker_tripper",
     "slow_thresholds",
     "stream_buffer",
     "upstream_state_gauge",
@@ -311,6 +320,30 @@ def breaker_tracker(breaker: object) -> Tracker:
 def set_breaker_tracker(breaker: object, tracker: Tracker) -> None:
     """Give a breaker another tracker; it reads ``_tracker`` at each failure, so this is live."""
     setattr(breaker, "_tracker", tracker)  # noqa: B010  # private, fluxgate 0.9.4
+
+
+def breaker_state(breaker: object) -> State:
+    """The state a breaker is in (its ``_state.state``), without building an ``info()``."""
+    return cast("State", getattr(breaker, "_state").state)  # noqa: B009  # private, fluxgate 0.9.4
+
+
+def breaker_tripper(breaker: object) -> Tripper:
+    """The tripper a breaker evaluates after each recorded call (its ``_tripper``)."""
+    return cast("Tripper", getattr(breaker, "_tripper"))  # noqa: B009  # private, fluxgate 0.9.4
+
+
+def set_breaker_tripper(breaker: object, tripper: Tripper) -> None:
+    """Give a breaker another tripper; it reads ``_tripper`` at each evaluation: live."""
+    setattr(breaker, "_tripper", tripper)  # noqa: B010  # private, fluxgate 0.9.4
+
+
+def breaker_context(breaker: object, state: State) -> CallContext:
+    """What the breaker would hand its tripper now, in ``state``: its window and its streak."""
+    window = cast("Window", getattr(breaker, "_window"))  # noqa: B009  # private, fluxgate 0.9.4
+    failures = cast("int", getattr(breaker, "_consecutive_failures"))  # noqa: B009  # as above
+    return _trippers.CallContext(
+        metric=window.get_metric(), state=state, consecutive_failures=failures
+    )
 
 
 # -- anyio -----------------------------------------------------------------------------------------

@@ -55,21 +55,43 @@ from anyio import WouldBlock
 from fluxgate.circuitbreaker import AsyncCircuitBreaker, CircuitBreaker
 from fluxgate.errors import CallNotPermittedError
 from fluxgate.trackers import Tracker
+from fluxgate.trippers import (
+    AvgLatency,
+    Closed,
+    FailureRate,
+    FailureStreak,
+    HalfOpened,
+    MinRequests,
+    SlowRate,
+    Tripper,
+)
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
 from fluxgate_stream._apply import APPLY_LOCK, SEQUENCE
-from fluxgate_stream._catalogue import CALL_DURATION, CALL_DURATION_KINDS, CALL_KINDS, CALLS
+from fluxgate_stream._catalogue import (
+    CALL_DURATION,
+    CALL_DURATION_KINDS,
+    CALL_KINDS,
+    CALLS,
+    SHADOW_TRIPS,
+    TRIP_REASONS,
+    TRIPS,
+)
 from fluxgate_stream._checks import check_buckets, check_name, check_registry
 from fluxgate_stream._circuits import circuit_for
 from fluxgate_stream._compat import (
+    breaker_context,
     breaker_handlers,
+    breaker_state,
     breaker_tracker,
+    breaker_tripper,
     format_float,
     histogram_add,
     kept,
     multiprocess,
     registered,
     set_breaker_tracker,
+    set_breaker_tripper,
     value_class,
 )
 from fluxgate_stream._queue import PipelineState
@@ -78,10 +100,11 @@ from fluxgate_stream.pipeline import resolve_pipeline
 from fluxgate_stream.threadsafe_breaker import ThreadSafeCircuitBreaker
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Iterator
     from types import TracebackType
 
     from fluxgate.signal import Signal
+    from fluxgate.trippers import CallContext
 
     from fluxgate_stream._apply import Call, Pending
     from fluxgate_stream.pipeline import SignalPipeline
@@ -92,13 +115,15 @@ __all__ = ["DEFAULT_BUCKETS", "CallMeter", "meter_calls"]
 #: calls, from a 5 ms cache hit to a 30 s timeout (``+Inf`` is added).
 DEFAULT_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
-# The kinds, as queued: indexes into CALL_KINDS. _ZERO asks for the series at 0.
+# The kinds, as queued: indexes into CALL_KINDS. _ZERO asks for the series at 0, _SHADOW counts
+# a shadow trip; a trip is queued as its reason label (a str).
 _SUCCESSFUL: Final = 0
 _FAILED: Final = 1
 _IGNORED: Final = 2
 _NOT_PERMITTED: Final = 3
 _CANCELLED: Final = 4
 _ZERO: Final = -1
+_SHADOW: Final = -2
 
 _get_ident = threading.get_ident
 _perf_counter = time.perf_counter
@@ -163,6 +188,71 @@ class _NotingTracker(Tracker):
         return verdict
 
 
+#: fluxgate's tripper conditions, by the ``reason`` they are exported as. Gates (``MinRequests``,
+#: ``Closed``, ``HalfOpened``) say when the conditions count, not why a circuit trips.
+_REASONS: Final[tuple[tuple[type[Tripper], str], ...]] = (
+    (FailureRate, "failure_rate"),
+    (SlowRate, "slow_rate"),
+    (AvgLatency, "avg_latency"),
+    (FailureStreak, "failure_streak"),
+)
+_GATES: Final = (MinRequests, Closed, HalfOpened)
+
+
+def _conditions(tripper: Tripper) -> list[tuple[Tripper, str]]:
+    """The conditions of a tripper tree (its leaves, gates left out), each with its reason."""
+    try:
+        leaves = list(tripper)
+    except TypeError:  # not iterable (a tripper that is no fluxgate Tripper): one condition
+        leaves = [tripper]
+    found: list[tuple[Tripper, str]] = []
+    for leaf in leaves:
+        if isinstance(leaf, _GATES):
+            continue
+        reason = next((name for kind, name in _REASONS if isinstance(leaf, kind)), "other")
+        found.append((leaf, reason))
+    return found
+
+
+def _reason(conditions: list[tuple[Tripper, str]], ctx: CallContext) -> str:
+    """The ``reason`` label of a trip: every condition that holds in ``ctx``, joined by ``+``."""
+    held: set[str] = set()
+    for condition, reason in conditions:
+        try:
+            holds = bool(condition(ctx))
+        except Exception:  # noqa: BLE001  # a custom condition's failure is no reason to fail the call
+            holds = False
+        if holds:
+            held.add(reason)
+    return "+".join(reason for reason in TRIP_REASONS if reason in held) or "other"
+
+
+class _NotingTripper(Tripper):
+    """The breaker's tripper, each trip it decides counted with its reason.
+
+    fluxgate's breakers (and ours) open the circuit exactly when the tripper answers true in
+    ``closed``, or in ``half_open`` after a failure (a non-zero streak; after a success the
+    streak is 0 and a true answer keeps the circuit half-open), for the pinned fluxgate 0.9.x.
+    The reason is computed there and then, before the transition clears the window.
+    """
+
+    def __init__(self, tripper: Tripper, meter: CallMeter) -> None:
+        self.tripper: Final = tripper
+        self.meter: Final = meter
+        self.conditions: Final = _conditions(tripper)
+
+    def __call__(self, ctx: CallContext) -> bool:
+        verdict = self.tripper(ctx)
+        if verdict and (
+            ctx.state == "closed" or (ctx.state == "half_open" and ctx.consecutive_failures > 0)
+        ):
+            self.meter._record(_reason(self.conditions, ctx), None)  # pyright: ignore[reportPrivateUsage]  # this module's
+        return verdict
+
+    def __iter__(self) -> Iterator[Tripper]:
+        return iter(self.tripper)
+
+
 # -- the series ------------------------------------------------------------------------------------
 
 
@@ -181,11 +271,20 @@ class _Totals:
 class _Family:
     """One registry's two metrics, their buckets, and its circuits' series by name."""
 
-    __slots__ = ("bounds", "calls", "durations", "multiprocess", "series")
+    __slots__ = ("bounds", "calls", "durations", "multiprocess", "series", "shadow", "trips")
 
-    def __init__(self, calls: Counter, durations: Histogram, bounds: tuple[float, ...]) -> None:
+    def __init__(  # the family's metrics
+        self,
+        calls: Counter,
+        durations: Histogram,
+        trips: Counter,
+        shadow: Counter,
+        bounds: tuple[float, ...],
+    ) -> None:
         self.calls: Final = calls
         self.durations: Final = durations
+        self.trips: Final = trips
+        self.shadow: Final = shadow
         self.bounds: Final = bounds
         self.multiprocess: Final = multiprocess()
         self.series: dict[str, _CallSeries] = {}
@@ -197,7 +296,7 @@ class _CallSeries:
     Every method runs with ``APPLY_LOCK`` held (the apply core's rule for targets).
     """
 
-    __slots__ = ("_counters", "_histograms", "closed_seq", "family", "fold", "name")
+    __slots__ = ("_counters", "_histograms", "_trips", "closed_seq", "family", "fold", "name")
 
     #: Each kind's totals leave ``pending`` once written (see ``write``).
     resumable = True
@@ -209,6 +308,7 @@ class _CallSeries:
         self.fold: Callable[[Pending, int, Signal], None] | None = None
         self._counters: dict[int, Counter] = {}
         self._histograms: dict[int, Histogram] = {}
+        self._trips: dict[str, Counter] = {}
 
     def __repr__(self) -> str:
         return f"<calls of {self.name!r}>"
@@ -228,17 +328,17 @@ class _CallSeries:
             return
         if type(folded) is list:
             folded = pending.folded = self._fold(cast("list[Call]", folded))
-        totals = cast("dict[int, _Totals]", folded)
+        totals = cast("dict[int | str, _Totals]", folded)
         while totals:
             kind = next(iter(totals))
             self._add(kind, totals[kind])
             del totals[kind]
         pending.folded = None
 
-    def _fold(self, calls: list[Call]) -> dict[int, _Totals]:
+    def _fold(self, calls: list[Call]) -> dict[int | str, _Totals]:
         bounds = self.family.bounds
         size = len(bounds)
-        totals: dict[int, _Totals] = {}
+        totals: dict[int | str, _Totals] = {}
         for kind, duration in calls:
             each = totals.get(kind)
             if each is None:
@@ -250,9 +350,15 @@ class _CallSeries:
                 each.buckets[bisect_left(bounds, duration)] += 1
         return totals
 
-    def _add(self, kind: int, totals: _Totals) -> None:
+    def _add(self, kind: int | str, totals: _Totals) -> None:
+        if isinstance(kind, str):  # trips, by reason
+            self._trip(kind).inc(totals.count)
+            return
         if kind == _ZERO:
             self.zero()
+            return
+        if kind == _SHADOW:
+            self.family.shadow.labels(self.name).inc(totals.count)
             return
         self._counter(kind).inc(totals.count)
         if totals.timed:
@@ -262,6 +368,12 @@ class _CallSeries:
         child = self._counters.get(kind)
         if child is None:
             child = self._counters[kind] = self.family.calls.labels(self.name, CALL_KINDS[kind])
+        return child
+
+    def _trip(self, reason: str) -> Counter:
+        child = self._trips.get(reason)
+        if child is None:
+            child = self._trips[reason] = self.family.trips.labels(self.name, reason)
         return child
 
     def _histogram(self, kind: int) -> Histogram:
@@ -278,6 +390,9 @@ class _CallSeries:
             self._counter(kind)
         for kind in range(len(CALL_DURATION_KINDS)):
             self._histogram(kind)
+        for reason in TRIP_REASONS:
+            self._trip(reason)
+        self.family.shadow.labels(self.name)
 
     def drop(self, seq: int) -> None:
         """Remove this name's series (in multiprocess mode, where none can be, keep them)."""
@@ -286,8 +401,12 @@ class _CallSeries:
                 self.family.calls.remove(self.name, kind)
             for kind in CALL_DURATION_KINDS:
                 self.family.durations.remove(self.name, kind)
+            for reason in {*TRIP_REASONS, *self._trips}:
+                self.family.trips.remove(self.name, reason)
+            self.family.shadow.remove(self.name)
             self._counters.clear()
             self._histograms.clear()
+            self._trips.clear()
         self.closed_seq = max(self.closed_seq, seq)
 
 
@@ -322,7 +441,7 @@ def _family(registry: CollectorRegistry, bounds: tuple[float, ...] | None) -> _F
         made = bounds or check_buckets(DEFAULT_BUCKETS)
         target = None if families is _MULTIPROCESS_FAMILIES else registry
         if target is not None:
-            for spec in (CALLS, CALL_DURATION):
+            for spec in (CALLS, CALL_DURATION, TRIPS, SHADOW_TRIPS):
                 if registered(target, spec.name) is not None:
                     raise ValueError(
                         f"registry already has a collector named {spec.name!r}, not "
@@ -336,7 +455,9 @@ def _family(registry: CollectorRegistry, bounds: tuple[float, ...] | None) -> _F
             registry=target,
             buckets=made,
         )
-        family = _Family(calls, durations, made)
+        trips = Counter(TRIPS.name, TRIPS.help, TRIPS.labels, registry=target)
+        shadow = Counter(SHADOW_TRIPS.name, SHADOW_TRIPS.help, SHADOW_TRIPS.labels, registry=target)
+        family = _Family(calls, durations, trips, shadow, made)
         families[key] = family  # pyright: ignore[reportArgumentType]  # as above
     elif bounds is not None and bounds != family.bounds:
         raise ValueError(
@@ -396,7 +517,7 @@ class CallMeter:
         """Whether calls are still metered (not closed)."""
         return not self._closed
 
-    def _record(self, kind: int, duration: float | None) -> None:
+    def _record(self, kind: int | str, duration: float | None) -> None:
         """Queue one call's outcome: the caller's whole cost while a consumer runs. Any thread."""
         if self._closed:
             return
@@ -445,8 +566,10 @@ class CallMeter:
         self.close()
 
 
-def _sync_path(run: Callable[..., object], meter: CallMeter) -> Callable[..., object]:
-    """``run`` (a handler's ``execute``, or a breaker's ``call``), metered."""
+def _sync_path(
+    run: Callable[..., object], meter: CallMeter, after: Callable[[], None] | None
+) -> Callable[..., object]:
+    """``run`` (a handler's ``execute``, or a breaker's ``call``), metered; then ``after()``."""
     record = meter._record  # pyright: ignore[reportPrivateUsage]  # the meter's own paths
     ended = meter._ended  # pyright: ignore[reportPrivateUsage]  # as above
 
@@ -458,15 +581,19 @@ def _sync_path(run: Callable[..., object], meter: CallMeter) -> Callable[..., ob
             result = run(_timed, call, func, *args, **kwargs)
         except BaseException as exc:
             ended(call, exc)
+            if after is not None:
+                after()
             raise
         record(_SUCCESSFUL, call[0])
+        if after is not None:
+            after()
         return result
 
     return execute
 
 
 def _async_path(
-    run: Callable[..., Awaitable[object]], meter: CallMeter
+    run: Callable[..., Awaitable[object]], meter: CallMeter, after: Callable[[], None] | None
 ) -> Callable[..., Awaitable[object]]:
     """``_sync_path``, for an async handler's ``execute``."""
     record = meter._record  # pyright: ignore[reportPrivateUsage]  # the meter's own paths
@@ -482,8 +609,12 @@ def _async_path(
             result = await run(_timed_async, call, func, *args, **kwargs)
         except BaseException as exc:
             ended(call, exc)
+            if after is not None:
+                after()
             raise
         record(_SUCCESSFUL, call[0])
+        if after is not None:
+            after()
         return result
 
     return execute
@@ -515,22 +646,66 @@ def _paths(breaker: object) -> tuple[object, list[tuple[object, str]]]:
     return owner, paths
 
 
+def _shadow(owner: object, tripper: Tripper, meter: CallMeter) -> Callable[[], None]:
+    """What runs after each call in ``metrics_only``: count the tripper's crossings.
+
+    fluxgate never evaluates the tripper in ``metrics_only``; this asks it as the breaker would
+    in ``closed``, with the window and streak as they are, and counts a shadow trip each time
+    its answer goes from false to true (once per crossing, not once per call while over).
+    """
+    over = [False]
+
+    def check() -> None:
+        try:
+            now = bool(tripper(breaker_context(owner, "closed")))
+        except Exception:  # noqa: BLE001  # a custom tripper's failure must not fail the call
+            now = False
+        if now and not over[0]:
+            meter._record(_SHADOW, None)  # pyright: ignore[reportPrivateUsage]  # this module's
+        over[0] = now
+
+    return check
+
+
+def _under(lock: threading.RLock, owner: object, shadow: Callable[[], None]) -> Callable[[], None]:
+    """``shadow``, for a ``ThreadSafeCircuitBreaker``: only in ``metrics_only``, under its lock."""
+
+    def after() -> None:
+        if breaker_state(owner) == "metrics_only":
+            with lock:
+                shadow()
+
+    return after
+
+
 def _attach(owner: object, paths: list[tuple[object, str]], meter: CallMeter) -> Callable[[], None]:
-    """Meter the calls of ``paths`` and ``owner``'s tracker (from ``_paths``); return the undo."""
+    """Meter the calls of ``paths``, ``owner``'s tracker and tripper (from ``_paths``).
+
+    Returns what undoes it.
+    """
     tracker = breaker_tracker(owner)
+    tripper = breaker_tripper(owner)
+    shadow = _shadow(owner, tripper, meter)
     set_breaker_tracker(owner, _NotingTracker(tracker, meter))
+    set_breaker_tripper(owner, _NotingTripper(tripper, meter))
     for obj, attribute in paths:
         run = cast("Callable[..., object]", getattr(obj, attribute))
+        after: Callable[[], None] | None = None
+        if attribute == "call":  # a ThreadSafeCircuitBreaker: look at its breaker's state
+            after = _under(cast("threading.RLock", getattr(obj, "_lock")), owner, shadow)  # noqa: B009  # ours
+        elif getattr(obj, "state", None) == "metrics_only":  # that state's handler
+            after = shadow
         if inspect.iscoroutinefunction(run):
-            metered = _async_path(cast("Callable[..., Awaitable[object]]", run), meter)
+            metered = _async_path(cast("Callable[..., Awaitable[object]]", run), meter, after)
         else:
-            metered = _sync_path(run, meter)
+            metered = _sync_path(run, meter, after)
         vars(obj)[attribute] = metered
 
     def undo() -> None:
         for obj, attribute in paths:
             vars(obj).pop(attribute, None)
         set_breaker_tracker(owner, tracker)
+        set_breaker_tripper(owner, tripper)
 
     return undo
 

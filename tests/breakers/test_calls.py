@@ -15,7 +15,14 @@ from fluxgate.errors import CallNotPermittedError
 from fluxgate.permits import All as AllowAll
 from fluxgate.retries import Always
 from fluxgate.trackers import Custom, TypeOf
-from fluxgate.trippers import FailureRate, MinRequests
+from fluxgate.trippers import (
+    AvgLatency,
+    CallContext,
+    FailureRate,
+    FailureStreak,
+    MinRequests,
+    Tripper,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram
@@ -30,7 +37,15 @@ from fluxgate_stream import (
     limit_circuits,
     meter_calls,
 )
-from fluxgate_stream._catalogue import CALL_DURATION, CALL_DURATION_KINDS, CALL_KINDS, CALLS
+from fluxgate_stream._catalogue import (
+    CALL_DURATION,
+    CALL_DURATION_KINDS,
+    CALL_KINDS,
+    CALLS,
+    SHADOW_TRIPS,
+    TRIP_REASONS,
+    TRIPS,
+)
 from fluxgate_stream.calls import DEFAULT_BUCKETS
 
 from ..support.helpers import Consumer, in_thread
@@ -421,3 +436,121 @@ async def test_counts_equal_calls_on_every_path(anyio_backend, ops, buffer):
     assert {name: calls(registry, name) for name in expected} == expected
     durations = timed(registry, "closed")
     assert durations == {kind: expected["closed"][kind] for kind in CALL_DURATION_KINDS}
+
+
+# -- trips by reason, and shadow trips in metrics_only ---------------------------------------------
+
+
+def trips(registry: CollectorRegistry, name: str = NAME) -> dict[str, float]:
+    """``circuit_breaker_trips_total`` by reason, the series present only."""
+    out: dict[str, float] = {}
+    for family in registry.collect():
+        if family.name == TRIPS.name:
+            for sample in family.samples:
+                if sample.name == TRIPS.sample and sample.labels["circuit_name"] == name:
+                    out[sample.labels["reason"]] = sample.value
+    return out
+
+
+def shadow(registry: CollectorRegistry, name: str = NAME) -> float | None:
+    return registry.get_sample_value(SHADOW_TRIPS.sample, {"circuit_name": name})
+
+
+def opened(registry: CollectorRegistry) -> float:
+    """Transitions to open, as the circuit's PrometheusListener counted them."""
+    return sum(
+        registry.get_sample_value(
+            "circuit_breaker_state_transition_total",
+            {"circuit_name": NAME, "old_state": old, "new_state": "open"},
+        )
+        or 0.0
+        for old in ("closed", "half_open")
+    )
+
+
+def with_trips(**reasons: float) -> dict[str, float]:
+    return {**dict.fromkeys(TRIP_REASONS, 0.0), **{k: float(v) for k, v in reasons.items()}}
+
+
+class OneFailure(Tripper):
+    def __call__(self, ctx: CallContext) -> bool:
+        return ctx.metric.failure_count >= 1
+
+
+# A trip in closed (the first call is slower than 1 ns: avg_latency), a probe in half-open that
+# succeeds while the tripper still holds (no trip: the circuit stays half-open), a failed probe
+# (a trip: avg_latency and failure_streak hold), then a custom condition.
+TRIPPER = FailureStreak(1) | AvgLatency(1e-9)
+
+
+@pytest.mark.parametrize("kind", SYNC_BREAKERS)
+def test_each_transition_to_open_counts_one_trip_labelled_by_what_held(registry, kind):
+    cb = kind(
+        tripper=TRIPPER,
+        retry=Always(),
+        permit=AllowAll(),
+        listeners=[PrometheusListener(NAME, registry)],
+    )
+    meter_calls(cb, NAME, registry)
+    assert trips(registry) == with_trips()
+    assert shadow(registry) == 0.0
+    cb.call(ok)  # closed -> open
+    assert cb.info().state == "open"
+    cb.call(ok)  # open -> half_open; the probe succeeds, the tripper still holds: half-open
+    assert cb.info().state == "half_open"
+    with pytest.raises(ValueError, match="counted"):
+        cb.call(fail)  # half_open -> open
+    assert trips(registry) == with_trips(**{"avg_latency": 1, "avg_latency+failure_streak": 1})
+    assert opened(registry) == 2.0
+    custom = kind(tripper=MinRequests(1) & OneFailure() | FailureRate(1.0))
+    meter_calls(custom, "custom", registry)
+    with pytest.raises(ValueError, match="counted"):
+        custom.call(fail)
+    assert trips(registry, "custom") == with_trips(**{"failure_rate+other": 1})
+
+
+@pytest.mark.parametrize("kind", SYNC_BREAKERS)
+def test_metrics_only_counts_a_shadow_trip_once_per_crossing(registry, kind):
+    cb = kind(tripper=MinRequests(2) & FailureRate(0.5))
+    meter_calls(cb, NAME, registry)
+    cb.metrics_only()
+    for _ in range(3):
+        with pytest.raises(ValueError, match="counted"):
+            cb.call(fail)  # over from the second on: one crossing
+    assert shadow(registry) == 1.0
+    for _ in range(4):
+        cb.call(ok)  # 3 of 7 failed: under again
+    with pytest.raises(ValueError, match="counted"):
+        cb.call(fail)  # 4 of 8: over again
+    assert shadow(registry) == 2.0
+    assert cb.info().state == "metrics_only"
+    assert trips(registry) == with_trips()
+
+
+@pytest.mark.anyio
+async def test_trips_and_shadow_trips_on_async_breakers(anyio_backend):
+    for kind in async_kinds(anyio_backend):
+        registry = CollectorRegistry()
+        pipeline = SignalPipeline()
+        cb = kind(
+            tripper=TRIPPER,
+            retry=Always(),
+            permit=AllowAll(),
+            listeners=[PrometheusListener(NAME, registry, pipeline=pipeline)],
+        )
+        meter_calls(cb, NAME, registry, pipeline=pipeline)
+        async with Consumer(pipeline):
+            await cb.call(aok)
+            await cb.call(aok)
+            assert cb.info().state == "half_open"
+            with pytest.raises(ValueError, match="counted"):
+                await cb.call(afail)
+            await cb.metrics_only()
+            for _ in range(2):
+                with pytest.raises(ValueError, match="counted"):
+                    await cb.call(afail)
+            await pipeline.flush()
+        reasons = {"avg_latency": 1, "avg_latency+failure_streak": 1}
+        assert trips(registry) == with_trips(**reasons), kind
+        assert opened(registry) == 2.0
+        assert shadow(registry) == 1.0
