@@ -16,6 +16,13 @@ at every transition. ``meter_calls(breaker, name)`` attaches to an existing brea
   function's own duration, for ``successful``, ``failed`` and ``ignored`` (refused and cancelled
   calls have none).
 
+* ``circuit_breaker_trips_total{circuit_name, reason}``: one per transition to open, labelled
+  with the tripper's conditions that held then (``_catalogue.TRIP_REASONS``; several joined by
+  ``+``; gates such as ``MinRequests`` are no reason). The breaker's tripper is wrapped to see it.
+* ``circuit_breaker_shadow_trips_total{circuit_name}``: in ``metrics_only``, where fluxgate never
+  asks the tripper, the meter asks it after each call, as ``closed`` would, and counts each time
+  the answer turns true (once per crossing).
+
 Every series exists at 0 from the start of metering, so ``rate()`` sees the first call.
 
 How it hooks in (the only place that touches a breaker's insides, through ``_compat``, for
