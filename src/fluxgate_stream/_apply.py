@@ -223,22 +223,24 @@ class Tally:
                 pending.counts.clear()
                 pending.folded = None
             return
-        if isinstance(signal, tuple):  # a metered call (fluxgate_stream.calls): never a transition
+        if type(signal) is tuple:  # a metered call (fluxgate_stream.calls): never a transition
             calls = pending.folded
             if calls is None:
                 pending.folded = [signal]
             else:
                 cast("list[Call]", calls).append(signal)
             return
+        # Not a tuple, so a Signal (which is no tuple); pyright cannot narrow by type().
+        transition: Signal = signal  # pyright: ignore[reportAssignmentType]  # see above
         if seq > pending.state_seq:
-            pending.state = signal.new_state
+            pending.state = transition.new_state
             pending.state_seq = seq
-            pending.state_time = signal.timestamp
-        key = (signal.old_state, signal.new_state)
+            pending.state_time = transition.timestamp
+        key = (transition.old_state, transition.new_state)
         pending.counts[key] = pending.counts.get(key, 0) + 1
         fold = circuit.fold
         if fold is not None:
-            fold(pending, seq, signal)
+            fold(pending, seq, transition)
 
 
 #: Targets whose last write failed, with the number of failed writes since: a failure is logged
