@@ -25,7 +25,7 @@ from fluxgate.trippers import (
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from fluxgate_stream import (
     AnyioCircuitBreaker,
@@ -554,3 +554,39 @@ async def test_trips_and_shadow_trips_on_async_breakers(anyio_backend):
         assert trips(registry) == with_trips(**reasons), kind
         assert opened(registry) == 2.0
         assert shadow(registry) == 1.0
+
+
+def test_a_registry_holding_another_collector_under_our_names_is_refused(registry):
+    Counter("circuit_breaker_calls", "someone else's", registry=registry)
+    cb = CircuitBreaker()
+    with pytest.raises(
+        ValueError, match="registry already has a collector named 'circuit_breaker_calls'"
+    ):
+        meter_calls(cb, NAME, registry)
+    assert cb.call(ok) == "ok"  # left unmetered
+    meter_calls(cb, NAME, CollectorRegistry())  # and free to be metered elsewhere
+
+
+@pytest.mark.anyio
+async def test_threads_sharing_a_thread_safe_breaker_are_counted_exactly(anyio_backend):
+    """Eight threads at once through the bridge (and its overflow), the consumer on the loop."""
+    registry = CollectorRegistry()
+    pipeline = SignalPipeline(max_buffer_size=8)
+    cb = ThreadSafeCircuitBreaker(tracker=TypeOf(ValueError), tripper=NEVER_TRIPS)
+    meter_calls(cb, NAME, registry, pipeline=pipeline)
+    rounds = 200
+
+    def work() -> None:
+        for _ in range(rounds):
+            cb.call(ok)
+            with contextlib.suppress(ValueError):
+                cb.call(fail)
+            cb.call_with_fallback(ignore, fallback)
+
+    async with Consumer(pipeline):
+        async with anyio.create_task_group() as tg:
+            for _ in range(8):
+                tg.start_soon(anyio.to_thread.run_sync, work)
+        await pipeline.flush()
+        assert calls(registry) == counted(successful=1600, failed=1600, ignored=1600)
+        assert pipeline.statistics().bridge + pipeline.statistics().overflow >= 4800
