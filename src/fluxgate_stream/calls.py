@@ -43,6 +43,14 @@ circuit: counts summed per kind, durations filed into bucket counts, then one in
 series (``_compat.histogram_add``: prometheus_client has no bulk ``observe()``). Exact on every
 path: the series count every call metered, once.
 
+Concurrency: a call's frames own its record (``_Call``); the only state shared between calls is
+``_RAISED``, one slot per thread, written when the protected function raises and read by the
+tracker at once (the breaker asks it with no ``await`` between, so no other call of that thread
+runs in between). Producers (any thread) only read a meter's ``_closed`` and queue; every
+``_CallSeries`` and family is used with ``APPLY_LOCK`` held, by the consumer or a direct apply,
+as every ``Target`` is. Metering (and ``close()``) swaps the breaker's attributes one at a time:
+a call already running keeps the path it started on.
+
 Multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``): both metrics are prometheus_client's own
 ``Counter`` and ``Histogram``, so their values are file-backed and a ``MultiProcessCollector``
 sums them over the workers; ``close()`` cannot remove series there: they keep their totals.
@@ -51,7 +59,6 @@ sums them over the workers; ``close()`` cannot remove series there: they keep th
 from __future__ import annotations
 
 import inspect
-import math
 import threading
 import time
 import weakref
@@ -107,7 +114,7 @@ from fluxgate_stream.pipeline import resolve_pipeline
 from fluxgate_stream.threadsafe_breaker import ThreadSafeCircuitBreaker
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterator
+    from collections.abc import Awaitable, Callable, Iterable, Iterator
     from types import TracebackType
 
     from fluxgate.signal import Signal
@@ -723,7 +730,7 @@ def meter_calls(
     registry: CollectorRegistry | None = None,
     *,
     pipeline: SignalPipeline | None = None,
-    buckets: tuple[float, ...] | list[float] | None = None,
+    buckets: Iterable[float] | None = None,
 ) -> CallMeter:
     """Count and time every call through ``breaker`` under ``circuit_name=name``.
 
@@ -782,5 +789,3 @@ def meter_calls(
             series = family.series[name] = _CallSeries(name, family)
     return CallMeter(breaker, name, resolved, series, paths)
 
-
-assert math.inf not in DEFAULT_BUCKETS  # noqa: S101  # check_buckets adds it
