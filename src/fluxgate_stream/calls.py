@@ -788,4 +788,3 @@ def meter_calls(
             circuit_for(registry, name, None)  # the cap: a new name counts as a listener's does
             series = family.series[name] = _CallSeries(name, family)
     return CallMeter(breaker, name, resolved, series, paths)
-
