@@ -109,8 +109,9 @@ def fallback(_error: Exception) -> str:
     return "fallback"
 
 
-def sync_ways(cb: Any) -> list[Callable[[Callable[[], object]], object]]:
-    """Every way of calling a sync breaker, each taking the protected function."""
+def ways(cb: Any) -> list[Callable[[Callable[[], Any]], Any]]:
+    """Every way of calling a breaker, each taking the protected function (awaitable for an
+    async breaker: the call then returns what to await)."""
     return [
         cb.call,
         lambda f: cb(f)(),
@@ -124,7 +125,7 @@ def sync_ways(cb: Any) -> list[Callable[[Callable[[], object]], object]]:
 def test_every_way_of_calling_a_sync_breaker_is_counted_by_kind(registry, kind, way):
     cb = kind(tracker=TypeOf(ValueError), tripper=NEVER_TRIPS)
     meter_calls(cb, NAME, registry)
-    call = sync_ways(cb)[way]
+    call = ways(cb)[way]
     fallback = way >= 2
     assert call(ok) == "ok"
     for function, error in ((fail, ValueError), (ignore, KeyError)):
@@ -312,15 +313,6 @@ def async_kinds(backend: str) -> list[type]:
     )
 
 
-def async_ways(cb: Any) -> list[Callable[[Callable[[], Any]], Any]]:
-    return [
-        cb.call,
-        lambda f: cb(f)(),
-        lambda f: cb(fallback=fallback)(f)(),
-        lambda f: cb.call_with_fallback(f, fallback),
-    ]
-
-
 @pytest.mark.anyio
 @pytest.mark.parametrize("way", range(4))
 async def test_every_way_of_calling_an_async_breaker_is_counted_through_the_consumer(
@@ -331,7 +323,7 @@ async def test_every_way_of_calling_an_async_breaker_is_counted_through_the_cons
         pipeline = SignalPipeline()
         cb = kind(tracker=TypeOf(ValueError), tripper=NEVER_TRIPS)
         meter_calls(cb, NAME, registry, pipeline=pipeline)
-        call = async_ways(cb)[way]
+        call = ways(cb)[way]
         fallback = way >= 2
         async with Consumer(pipeline):
             assert await call(aok) == "ok"

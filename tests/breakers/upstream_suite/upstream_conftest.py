@@ -195,26 +195,23 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+def _swap(monkeypatch: pytest.MonkeyPatch, module: object, name: str, cls: type[object]) -> None:
+    """Make ``name`` (their module's and ``fluxgate``'s) ``cls``, metered if ``METERED``."""
+    target = _metered(cls) if METERED else cls
+    monkeypatch.setattr(module, name, target)
+    monkeypatch.setattr(fluxgate, name, target)
+
+
 @pytest.fixture(autouse=True)
 def _retarget(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     module = request.module
     if SYNC:
-        sync: type[object] = (
-            ThreadSafeCircuitBreaker if TARGET == "threadsafe" else fluxgate.CircuitBreaker
-        )
-        if METERED:
-            sync = _metered(sync)
-        monkeypatch.setattr(module, "CircuitBreaker", sync)
-        monkeypatch.setattr(fluxgate, "CircuitBreaker", sync)
+        sync = ThreadSafeCircuitBreaker if TARGET == "threadsafe" else fluxgate.CircuitBreaker
+        _swap(monkeypatch, module, "CircuitBreaker", sync)
         return
     if TARGET == "anyio" or METERED:
-        target: type[object] = (
-            AnyioCircuitBreaker if TARGET == "anyio" else fluxgate.AsyncCircuitBreaker
-        )
-        if METERED:
-            target = _metered(target)
-        monkeypatch.setattr(module, "AsyncCircuitBreaker", target)
-        monkeypatch.setattr(fluxgate, "AsyncCircuitBreaker", target)
+        breaker = AnyioCircuitBreaker if TARGET == "anyio" else fluxgate.AsyncCircuitBreaker
+        _swap(monkeypatch, module, "AsyncCircuitBreaker", breaker)
     if request.getfixturevalue("anyio_backend") == "trio":
         monkeypatch.setattr(module, "asyncio", _AsyncioOnAnyio())
 
