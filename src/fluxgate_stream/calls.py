@@ -725,6 +725,8 @@ def _attach(owner: object, paths: list[tuple[object, str]], meter: CallMeter) ->
     shadow = _shadow(owner, tripper, meter)
     set_breaker_tracker(owner, _NotingTracker(tracker, meter))
     set_breaker_tripper(owner, _NotingTripper(tripper, meter))
+    # What the instances held under those names before (another wrapper's), given back by undo.
+    before = [vars(obj).get(attribute) for obj, attribute in paths]
     for obj, attribute in paths:
         run = cast("Callable[..., object]", getattr(obj, attribute))
         after: Callable[[], None] | None = None
@@ -739,8 +741,11 @@ def _attach(owner: object, paths: list[tuple[object, str]], meter: CallMeter) ->
         vars(obj)[attribute] = metered
 
     def undo() -> None:
-        for obj, attribute in paths:
-            vars(obj).pop(attribute, None)
+        for (obj, attribute), previous in zip(paths, before, strict=True):
+            if previous is None:
+                vars(obj).pop(attribute, None)
+            else:
+                vars(obj)[attribute] = previous
         set_breaker_tracker(owner, tracker)
         set_breaker_tripper(owner, tripper)
 

@@ -582,3 +582,24 @@ async def test_threads_sharing_a_thread_safe_breaker_are_counted_exactly(anyio_b
         await pipeline.flush()
         assert calls(registry) == counted(successful=1600, failed=1600, ignored=1600)
         assert pipeline.statistics().bridge + pipeline.statistics().overflow >= 4800
+
+
+def test_close_gives_back_what_the_breaker_had_before_another_wrapper_included(registry):
+    cb = CircuitBreaker(tripper=NEVER_TRIPS)
+    closed = cb._handlers["closed"]  # to wrap it as someone else might
+    seen: list[object] = []
+    original = closed.execute
+
+    def theirs(func: Callable[..., object], *args: object, **kwargs: object) -> object:
+        seen.append(func)
+        return original(func, *args, **kwargs)
+
+    closed.execute = theirs  # type: ignore[method-assign]  # the other wrapper, on purpose
+    tracker = cb._tracker  # to compare after close()
+    with meter_calls(cb, NAME, registry):
+        assert cb.call(ok) == "ok"  # through ours, then theirs
+    assert cb.call(ok) == "ok"
+    assert closed.execute is theirs
+    assert cb._tracker is tracker  # as before
+    assert len(seen) == 2
+    assert seen[1] is ok
