@@ -19,6 +19,7 @@ from fluxgate_stream._catalogue import ALL_STATES
 from fluxgate_stream._circuits import CircuitLimitError, limit_circuits
 from fluxgate_stream.anyio_breaker import AnyioCircuitBreaker
 from fluxgate_stream.background import ConsumerThread
+from fluxgate_stream.calls import CallMeter, meter_calls
 from fluxgate_stream.health import HealthCollector, HealthWatch, watch
 from fluxgate_stream.listener import PrometheusListener, QueueingListener
 from fluxgate_stream.multiprocess import MultiProcessCollector
@@ -32,6 +33,7 @@ __version__ = _version("fluxgate-stream")
 __all__ = [
     "ALL_STATES",
     "AnyioCircuitBreaker",
+    "CallMeter",
     "CircuitLimitError",
     "ConsumerThread",
     "HealthCollector",
@@ -50,6 +52,7 @@ __all__ = [
     "default_pipeline",
     "export_metrics",
     "limit_circuits",
+    "meter_calls",
     "watch",
 ]
 

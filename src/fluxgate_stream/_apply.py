@@ -34,7 +34,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Generator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from fluxgate_stream._compat import at_fork, kept, owned
 
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "APPLY_LOCK",
     "SEQUENCE",
+    "Call",
     "Counts",
     "Item",
     "Pending",
@@ -182,9 +183,15 @@ class Target(Protocol):
         ...
 
 
-#: What producers queue: (sequence number, target, signal), or a ``None`` signal for ``close()``.
-#: Sequence numbers come from one process-wide counter, so they order every path.
-Item = tuple[int, Target, "Signal | None"]
+#: A metered call's outcome, queued by ``fluxgate_stream.calls``: (kind, duration in seconds or
+#: ``None``); also its series at 0 (metering starts), a trip (its reason, a ``str``) and a shadow
+#: trip, each with a kind of its own.
+Call = tuple["int | str", "float | None"]
+
+#: What producers queue: (sequence number, target, payload): a transition's signal, a ``None``
+#: for ``close()``, or a ``Call`` (a plain tuple, which no ``Signal`` is). Sequence numbers come
+#: from one process-wide counter, so they order every path.
+Item = tuple[int, Target, "Signal | Call | None"]
 
 
 class Pending:
@@ -196,7 +203,9 @@ class Pending:
         state_seq: the sequence number of that transition.
         state_time: its ``timestamp``, as given.
         counts: the number of transitions per (old_state, new_state).
-        folded: what the target's ``fold`` hook made of the transitions, or ``None``.
+        folded: what the target's ``fold`` hook made of the transitions, or ``None``; for a
+            target of calls (``fluxgate_stream.calls``), the list of its ``Call`` payloads, in
+            order (at most one batch of them), which its ``write`` folds.
         interrupted: a ``BaseException`` ended a write of this record once (see ``apply``).
     """
 
@@ -216,7 +225,8 @@ class Tally:
     """Signals coalesced per circuit. Not thread-safe: its owner serialises access.
 
     Items must be added in the order they were queued on their path (a batch sorts its items by
-    sequence number first); a ``close()`` voids what was added for its circuit before it.
+    sequence number first); a ``close()`` voids what was added for its circuit before it. A
+    ``Call`` payload is only kept, in ``Pending.folded``: its target's ``write`` folds the calls.
     """
 
     __slots__ = ("pending",)
@@ -245,15 +255,24 @@ class Tally:
                 pending.counts.clear()
                 pending.folded = None
             return
+        if type(signal) is tuple:  # a metered call (fluxgate_stream.calls): never a transition
+            calls = pending.folded
+            if calls is None:
+                pending.folded = [signal]
+            else:
+                cast("list[Call]", calls).append(signal)
+            return
+        # Not a tuple, so a Signal (which is no tuple); pyright cannot narrow by type().
+        transition: Signal = signal  # pyright: ignore[reportAssignmentType]  # see above
         if seq > pending.state_seq:
-            pending.state = signal.new_state
+            pending.state = transition.new_state
             pending.state_seq = seq
-            pending.state_time = signal.timestamp
-        key = (signal.old_state, signal.new_state)
+            pending.state_time = transition.timestamp
+        key = (transition.old_state, transition.new_state)
         pending.counts[key] = pending.counts.get(key, 0) + 1
         fold = circuit.fold
         if fold is not None:
-            fold(pending, seq, signal)
+            fold(pending, seq, transition)
 
 
 #: Targets whose last write failed, with the number of failed writes since: a failure is logged

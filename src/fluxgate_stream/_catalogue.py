@@ -22,6 +22,10 @@ __all__ = [
     "BATCHES",
     "BUFFERED_CALLS",
     "BUFFER_SIZE",
+    "CALLS",
+    "CALL_DURATION",
+    "CALL_DURATION_KINDS",
+    "CALL_KINDS",
     "CONSUMER_RUNNING",
     "FAILURE_RATE",
     "HEALTH",
@@ -31,12 +35,15 @@ __all__ = [
     "QUEUE_DEPTH",
     "REOPENS",
     "SELF_METRICS",
+    "SHADOW_TRIPS",
     "SIGNALS",
     "SLOW_CALLS",
     "SLOW_CALL_RATE",
     "STATE",
     "STATE_SECONDS",
     "TRANSITIONS",
+    "TRIPS",
+    "TRIP_REASONS",
     "WAKEUPS",
     "MetricSpec",
 ]
@@ -70,19 +77,22 @@ class MetricSpec:
     Attributes:
         name: the family's name, as prometheus_client registers it (a counter's without
             ``_total``).
-        kind: ``"gauge"`` or ``"counter"``.
+        kind: ``"gauge"``, ``"counter"`` or ``"histogram"``.
         help: its help text.
         labels: its label names, in order.
     """
 
     name: str
-    kind: Literal["gauge", "counter"]
+    kind: Literal["gauge", "counter", "histogram"]
     help: str
     labels: tuple[str, ...]
 
     @property
     def sample(self) -> str:
-        """The name its samples are exposed under (a counter's with ``_total``)."""
+        """The name its samples are exposed under (a counter's with ``_total``).
+
+        A histogram's are this name with ``_bucket``, ``_count`` and ``_sum``.
+        """
         return f"{self.name}_total" if self.kind == "counter" else self.name
 
 
@@ -105,6 +115,52 @@ STATE_SECONDS: Final = MetricSpec(
     "counter",
     "Seconds circuit breakers have spent in each state",
     ("circuit_name", "state"),
+)
+
+# -- the calls through a breaker (fluxgate_stream.calls) ----------------------------------------
+
+#: The values of ``circuit_breaker_calls_total``'s ``kind`` label, in this order: the call
+#: returned; raised an exception the breaker's tracker counts; raised one it does not count (or
+#: was not asked about); was refused (``CallNotPermittedError``: open, forced open, half-open
+#: without a permit); ended by a ``BaseException`` that is not an ``Exception`` (a cancellation,
+#: ``KeyboardInterrupt``), which fluxgate's window never records.
+CALL_KINDS: Final = ("successful", "failed", "ignored", "not_permitted", "cancelled")
+
+#: The kinds whose duration ``circuit_breaker_call_duration_seconds`` records: the calls that ran
+#: to an outcome.
+CALL_DURATION_KINDS: Final = CALL_KINDS[:3]
+
+CALLS: Final = MetricSpec(
+    "circuit_breaker_calls",
+    "counter",
+    "Calls through the circuit breaker, by outcome",
+    ("circuit_name", "kind"),
+)
+CALL_DURATION: Final = MetricSpec(
+    "circuit_breaker_call_duration_seconds",
+    "histogram",
+    "Duration of the calls through the circuit breaker that ran, by outcome",
+    ("circuit_name", "kind"),
+)
+
+#: The values of ``circuit_breaker_trips_total``'s ``reason`` label that exist at 0 from the start:
+#: the tripper conditions fluxgate ships (``FailureRate``, ``SlowRate``, ``AvgLatency``,
+#: ``FailureStreak``) and ``other`` (any other condition, a custom tripper's). A trip for which
+#: several held is labelled with all of them joined by ``+``, in this order
+#: (``failure_rate+slow_rate``), so that each trip counts once.
+TRIP_REASONS: Final = ("failure_rate", "slow_rate", "avg_latency", "failure_streak", "other")
+
+TRIPS: Final = MetricSpec(
+    "circuit_breaker_trips",
+    "counter",
+    "Transitions of the circuit breaker to open, by the tripper conditions that held",
+    ("circuit_name", "reason"),
+)
+SHADOW_TRIPS: Final = MetricSpec(
+    "circuit_breaker_shadow_trips",
+    "counter",
+    "Times the tripper would have opened the circuit breaker in metrics_only, once per crossing",
+    ("circuit_name",),
 )
 
 # -- breaker health at scrape time (fluxgate_stream.health) ---------------------------------------
@@ -214,4 +270,14 @@ SELF_METRICS: Final = (
 )
 
 #: Every family fluxgate-stream can export.
-ALL: Final = (STATE, TRANSITIONS, STATE_SECONDS, *HEALTH, *SELF_METRICS)
+ALL: Final = (
+    STATE,
+    TRANSITIONS,
+    STATE_SECONDS,
+    CALLS,
+    CALL_DURATION,
+    TRIPS,
+    SHADOW_TRIPS,
+    *HEALTH,
+    *SELF_METRICS,
+)

@@ -38,6 +38,7 @@ __all__ = [
     "MAX_NAME_BYTES",
     "check_bool",
     "check_breaker",
+    "check_buckets",
     "check_choice",
     "check_count",
     "check_name",
@@ -425,3 +426,37 @@ def check_choice(value: object, what: str, choices: tuple[str, ...]) -> str:
     if text not in choices:
         raise ValueError(f"{what} must be one of {', '.join(choices)}, got {shown(text)}")
     return text
+
+
+def check_buckets(value: object) -> tuple[float, ...]:
+    """Return a histogram's bucket bounds as plain floats, ``+Inf`` last.
+
+    Given: a non-empty iterable of finite numbers above 0, strictly increasing (``+Inf`` may end
+    it; it is added when absent).
+
+    Raises:
+        TypeError: ``value`` is not an iterable of numbers.
+        ValueError: it is empty, or a bound is not above 0, NaN, infinite before the end, or not
+            above the one before it.
+    """
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise TypeError(f"buckets must be an iterable of numbers, got {type(value).__name__}")
+    bounds: list[float] = []
+    for item in cast("Iterable[object]", value):
+        if not _is_number(item):
+            raise TypeError(f"buckets must hold numbers, got {type(item).__name__}")
+        bound = _float(item, "buckets", "numbers")
+        if bounds and bounds[-1] == math.inf:
+            raise ValueError("buckets must end with +Inf if they hold it, got a bound after it")
+        if not bound > 0:
+            raise ValueError(f"buckets must be above 0, got {shown(item)}")
+        if bounds and not bound > bounds[-1]:
+            raise ValueError(
+                f"buckets must be strictly increasing, got {shown(bound)} after {shown(bounds[-1])}"
+            )
+        bounds.append(bound)
+    if not bounds:
+        raise ValueError("buckets must hold at least one bound")
+    if bounds[-1] != math.inf:
+        bounds.append(math.inf)
+    return tuple(bounds)

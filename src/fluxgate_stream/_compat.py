@@ -19,6 +19,14 @@ use                                    checked against
 ``_classify_slow``,
 ``_collect_slow_thresholds``, a
 breaker's ``_slow_thresholds``
+a breaker's ``_handlers`` (each        fluxgate 0.9.4 (``CircuitBreaker``, ``AsyncCircuitBreaker``;
+state's ``execute``), ``_tracker``,    every call path enters ``_state.execute``, a handler of
+``_tripper``, ``_window``,             ``_handlers``; ``_tracker`` is read at each failure,
+``_consecutive_failures``              ``_tripper`` at each evaluation, which opens the circuit
+                                       when true in closed, or in half-open after a failure)
+``Histogram._buckets``, ``._sum``      prometheus-client 0.22.0 and 0.26.0 (a child's values,
+                                       per bucket not cumulative; file-backed in multiprocess
+                                       mode)
 ``EventLoopToken.backend_class``       anyio 4.16.0, lowest and latest (the token is documented as
 ``.run_sync_soon``                     opaque; its backend's ``run_sync_soon`` exists since 4.16)
 ``MemoryObjectReceiveStream._state``   anyio 4.16.0, lowest and latest (a ``deque``; nothing else
@@ -47,7 +55,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, Protocol, TypeVar, cast
 
 from anyio import Event
 from anyio.streams import memory as _memory
@@ -63,22 +71,33 @@ with warnings.catch_warnings():
     from fluxgate.listeners import prometheus as _upstream
 
 from fluxgate import circuitbreaker as _circuitbreaker
+from fluxgate import trippers as _trippers
 
 if TYPE_CHECKING:
     from collections import deque
+    from collections.abc import Sequence
 
     from anyio.lowlevel import EventLoopToken
     from anyio.streams.memory import MemoryObjectReceiveStream
-    from fluxgate.trippers import Tripper
-    from prometheus_client import CollectorRegistry, Counter, Gauge
+    from fluxgate.state import State
+    from fluxgate.trackers import Tracker
+    from fluxgate.trippers import CallContext, Tripper
+    from fluxgate.windows import Window
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
     from prometheus_client.metrics import MetricWrapperBase
 
 __all__ = [
     "at_fork",
+    "breaker_context",
+    "breaker_handlers",
+    "breaker_state",
+    "breaker_tracker",
+    "breaker_tripper",
     "call_soon",
     "classify_slow",
     "collect_slow_thresholds",
     "format_float",
+    "histogram_add",
     "kept",
     "ki_protected",
     "labelnames",
@@ -87,6 +106,8 @@ __all__ = [
     "protect_from_keyboard_interrupt",
     "registered",
     "same_class",
+    "set_breaker_tracker",
+    "set_breaker_tripper",
     "slow_thresholds",
     "stream_buffer",
     "upstream_state_gauge",
@@ -215,6 +236,29 @@ def multiprocess() -> bool:
     return bool(getattr(_values.ValueClass, "_multiprocess", False))
 
 
+class _Value(Protocol):
+    """A prometheus_client value (``values.ValueClass``), as a histogram child holds them."""
+
+    def inc(self, amount: float) -> None:
+        """Add ``amount``."""
+        ...
+
+
+def histogram_add(child: Histogram, counts: Sequence[int], total: float) -> None:
+    """Add many observations to a histogram child at once: what ``observe()`` does, in bulk.
+
+    ``counts[i]`` observations fell in bucket ``i`` (the first bound at or above them, as
+    ``observe()`` files them: a child's bucket values are not cumulative), and ``total`` is their
+    sum. prometheus_client has no bulk ``observe()``; these are the values it increments.
+    """
+    values = cast("_Value", child._sum)  # pyright: ignore[reportPrivateUsage]  # no bulk observe()
+    values.inc(total)
+    buckets = cast("list[_Value]", child._buckets)  # pyright: ignore[reportPrivateUsage, reportUnknownMemberType]  # as above
+    for index, count in enumerate(counts):
+        if count:
+            buckets[index].inc(count)
+
+
 #: A float formatted as prometheus_client formats ``le`` (``"0.5"``, ``"60.0"``, ``"+Inf"``).
 format_float: Callable[[float], str] = cast(
     "Callable[[float], str]",
@@ -255,6 +299,51 @@ def slow_thresholds(breaker: object) -> object:
     Any object may come in: the caller checks what comes out.
     """
     return cast("object", getattr(breaker, "_slow_thresholds", ()))
+
+
+def breaker_handlers(breaker: object) -> list[object]:
+    """A breaker's state handlers (``_handlers``): each state's ``execute``, every call's path.
+
+    fluxgate's ``CircuitBreaker`` and ``AsyncCircuitBreaker`` (and ``AnyioCircuitBreaker``, built
+    the same way) enter every call (``call``, ``call_with_fallback``, the decorator) through
+    ``self._state.execute``, ``_state`` being one of these objects.
+    """
+    handlers = cast("dict[str, object]", getattr(breaker, "_handlers"))  # noqa: B009  # private, fluxgate 0.9.4
+    return list(handlers.values())
+
+
+def breaker_tracker(breaker: object) -> Tracker:
+    """The tracker a breaker asks whether an exception is a failure (its ``_tracker``)."""
+    return cast("Tracker", getattr(breaker, "_tracker"))  # noqa: B009  # private, fluxgate 0.9.4
+
+
+def set_breaker_tracker(breaker: object, tracker: Tracker) -> None:
+    """Give a breaker another tracker; it reads ``_tracker`` at each failure, so this is live."""
+    setattr(breaker, "_tracker", tracker)  # noqa: B010  # private, fluxgate 0.9.4
+
+
+def breaker_state(breaker: object) -> State:
+    """The state a breaker is in (its ``_state.state``), without building an ``info()``."""
+    return cast("State", getattr(breaker, "_state").state)  # noqa: B009  # private, fluxgate 0.9.4
+
+
+def breaker_tripper(breaker: object) -> Tripper:
+    """The tripper a breaker evaluates after each recorded call (its ``_tripper``)."""
+    return cast("Tripper", getattr(breaker, "_tripper"))  # noqa: B009  # private, fluxgate 0.9.4
+
+
+def set_breaker_tripper(breaker: object, tripper: Tripper) -> None:
+    """Give a breaker another tripper; it reads ``_tripper`` at each evaluation: live."""
+    setattr(breaker, "_tripper", tripper)  # noqa: B010  # private, fluxgate 0.9.4
+
+
+def breaker_context(breaker: object, state: State) -> CallContext:
+    """What the breaker would hand its tripper now, in ``state``: its window and its streak."""
+    window = cast("Window", getattr(breaker, "_window"))  # noqa: B009  # private, fluxgate 0.9.4
+    failures = cast("int", getattr(breaker, "_consecutive_failures"))  # noqa: B009  # as above
+    return _trippers.CallContext(
+        metric=window.get_metric(), state=state, consecutive_failures=failures
+    )
 
 
 # -- anyio -----------------------------------------------------------------------------------------

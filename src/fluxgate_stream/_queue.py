@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
     from fluxgate.signal import Signal
 
-    from fluxgate_stream._apply import Target
+    from fluxgate_stream._apply import Call, Target
 
 __all__ = ["WAKE", "PipelineState", "Wake", "states"]
 
@@ -199,8 +199,8 @@ class PipelineState:
 
     # -- producers (any thread) ------------------------------------------------------------------
 
-    def submit(self, target: Target, signal: Signal | None) -> None:
-        """Queue a transition (or, with ``signal=None``, a ``close()``) for ``target``.
+    def submit(self, target: Target, signal: Signal | Call | None) -> None:
+        """Queue a transition, a metered call or (with ``signal=None``) a ``close()``.
 
         Never blocks on the event loop and never raises for a full buffer. Any thread. This is
         the producers' hot path, written for speed (bound methods, no helper calls on the common

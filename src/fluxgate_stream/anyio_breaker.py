@@ -228,7 +228,9 @@ class AnyioCircuitBreaker:
     class _Handler(ABC):
         """One state's call path. ``execute`` is only entered through ``cb._state.execute``."""
 
-        __slots__ = ("cb",)
+        # "__dict__": fluxgate_stream.calls meters a breaker by giving its handlers their own
+        # execute (an instance attribute), as it does for fluxgate's breakers.
+        __slots__ = ("__dict__", "cb")
         state: ClassVar[State]
 
         def __init__(self, cb: AnyioCircuitBreaker) -> None:

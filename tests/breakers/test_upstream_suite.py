@@ -115,8 +115,13 @@ def upstream_sync_tests(upstream_test_file: Path) -> list[str]:
     return _test_names(upstream_test_file, ast.FunctionDef)
 
 
-def _start_run(
-    run_dir: Path, test_file: Path, target: str, backends: str, deadline: float
+def _start_run(  # noqa: PLR0913, PLR0917  # one run's settings
+    run_dir: Path,
+    test_file: Path,
+    target: str,
+    backends: str,
+    deadline: float,
+    metered: bool = False,  # as above
 ) -> subprocess.Popen[str]:
     run_dir.mkdir()
     shutil.copyfile(test_file, run_dir / TEST_FILE)
@@ -128,13 +133,14 @@ def _start_run(
     env["FLUXGATE_UPSTREAM_TARGET"] = target
     env["FLUXGATE_UPSTREAM_BACKENDS"] = backends
     env["FLUXGATE_UPSTREAM_DEADLINE"] = str(deadline)
+    env["FLUXGATE_UPSTREAM_METERED"] = "1" if metered else "0"
     return start_python(
         "-m",
         "pytest",
         "-p",
         "no:cacheprovider",
         "-q",
-        "--tb=short" if target == "anyio" else "--tb=no",
+        "--tb=no" if target == "upstream" and not metered else "--tb=short",
         "--junitxml=report.xml",
         TEST_FILE,
         cwd=run_dir,
@@ -175,10 +181,23 @@ def suite_results(
         ),
         "threadsafe": _start_run(root / "threadsafe", upstream_test_file, "threadsafe", "", 30),
     }
+    # The same tests against metered breakers (meter_calls): each must behave as unmetered.
+    metered = {
+        "metered-anyio": ("anyio", "asyncio,trio"),
+        "metered-async": ("upstream", "asyncio"),
+        "metered-threadsafe": ("threadsafe", ""),
+        "metered-sync": ("sync", ""),
+    }
+    for run, (target, backends) in metered.items():
+        runs[run] = _start_run(root / run, upstream_test_file, target, backends, 30, metered=True)
     results = {run: _results(root / run, proc) for run, proc in runs.items()}
     return {
         "threadsafe": {"sync": results["threadsafe"]["sync"]},
         "anyio": results["anyio"],
+        "metered-anyio": results["metered-anyio"],
+        "metered-async": {"asyncio": results["metered-async"]["asyncio"]},
+        "metered-threadsafe": {"sync": results["metered-threadsafe"]["sync"]},
+        "metered-sync": {"sync": results["metered-sync"]["sync"]},
         "upstream": {
             "asyncio": results["upstream-asyncio"]["asyncio"],
             "trio": results["upstream-trio"]["trio"],
@@ -214,5 +233,37 @@ def test_fluxgate_sync_suite_passes_against_threadsafe_breaker(
     upstream_sync_tests: list[str],
 ) -> None:
     results = suite_results["threadsafe"]["sync"]
+    assert sorted(results) == upstream_sync_tests
+    assert {name: outcome for name, outcome in results.items() if outcome != "passed"} == {}
+
+
+@pytest.mark.parametrize(
+    ("run", "backend"),
+    [
+        ("metered-anyio", "asyncio"),
+        ("metered-anyio", "trio"),
+        ("metered-async", "asyncio"),
+    ],
+)
+def test_fluxgate_async_suite_passes_against_metered_breakers(
+    suite_results: dict[str, dict[str, dict[str, str]]],
+    upstream_async_tests: list[str],
+    run: str,
+    backend: str,
+) -> None:
+    """AnyioCircuitBreaker and fluxgate's AsyncCircuitBreaker behave the same once metered."""
+    results = suite_results[run][backend]
+    assert sorted(results) == upstream_async_tests
+    assert {name: outcome for name, outcome in results.items() if outcome != "passed"} == {}
+
+
+@pytest.mark.parametrize("run", ["metered-threadsafe", "metered-sync"])
+def test_fluxgate_sync_suite_passes_against_metered_breakers(
+    suite_results: dict[str, dict[str, dict[str, str]]],
+    upstream_sync_tests: list[str],
+    run: str,
+) -> None:
+    """ThreadSafeCircuitBreaker and fluxgate's CircuitBreaker behave the same once metered."""
+    results = suite_results[run]["sync"]
     assert sorted(results) == upstream_sync_tests
     assert {name: outcome for name, outcome in results.items() if outcome != "passed"} == {}

@@ -9,6 +9,7 @@ import sys
 
 import anyio
 import fluxgate.listeners.prometheus as upstream
+from fluxgate import CircuitBreaker
 from fluxgate.signal import Signal
 from prometheus_client import REGISTRY, CollectorRegistry
 
@@ -37,6 +38,9 @@ fluxgate_stream.selfmetrics.export_metrics(pipeline, custom)
 fluxgate_stream.selfmetrics.export_metrics(pipeline)
 fluxgate_stream._circuits.limit_circuits(1, custom)
 names = {"custom": "kept", "default": "reload_kept"}
+metered = CircuitBreaker()  # metered before the reloads, on the default registry
+fluxgate_stream.meter_calls(metered, "reload_calls", pipeline=pipeline)
+metered.call(lambda: None)
 
 
 def value(where, metric, **labels):
@@ -108,6 +112,14 @@ for round, order in enumerate([dependency_order, sorted], start=1):
 
     anyio.run(main)
     assert shown("custom") == "half_open", shown("custom")
+    # A meter from before the reload keeps counting; one made after it shares the series (no
+    # duplicate registration).
+    metered.call(lambda: None)
+    again = CircuitBreaker()
+    with fluxgate_stream.meter_calls(again, f"reload_calls_{round}", pipeline=fresh):
+        again.call(lambda: None)
+    successful = {"circuit_name": "reload_calls", "kind": "successful"}
+    assert value("default", "circuit_breaker_calls_total", **successful) == 1 + round
     # Exporting again takes over the name; no duplicate registration.
     fluxgate_stream.selfmetrics.export_metrics(fresh, custom)
     fluxgate_stream.selfmetrics.export_metrics(fresh)

@@ -9,7 +9,13 @@ from fluxgate.trippers import MinRequests, SlowRate
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fluxgate_stream import PrometheusListener, SignalPipeline, export_metrics, watch
+from fluxgate_stream import (
+    PrometheusListener,
+    SignalPipeline,
+    export_metrics,
+    meter_calls,
+    watch,
+)
 from fluxgate_stream import _catalogue as catalogue
 
 
@@ -41,11 +47,13 @@ def test_every_family_exported_is_in_the_catalogue_and_every_entry_is_exported()
     breaker = CircuitBreaker(tripper=MinRequests(1) & SlowRate(0.5, threshold=1.0))
     breaker.call(lambda: None)
     watch(breaker, "payment_api", registry)
+    meter_calls(breaker, "payment_api", registry, pipeline=pipeline)
     export_metrics(pipeline, registry)
     families = exported(registry)
     assert set(families) == {spec.name for spec in catalogue.ALL}
     for spec in catalogue.ALL:
-        assert families[spec.name] == (spec.kind, spec.help, frozenset(spec.labels)), spec.name
+        labels = {*spec.labels, "le"} if spec.kind == "histogram" else set(spec.labels)
+        assert families[spec.name] == (spec.kind, spec.help, frozenset(labels)), spec.name
 
 
 def test_a_counters_samples_carry_the_total_suffix():

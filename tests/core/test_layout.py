@@ -23,6 +23,7 @@ PUBLIC_MODULES = {
     "anyio_breaker",
     "asgi",
     "background",
+    "calls",
     "demo",
     "health",
     "listener",

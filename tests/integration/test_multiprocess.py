@@ -516,3 +516,52 @@ def test_a_forked_child_publishes_only_its_own_self_metrics(tmp_path):
     assert seen[key] == 8.0
     batches = ("fluxgate_stream_batches_total", (("pipeline", "forked"),))
     assert seen[batches] == 8.0
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_metered_calls_are_file_backed_and_summed_over_workers(tmp_path, backend):
+    """meter_calls() in real worker processes: counters and histogram merged by the collector."""
+    workers = [
+        run_multiprocess_worker(
+            "meter_calls_in_a_multiprocess_worker.py", tmp_path, str(k), backend
+        )
+        for k in (1, 2, 3)
+    ]
+    assert len({worker["pid"] for worker in workers}) == 3
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(tmp_path))
+    for name in ("async", "sync"):
+        counts = {
+            kind: registry.get_sample_value(
+                "circuit_breaker_calls_total", {"circuit_name": name, "kind": kind}
+            )
+            for kind in ("successful", "failed", "ignored", "not_permitted", "cancelled")
+        }
+        # Workers 1, 2, 3 made k + 1 successes and k failures each.
+        assert counts == {
+            "successful": 9.0,
+            "failed": 6.0,
+            "ignored": 0.0,
+            "not_permitted": 0.0,
+            "cancelled": 0.0,
+        }
+        for kind, n in (("successful", 9.0), ("failed", 6.0)):
+            labels = {"circuit_name": name, "kind": kind}
+            assert (
+                registry.get_sample_value("circuit_breaker_call_duration_seconds_count", labels)
+                == n
+            )
+            assert (
+                registry.get_sample_value(
+                    "circuit_breaker_call_duration_seconds_bucket", {**labels, "le": "+Inf"}
+                )
+                == n
+            )
+    # The async meter's own buckets: every call took less than 60 s.
+    assert (
+        registry.get_sample_value(
+            "circuit_breaker_call_duration_seconds_bucket",
+            {"circuit_name": "async", "kind": "successful", "le": "60.0"},
+        )
+        == 9.0
+    )

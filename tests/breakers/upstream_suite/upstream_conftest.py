@@ -24,6 +24,11 @@ and runs pytest on it in a subprocess. Their file is not edited; this conftest a
    reads, and pytest-freezer is not a dependency of this project. Their module imports
    ``freezegun.api.FrozenDateTimeFactory`` for an annotation; without freezegun installed, a stub
    ``freezegun.api`` module provides that name.
+6. Metering: with ``FLUXGATE_UPSTREAM_METERED=1``, every breaker the tests build is metered by
+   ``meter_calls()`` from its construction on (a subclass that meters itself, on a registry and a
+   pipeline of its own, so its calls are written directly): the metered breaker must pass the
+   same tests. ``FLUXGATE_UPSTREAM_TARGET=sync`` runs the sync tests against upstream's own
+   ``CircuitBreaker`` (for its metered variant).
 """
 
 from __future__ import annotations
@@ -43,8 +48,11 @@ import anyio
 import fluxgate
 import fluxgate.permits
 import pytest
+from prometheus_client import CollectorRegistry
 
 from fluxgate_stream.anyio_breaker import AnyioCircuitBreaker
+from fluxgate_stream.calls import meter_calls
+from fluxgate_stream.pipeline import SignalPipeline
 from fluxgate_stream.threadsafe_breaker import ThreadSafeCircuitBreaker
 
 if TYPE_CHECKING:
@@ -56,7 +64,20 @@ T = TypeVar("T")
 
 TARGET = os.environ.get("FLUXGATE_UPSTREAM_TARGET", "anyio")
 #: Whether this run is of the sync tests (``CircuitBreaker``), else of the coroutine tests.
-SYNC = TARGET == "threadsafe"
+SYNC = TARGET in {"threadsafe", "sync"}
+#: Whether every breaker built is metered (``meter_calls``).
+METERED = os.environ.get("FLUXGATE_UPSTREAM_METERED") == "1"
+
+
+def _metered(cls: type[T]) -> type[T]:
+    """A subclass of breaker class ``cls`` whose instances meter their own calls."""
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        cls.__init__(self, *args, **kwargs)
+        meter_calls(self, "upstream", CollectorRegistry(), pipeline=SignalPipeline())
+
+    return type(cls.__name__, (cls,), {"__init__": __init__})
+
 
 #: Backends to run on; the negative control runs each in its own process (see the test module).
 BACKENDS = os.environ.get("FLUXGATE_UPSTREAM_BACKENDS", "asyncio,trio").split(",")
@@ -152,9 +173,10 @@ class _WallClockFreezer:
 
 def pytest_configure(config: pytest.Config) -> None:
     """Set up what their module needs at import. A hook, so importing this file changes nothing."""
-    if TARGET not in {"anyio", "upstream", "threadsafe"}:
+    if TARGET not in {"anyio", "upstream", "threadsafe", "sync"}:
         raise pytest.UsageError(
-            f"FLUXGATE_UPSTREAM_TARGET must be 'anyio', 'upstream' or 'threadsafe', got {TARGET!r}"
+            "FLUXGATE_UPSTREAM_TARGET must be 'anyio', 'upstream', 'threadsafe' or 'sync', "
+            f"got {TARGET!r}"
         )
     if importlib.util.find_spec("freezegun") is None:
         stub = types.ModuleType("freezegun.api")
@@ -173,16 +195,23 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+def _swap(monkeypatch: pytest.MonkeyPatch, module: object, name: str, cls: type[object]) -> None:
+    """Make ``name`` (their module's and ``fluxgate``'s) ``cls``, metered if ``METERED``."""
+    target = _metered(cls) if METERED else cls
+    monkeypatch.setattr(module, name, target)
+    monkeypatch.setattr(fluxgate, name, target)
+
+
 @pytest.fixture(autouse=True)
 def _retarget(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     module = request.module
     if SYNC:
-        monkeypatch.setattr(module, "CircuitBreaker", ThreadSafeCircuitBreaker)
-        monkeypatch.setattr(fluxgate, "CircuitBreaker", ThreadSafeCircuitBreaker)
+        sync = ThreadSafeCircuitBreaker if TARGET == "threadsafe" else fluxgate.CircuitBreaker
+        _swap(monkeypatch, module, "CircuitBreaker", sync)
         return
-    if TARGET == "anyio":
-        monkeypatch.setattr(module, "AsyncCircuitBreaker", AnyioCircuitBreaker)
-        monkeypatch.setattr(fluxgate, "AsyncCircuitBreaker", AnyioCircuitBreaker)
+    if TARGET == "anyio" or METERED:
+        breaker = AnyioCircuitBreaker if TARGET == "anyio" else fluxgate.AsyncCircuitBreaker
+        _swap(monkeypatch, module, "AsyncCircuitBreaker", breaker)
     if request.getfixturevalue("anyio_backend") == "trio":
         monkeypatch.setattr(module, "asyncio", _AsyncioOnAnyio())
 
