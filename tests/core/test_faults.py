@@ -195,12 +195,15 @@ async def test_start_stop_races_lose_nothing_apply_nothing_twice_and_block_no_th
     for producer in producers:
         producer.start()
     try:
-        with anyio.fail_after(60):
-            for cycle in range(300):
+        # A hang guard, not a speed check. No producer waits on a lock while a consumer runs, so
+        # the four threads' tight loops outpace the consumer and every cycle applies a backlog
+        # (about 0.1 s a cycle, 0.3 s under coverage's tracer): 100 cycles, not 300.
+        with anyio.fail_after(120):
+            for cycle in range(100):
                 await consumer.start()
                 for _ in range(rng.randrange(4)):
                     await checkpoint()
-                if cycle % 15 == 0:
+                if cycle % 5 == 0:
                     # Block the loop thread while the consumer "runs": a producer that needed the
                     # loop (to hand over, to be woken, to be let through) would never get there.
                     for producer in producers:
