@@ -356,7 +356,7 @@ async def test_a_call_cancelled_while_it_runs_is_counted_cancelled(anyio_backend
 
         async def hang(started: anyio.Event = started) -> None:
             started.set()
-            await anyio.sleep_forever()
+            await anyio.sleep_forever()  # sleep-ok: cancelled by the test, never woken
 
         async with Consumer(pipeline):
             with anyio.move_on_after(0):  # a deadline, as it is already due

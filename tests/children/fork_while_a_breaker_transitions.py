@@ -57,7 +57,7 @@ while forking.is_alive() and time.monotonic() < deadline:
         frame = frame.f_back
     if "_before_fork" in names or "waitpid" in names or not names:
         break  # the fork has begun (waits for the lock) or is done
-    time.sleep(0.001)  # a deadline poll of the other thread's stack
+    time.sleep(0.001)  # sleep-ok: a deadline poll of the other thread's stack
 release.set()
 transition.join(WAIT)
 forking.join(WAIT)

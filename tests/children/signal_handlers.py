@@ -102,7 +102,7 @@ if case == "exit_mid_batch":
             trip(OPEN)
             produce(send, truth, 400, 2)
             await pipeline.flush()  # the consumer exits in its batch: its shutdown releases us
-            await anyio.sleep_forever()  # the SystemExit ends the run
+            await anyio.sleep_forever()  # sleep-ok: the SystemExit ends the run
 
 elif case == "handler_on_full_buffer":
     pipeline, send, truth, tripwire, trip = setup(4, 5, signal.SIGUSR1)

@@ -213,7 +213,7 @@ def test_start_soon_runs_a_task_on_the_loop_until_stop(backend):
         threads.append(threading.get_ident())
         started.set()
         try:
-            await anyio.sleep_forever()
+            await anyio.sleep_forever()  # sleep-ok: until the stop cancels it
         finally:
             cancelled.set()
 
@@ -276,7 +276,7 @@ def test_a_failing_task_stops_the_consumer_applies_the_queue_and_is_logged(
         deadline = time.monotonic() + 10
         while consumer.running:  # the failure ends the thread on its own
             assert time.monotonic() < deadline, "the consumer thread did not end"
-            time.sleep(0.001)
+            time.sleep(0.001)  # sleep-ok: a deadline poll for the crashed thread to end
     assert shown(registry, "crash") == "open"  # stopping applied what was queued
     assert not pipeline.running
     assert pipeline.stats()["direct"] == 0
@@ -397,7 +397,7 @@ def test_flush_while_another_thread_stops_waits_for_the_stop_to_apply_what_was_q
         while time.monotonic() < deadline and stopping.is_alive():
             if in_frames(main, "flush") and in_frames(main, "join"):
                 break
-            time.sleep(0.001)  # a deadline poll of the other thread's stack
+            time.sleep(0.001)  # sleep-ok: a deadline poll of the other thread's stack
         sink.release.set()
 
     releaser = threading.Thread(target=release_once_flush_waits)
