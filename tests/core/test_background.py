@@ -403,7 +403,7 @@ def test_flush_while_another_thread_stops_waits_for_the_stop_to_apply_what_was_q
     releaser = threading.Thread(target=release_once_flush_waits)
     deadline = time.monotonic() + 10
     while consumer._phase != "stopping" and time.monotonic() < deadline:  # stop() has begun
-        time.sleep(0.001)  # a deadline poll, as above
+        time.sleep(0.001)  # sleep-ok: a deadline poll, as above
     releaser.start()
     consumer.flush(timeout=10)
     written = sink.written
