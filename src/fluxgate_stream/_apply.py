@@ -22,8 +22,10 @@ which does the same as its block ends: a deferred call never waits for a later o
 Across ``os.fork()``: the forking thread takes ``APPLY_LOCK`` just before the fork and lets it go
 just after, in the parent and in the child, so the child never inherits a write half-done by
 another thread (its metrics are the parent's as applied at that moment) nor a lock that a thread
-it does not have holds. What the parent deferred is the parent's: the child forgets it, and the
-parent's last hook to let the lock go runs it.
+it does not have holds. What must be done to the metrics right after a fork, before any other
+thread of the parent writes (multiprocess mode's state gauge: ``_circuits``), is registered with
+``while_forked()`` and runs with the lock still held. What the parent deferred is the parent's:
+the child forgets it, and the parent runs it once the lock is let go.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from collections.abc import Callable, Generator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Protocol, cast
 
-from fluxgate_stream._compat import at_fork, kept, owned
+from fluxgate_stream._compat import at_fork, kept, late_bound, owned
 
 if TYPE_CHECKING:
     from fluxgate.signal import Signal
@@ -55,6 +57,7 @@ __all__ = [
     "defer",
     "holding",
     "run_deferred",
+    "while_forked",
 ]
 
 #: Serialises every write to the metrics. Process-wide because targets (a registry's circuits)
@@ -123,19 +126,52 @@ def holding() -> Generator[None]:
         run_deferred()
 
 
+#: What runs right after a fork, with ``APPLY_LOCK`` still held: per key, the calls for the
+#: parent and for the child (``while_forked()``). Kept across ``importlib.reload``.
+_Forked = dict[str, tuple[Callable[[], None], Callable[[], None]]]
+_WHILE_FORKED: _Forked = kept("apply.while_forked", _Forked)
+
+
+def while_forked(
+    key: str, *, in_parent: Callable[[], object], in_child: Callable[[], object]
+) -> None:
+    """Run ``in_parent`` / ``in_child`` after every ``os.fork()``, before ``APPLY_LOCK`` is let go.
+
+    Once per ``key``, however often the caller is reloaded; each must be a module-level function
+    (the one of that name in its module when the fork happens runs) and must not raise: an
+    ``Exception`` is logged, and the lock is let go whatever happened.
+    """
+    _WHILE_FORKED.setdefault(key, (late_bound(in_parent), late_bound(in_child)))
+
+
+def _run_while_forked(side: int, where: str) -> None:
+    # A fork hook never raises (os.fork would only print it, and the lock would stay taken).
+    for key, calls in list(_WHILE_FORKED.items()):
+        try:
+            calls[side]()
+        except Exception:  # a fork hook never raises: os.fork would only print it
+            _log.exception("fluxgate-stream: %s failed after os.fork() %s", key, where)
+
+
 def _before_fork() -> None:
     APPLY_LOCK.acquire()  # no write is half-done in the forking thread's copy of the process
 
 
 def _after_fork_in_parent() -> None:
-    APPLY_LOCK.release()
-    run_deferred()  # a signal handler's listener call during the fork (if no other hook holds it)
+    try:
+        _run_while_forked(0, "in the parent")
+    finally:
+        APPLY_LOCK.release()
+    run_deferred()  # a signal handler's listener call during the fork
 
 
-def _after_fork_in_child() -> None:
+def _after_fork_in_child() -> None:  # pragma: no cover  # runs in forked children (their tests)
     _DEFERRED.clear()  # the parent's queued work: the parent does it
     _RUNNING.clear()  # threads the child has not (a new thread may get one's ident)
-    APPLY_LOCK.release()  # the forking thread held it at the fork: in the child it still does
+    try:
+        _run_while_forked(1, "in the child")
+    finally:
+        APPLY_LOCK.release()  # the forking thread held it at the fork: in the child it still does
 
 
 # Registered once (a reload finds the registration kept); each runs this module's current code.

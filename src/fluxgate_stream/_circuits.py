@@ -21,8 +21,9 @@ Fork, in multiprocess mode (``gunicorn --preload`` imports the app in the master
 workers): a forked child counts in each circuit's current state from the start, and the process
 that forked stops counting until its circuit's own next transition. prometheus_client gives a
 child its own files (its value objects switch files when the pid changes) but they start empty:
-the ``os.register_at_fork`` hooks at the end of this module re-write, in the child, each circuit's
-six rows into the child's files, and zero the parent's row of the state it shows. Without them the
+the hooks at the end of this module (run by ``_apply``'s fork hooks, with ``APPLY_LOCK`` held)
+re-write, in the child, each circuit's six rows into the child's files, and zero the parent's row
+of the state it shows. Without them the
 master would count in ``closed`` for ever, and a worker in no state until its first transition.
 Single-process mode needs nothing: a child's metrics are a copy of its parent's.
 
@@ -33,15 +34,13 @@ Module state that identifies series (the families and their circuits) survives
 from __future__ import annotations
 
 import logging
-import os
 import time
 import weakref
-from contextlib import suppress
 from typing import TYPE_CHECKING, TypeVar, cast
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
-from fluxgate_stream._apply import APPLY_LOCK, SEQUENCE, holding, run_deferred
+from fluxgate_stream._apply import APPLY_LOCK, SEQUENCE, holding, while_forked
 from fluxgate_stream._catalogue import ALL_STATES, OWN_TRANSITIONS, STATE, TRANSITIONS
 from fluxgate_stream._checks import check_count, check_registry, shown
 from fluxgate_stream._compat import (
@@ -570,15 +569,10 @@ def limit_circuits(max_circuits: int | None, registry: CollectorRegistry | None 
 
 # -- fork, in multiprocess mode --------------------------------------------------------------------
 #
-# Invariants: the hooks do something only in multiprocess mode and only once this process has
-# multiprocess circuits (``_forking`` says whether ``_before_fork`` took APPLY_LOCK, and is only
-# written with APPLY_LOCK held). APPLY_LOCK is held across the fork, so no write of ours is half
-# done in the child: its holders never block (see ``_apply``), so the fork waits for one batch's
-# writes at most. In the child, only the forking thread exists: it releases the lock it inherited
-# as the owner. A hook never raises (os.fork would only print it): a failure is logged, and the
-# lock is released whatever happened.
-
-_forking: list[bool] = kept("circuits.forking", lambda: [False])
+# Invariants: ``_apply``'s fork hooks hold APPLY_LOCK across the fork and run these two with it
+# still held, so no write of ours is half done in the child and no other thread of the parent
+# writes a circuit between the fork and ``uncount``. They do something only in multiprocess mode,
+# once this process has multiprocess circuits, and never raise (a failure is logged).
 
 
 def _forked_family() -> _Family | None:
@@ -586,26 +580,16 @@ def _forked_family() -> _Family | None:
     return _MULTIPROCESS_FAMILIES.get(value_class()) if multiprocess() else None
 
 
-def _before_fork() -> None:
-    # Nothing here can raise (a dict lookup, a lock): if it did, os.fork() would print it and go
-    # on, with the lock not taken and ``_forking`` False, so that the after-hooks do nothing.
-    if _forked_family() is not None:
-        APPLY_LOCK.acquire()
-        _forking[0] = True
+def _uncount_after_fork() -> None:
+    _after_fork(Circuit.uncount, "in the parent")
 
 
-def _after_fork_in_parent() -> None:
-    if _forking[0]:
-        _after_fork(Circuit.uncount, "in the parent")
-
-
-def _after_fork_in_child() -> None:  # pragma: no cover  # runs in forked children (their tests)
-    if _forking[0]:
-        _after_fork(Circuit.recount, "in the child")
+def _recount_after_fork() -> None:  # pragma: no cover  # runs in forked children (their tests)
+    _after_fork(Circuit.recount, "in the child")
 
 
 def _after_fork(move: Callable[[Circuit], None], where: str) -> None:
-    """Apply ``move`` to every multiprocess circuit, then release the lock ``_before_fork`` took."""
+    """Apply ``move`` to every multiprocess circuit. Caller holds APPLY_LOCK (a fork hook)."""
     try:
         family = _forked_family()
         if family is not None:
@@ -613,24 +597,6 @@ def _after_fork(move: Callable[[Circuit], None], where: str) -> None:
                 move(circuit)
     except Exception:  # noqa: BLE001  # a fork hook never raises: os.fork would only print it
         _log.exception("fluxgate-stream could not move the state gauge %s after os.fork()", where)
-    finally:
-        _forking[0] = False
-        # RuntimeError: in the child, another hook made the lock anew: nothing to release.
-        with suppress(RuntimeError):
-            APPLY_LOCK.release()
-        run_deferred()  # what a signal handler deferred during the fork (the child's: nothing)
 
 
-def _register_fork_hooks() -> bool:
-    # The hooks look their functions up in this module's namespace when they run, so after
-    # importlib.reload (kept(): registered once) they run the reloaded code.
-    if hasattr(os, "register_at_fork"):  # POSIX
-        os.register_at_fork(
-            before=lambda: _before_fork(),  # noqa: PLW0108  # looked up at each fork: reload-proof
-            after_in_parent=lambda: _after_fork_in_parent(),  # noqa: PLW0108  # as above
-            after_in_child=lambda: _after_fork_in_child(),  # noqa: PLW0108  # as above
-        )
-    return True
-
-
-kept("circuits.fork_hooks", _register_fork_hooks)
+while_forked("circuits.state_gauge", in_parent=_uncount_after_fork, in_child=_recount_after_fork)

@@ -175,7 +175,7 @@ def at_fork(
     def register() -> bool:
         if hasattr(os, "register_at_fork"):
             hooks = {
-                name: _current(hook)
+                name: late_bound(hook)
                 for name, hook in (
                     ("before", before),
                     ("after_in_parent", after_in_parent),
@@ -189,7 +189,11 @@ def at_fork(
     kept(f"at_fork.{key}", register)
 
 
-def _current(function: Callable[[], object]) -> Callable[[], None]:
+def late_bound(function: Callable[[], object]) -> Callable[[], None]:
+    """A call of the module-level function named like ``function``, looked up when it runs.
+
+    What a registration kept across ``importlib.reload`` calls: the module's current code.
+    """
     module, name = function.__module__, function.__name__
 
     def call() -> None:
