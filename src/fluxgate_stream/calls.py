@@ -108,6 +108,7 @@ from fluxgate_stream._compat import (
     set_breaker_tripper,
     value_class,
 )
+from fluxgate_stream._handles import Closing
 from fluxgate_stream._queue import PipelineState
 from fluxgate_stream.anyio_breaker import AnyioCircuitBreaker
 from fluxgate_stream.pipeline import resolve_pipeline
@@ -115,7 +116,6 @@ from fluxgate_stream.threadsafe_breaker import ThreadSafeCircuitBreaker
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Iterator
-    from types import TracebackType
 
     from fluxgate.signal import Signal
     from fluxgate.trippers import CallContext
@@ -484,7 +484,7 @@ def _family(registry: CollectorRegistry, bounds: tuple[float, ...] | None) -> _F
 # -- the handle ------------------------------------------------------------------------------------
 
 
-class CallMeter:
+class CallMeter(Closing):
     """The metering of one breaker's calls under one ``circuit_name``. Made by ``meter_calls()``.
 
     ``close()`` it, or use it as a context manager, to stop metering: the breaker is given back
@@ -570,17 +570,6 @@ class CallMeter:
             self._closed = True
         self._undo()
         self._state.submit(self._target, None)
-
-    def __enter__(self) -> CallMeter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _sync_path(

@@ -83,10 +83,9 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from fluxgate_stream import _catalogue as catalogue
 from fluxgate_stream._checks import check_breaker, check_name, check_registry, check_thresholds
 from fluxgate_stream._compat import format_float, multiprocess, registered, same_class
+from fluxgate_stream._handles import Closing
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from fluxgate.circuitbreaker import CircuitBreakerInfo
 
 __all__ = ["HealthCollector", "HealthWatch", "SupportsInfo", "watch"]
@@ -125,7 +124,7 @@ class SupportsInfo(Protocol):
         ...
 
 
-class HealthWatch:
+class HealthWatch(Closing):
     """One watched breaker: its ``circuit_name`` on one collector. Returned by ``watch()``.
 
     Use it as a context manager, or call ``close()``, to stop exporting. The watch also ends by
@@ -172,17 +171,6 @@ class HealthWatch:
         Closing never affects a later watch of the same name.
         """
         self.collector.unwatch(self)
-
-    def __enter__(self) -> HealthWatch:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class _Entry:
