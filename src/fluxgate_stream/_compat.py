@@ -34,6 +34,9 @@ state's ``execute``), ``_tracker``,    every call path enters ``_state.execute``
 ``MemoryObjectStreamState``            anyio 4.16.0, lowest and latest (what ``receive()`` does,
 ``.waiting_receivers``,                minus its ``checkpoint()`` and ``receive_nowait()``)
 ``memory._MemoryObjectItemReceiver``
+``type(anyio.Event())`` made directly  anyio 4.16.0, lowest and latest (each backend's ``Event``
+                                       subclass makes itself in ``__new__``; ``Event()`` looks the
+                                       backend up through sniffio first, at each call)
 ``trio.lowlevel.enable_ki_protection`` trio 0.32.0 and 0.35.0 (public, but only since 0.28 does
                                        it mark the function itself, so that it can be applied
                                        after definition; before, it returned a wrapper)
@@ -96,6 +99,7 @@ __all__ = [
     "call_soon",
     "classify_slow",
     "collect_slow_thresholds",
+    "event_class",
     "format_float",
     "histogram_add",
     "kept",
@@ -377,7 +381,18 @@ def stream_buffer(receive: MemoryObjectReceiveStream[_T]) -> deque[_T]:
     return receive._state.buffer  # pyright: ignore[reportPrivateUsage]  # see above
 
 
-async def wait_for_item(receive: MemoryObjectReceiveStream[_T], into: list[_T]) -> None:
+def event_class() -> type[Event]:
+    """The running backend's ``anyio.Event`` subclass: ``event_class()()`` is an ``Event()``.
+
+    In an async context only. An ``Event()`` asks sniffio which backend runs, at every call; a
+    consumer that makes one per wait asks once, when it starts.
+    """
+    return type(Event())
+
+
+async def wait_for_item(
+    receive: MemoryObjectReceiveStream[_T], into: list[_T], make_event: type[Event]
+) -> None:
     """Wait, on an empty stream, for the next item sent to it, and append it to ``into``.
 
     ``receive()`` without its loss: anyio's ``receive()`` holds the item a sender handed it in a
@@ -390,7 +405,7 @@ async def wait_for_item(receive: MemoryObjectReceiveStream[_T], into: list[_T]) 
     state = receive._state  # pyright: ignore[reportPrivateUsage]  # see above
     waiting = state.waiting_receivers
     receiver = _memory._MemoryObjectItemReceiver[_T]()  # pyright: ignore[reportPrivateUsage]  # see above
-    event = Event()
+    event = make_event()
     waiting[event] = receiver
     try:
         await event.wait()

@@ -114,6 +114,7 @@ class PipelineState:
         "batches",
         "bridge",
         "bridge_append",
+        "buffer",
         "loop_thread",
         "max_buffer_size",
         "overflowing",
@@ -142,6 +143,7 @@ class PipelineState:
         self.send: MemoryObjectSendStream[Item | Wake]
         self.receive: MemoryObjectReceiveStream[Item | Wake]
         self.send_nowait: Callable[[Item | Wake], None]
+        self.buffer: deque[Item | Wake]  # the stream's buffer (``stream_buffer``): read it, only
         self.open_stream()
         self.close_stream()
         self.bridge: Final[deque[Item]] = deque()  # any thread appends; the consumer pops
@@ -183,6 +185,7 @@ class PipelineState:
             self.max_buffer_size
         )
         self.send_nowait = self.send.send_nowait
+        self.buffer = stream_buffer(self.receive)
 
     def close_stream(self) -> None:
         """Close the stream: what is still sent to it raises. Caller holds APPLY_LOCK."""
@@ -191,7 +194,7 @@ class PipelineState:
 
     def queued(self) -> int:
         """Items in the stream and the bridge now (the overflow queue's count as overflowed)."""
-        return self.send.statistics().current_buffer_used + len(self.bridge)
+        return len(self.buffer) + len(self.bridge)
 
     def overflowed(self) -> int:
         """Signals that went to the overflow queue so far: taken off it, and still on it."""
@@ -302,7 +305,7 @@ class PipelineState:
 
         Loop thread only. Wake-ups come along; ``apply_taken`` skips them.
         """
-        buffer = stream_buffer(self.receive)
+        buffer = self.buffer
         n = min(len(buffer), limit)
         taken = self.taken
         before = len(taken)

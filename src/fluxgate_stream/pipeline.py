@@ -66,16 +66,17 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import asdict, dataclass
+from time import monotonic
 from typing import TYPE_CHECKING, Final, cast
 
 import anyio
-from anyio import current_time
 from anyio.lowlevel import checkpoint, current_token
 
 from fluxgate_stream._apply import APPLY_LOCK, run_deferred
 from fluxgate_stream._checks import check_count, check_seconds, check_signal, check_target
 from fluxgate_stream._compat import (
     at_fork,
+    event_class,
     ki_protected,
     protect_from_keyboard_interrupt,
     same_class,
@@ -274,13 +275,9 @@ class SignalPipeline:
     @ki_protected
     async def _consume(self) -> None:
         state = self._state
+        make_event = event_class()  # the backend, looked up once
         while True:
-            if self._step() and (
-                state.bridge
-                or state.overflowing
-                or state.spill
-                or state.send.statistics().current_buffer_used
-            ):
+            if self._step() and (state.bridge or state.overflowing or state.spill or state.buffer):
                 await checkpoint()  # fairness: yield between batches, and be cancellable
                 continue
             # Drained (or nothing was there): sleep; receive() yields to the event loop first.
@@ -290,11 +287,14 @@ class SignalPipeline:
                 state.sleeping = False
                 continue
             # receive(), except that the item goes straight into state.taken, where it stays
-            # until written (see PipelineState), whatever exception comes.
+            # until written (see PipelineState), whatever exception comes. Unlike receive(), no
+            # checkpoint first: the stream is empty (the loop thread has not run a producer since
+            # the look above), so the wait yields to the event loop, and is where a cancellation
+            # lands; a busy stream took the checkpoint above. One task step per lone signal, not
+            # two.
+            assert not state.buffer  # noqa: S101  # an invariant stated where it must hold (-O drops it): wait_for_item's precondition
             before = len(state.taken)
-            await checkpoint()  # as receive() does: yield to the event loop first
-            if not state.send.statistics().current_buffer_used:
-                await wait_for_item(state.receive, state.taken)
+            await wait_for_item(state.receive, state.taken, make_event)
             state.sleeping = False
             if len(state.taken) > before:
                 state.taken_from_stream += 1
@@ -306,7 +306,7 @@ class SignalPipeline:
                 # per window, not per signal); a lone signal after a quiet spell is applied at
                 # once, with no timer. flush() cuts a window short; if the consumer is cancelled
                 # meanwhile, _stop() applies the item in state.taken.
-                now = current_time()
+                now = monotonic()  # no backend lookup; a window is a span of real time
                 if now < self._quiet_at:
                     self._quiet_at = now + 2 * self.batch_window  # the batch ends a window on
                     with anyio.CancelScope() as window:
@@ -388,7 +388,7 @@ class SignalPipeline:
                 "SignalPipeline.flush() must be awaited on the event loop that runs its consumer"
             )
         request = _FlushRequest(
-            stream=state.taken_from_stream + state.send.statistics().current_buffer_used,
+            stream=state.taken_from_stream + len(state.buffer),
             bridge=state.taken_from_bridge + len(state.bridge),
             spill=state.taken_from_spill + len(state.spill),
         )
