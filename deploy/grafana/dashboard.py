@@ -83,6 +83,9 @@ CIRCUITS = f'{TARGETS}, circuit_name=~"$circuit"'
 STATE = catalogue.STATE.sample
 TRANSITIONS_TOTAL = catalogue.TRANSITIONS.sample
 STATE_SECONDS_TOTAL = catalogue.STATE_SECONDS.sample
+CALLS_TOTAL = catalogue.CALLS.sample
+CALL_DURATION_BUCKET = f"{catalogue.CALL_DURATION.sample}_bucket"
+TRIPS_TOTAL = catalogue.TRIPS.sample
 
 # The recording rules of deploy/prometheus/rules.yml that the dashboard reads.
 SEVERITY_RULE = "instance_circuit_name:circuit_breaker_state_severity:max"
@@ -150,12 +153,54 @@ TIME_IN_STATE = (
     f"(increase({STATE_SECONDS_TOTAL}{{{CIRCUITS}}}[$__range])) > 0"
 )
 
+
+# Calls (meter_calls): counters and a histogram, summed over each circuit's processes (the
+# multiprocess collector already sums an instance's workers) and instances.
+def _calls_rate(kinds: str | None = None) -> str:
+    """Calls per second of each selected circuit, of the ``kinds`` (a regex) or of all."""
+    match = "=~" if kinds is not None and "|" in kinds else "="
+    selector = CIRCUITS if kinds is None else f'kind{match}"{kinds}", {CIRCUITS}'
+    return f"sum by (job, circuit_name) (rate({CALLS_TOTAL}{{{selector}}}[$__rate_interval]))"
+
+
+CALLS_BY_KIND = (
+    f"sum by (job, circuit_name, kind) (rate({CALLS_TOTAL}{{{CIRCUITS}}}[$__rate_interval]))"
+)
+# Rejected / all calls; failed / the calls that ran to a tracked outcome. A circuit with no
+# calls in the window has no ratio (the `> 0` keeps 0 / 0 out), not a NaN.
+REJECTION_RATIO = f"{_calls_rate('not_permitted')} / ({_calls_rate()} > 0)"
+FAILURE_RATIO = f"{_calls_rate('failed')} / ({_calls_rate('successful|failed')} > 0)"
+#: The latency quantiles the latency panel draws, one query each.
+QUANTILES = (0.5, 0.95, 0.99)
+
+
+def latency_quantile(quantile: float) -> str:
+    """The ``quantile`` of the duration of the selected circuits' calls that ran.
+
+    Every kind the histogram records: successful, failed, ignored.
+    """
+    return (
+        f"histogram_quantile({quantile}, sum by (job, circuit_name, le) "
+        f"(rate({CALL_DURATION_BUCKET}{{{CIRCUITS}}}[$__rate_interval])))"
+    )
+
+
+# Trips in the dashboard's range by the tripper conditions that held; round(): increase()
+# extrapolates, and a trip is a whole number.
+TRIPS_BY_REASON = (
+    "round(sum by (job, circuit_name, reason) ("
+    f"increase({TRIPS_TOTAL}{{{CIRCUITS}}}[$__range])"
+    ")) > 0"
+)
+
 #: The legend of a per-circuit series: a circuit is its job's.
 CIRCUIT_LEGEND = "{{circuit_name}} ({{job}})"
 
 
-def _query(expr: str, *, legend: str | None = None, instant: bool = False) -> Dataquery:
-    query = Dataquery().expr(expr).datasource(DATASOURCE).ref_id("A")
+def _query(
+    expr: str, *, legend: str | None = None, instant: bool = False, ref_id: str = "A"
+) -> Dataquery:
+    query = Dataquery().expr(expr).datasource(DATASOURCE).ref_id(ref_id)
     query = query.instant() if instant else query.range()
     if legend is not None:
         query = query.legend_format(legend)
@@ -467,6 +512,81 @@ def _time_in_state() -> bargauge.Panel:
     )
 
 
+def _calls_by_kind() -> timeseries.Panel:
+    return _window_panel(
+        18,
+        "Calls per second by kind",
+        "Calls through each selected circuit per second, by how they ended: successful, failed "
+        "(the tracker counts it), ignored, not_permitted (rejected) and cancelled; summed over "
+        "the circuit's processes and instances.",
+        _query(CALLS_BY_KIND, legend=CIRCUIT_LEGEND + ": {{kind}}"),
+        "suffix: calls/s",
+    )
+
+
+def _rejection_ratio() -> timeseries.Panel:
+    return _window_panel(
+        19,
+        "Rejection ratio",
+        "not_permitted / all calls of each selected circuit: the share of its callers refused "
+        "(open, forced open, half-open without a permit). No line while it has no calls.",
+        _query(REJECTION_RATIO, legend=CIRCUIT_LEGEND),
+        "percentunit",
+    )
+
+
+def _failure_ratio() -> timeseries.Panel:
+    return _window_panel(
+        20,
+        "Failure ratio",
+        "failed / (successful + failed) calls of each selected circuit, over every call (not "
+        "only the breaker's window, which resets at each transition). No line while no call "
+        "ran to an outcome.",
+        _query(FAILURE_RATIO, legend=CIRCUIT_LEGEND),
+        "percentunit",
+    )
+
+
+def _latency() -> timeseries.Panel:
+    panel = _window_panel(
+        21,
+        "Call latency (p50, p95, p99)",
+        "The median, 95th and 99th percentile duration of each selected circuit's calls that "
+        "ran (successful, failed, ignored), from circuit_breaker_call_duration_seconds: "
+        "interpolated within the histogram's buckets.",
+        _query(
+            latency_quantile(QUANTILES[0]),
+            legend=f"{CIRCUIT_LEGEND} p{QUANTILES[0] * 100:g}",
+        ),
+        "s",
+    )
+    for ref_id, quantile in zip("BC", QUANTILES[1:], strict=True):
+        panel = panel.with_target(
+            _query(
+                latency_quantile(quantile),
+                legend=f"{CIRCUIT_LEGEND} p{quantile * 100:g}",
+                ref_id=ref_id,
+            )
+        )
+    return panel
+
+
+def _trips_by_reason() -> bargauge.Panel:
+    return (
+        _bar_panel(
+            22,
+            "Trips by reason over the time range",
+            "How many times each selected circuit tripped open during the dashboard's time "
+            "range, by the tripper conditions that held (failure_rate, slow_rate, avg_latency, "
+            "failure_streak, other; several joined by +), summed over processes and instances.",
+            _query(TRIPS_BY_REASON, legend=CIRCUIT_LEGEND + ": {{reason}}", instant=True),
+            0,
+        )
+        .unit("none")
+        .span(24)
+    )
+
+
 #: The query variables, in order: each lists the values of its label among the series the
 #: variables before it select (label_values, refreshed with the time range), several may be
 #: picked, and "All" matches every value (``.*``, so series that lack the label match too).
@@ -511,7 +631,8 @@ def build() -> dash.Dashboard:
         .description(
             "State and transitions of fluxgate circuit breakers, as exported by fluxgate-stream "
             "(or fluxgate's own PrometheusListener), their health at scrape time "
-            "(fluxgate_stream.health) and their time in each state (time_in_state=True)."
+            "(fluxgate_stream.health), their time in each state (time_in_state=True) and their "
+            "calls (meter_calls)."
         )
         .tags(["fluxgate", "circuit-breaker", "prometheus"])
         .editable()
@@ -544,6 +665,12 @@ def build() -> dash.Dashboard:
         .with_row(dash.Row("Time in state: $circuit").id(14))
         .with_panel(_time_open())
         .with_panel(_time_in_state())
+        .with_row(dash.Row("Calls: $circuit").id(17))
+        .with_panel(_calls_by_kind())
+        .with_panel(_rejection_ratio())
+        .with_panel(_failure_ratio())
+        .with_panel(_latency())
+        .with_panel(_trips_by_reason())
     )
 
 

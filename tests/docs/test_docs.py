@@ -128,7 +128,7 @@ def test_every_alerts_runbook_url_names_a_section_of_the_built_runbook(site):
     that anchor (GitHub renders the same one for these plain headings)."""
     alerts = (ROOT / "deploy" / "prometheus" / "alerts.yml").read_text(encoding="utf-8")
     urls = re.findall(r"^ +runbook_url: (\S+)$", alerts, flags=re.M)
-    assert len(urls) == alerts.count("- alert: ") == 5
+    assert len(urls) == alerts.count("- alert: ") == 7
     prefix = f"{SOURCE_URL}/blob/main/docs/runbook.md#"
     assert all(url.startswith(prefix) for url in urls), urls
     missing = {url.removeprefix(prefix) for url in urls} - anchors(page(site, "runbook"))

@@ -29,6 +29,7 @@ import yaml
 from markdown.extensions.toc import slugify
 
 from fluxgate_stream import ALL_STATES, health
+from fluxgate_stream._catalogue import CALL_DURATION, CALLS, TRIPS
 from fluxgate_stream.time_in_state import SECONDS_NAME
 
 from ..support.processes import run_python
@@ -89,17 +90,27 @@ def board() -> dict[str, Any]:
 def panels() -> dict[str, dict[str, Any]]:
     """The dashboard's panels (rows excluded) by title."""
     found = {p["title"]: p for p in board()["panels"] if p["type"] != "row"}
-    assert len(found) == 12, sorted(found)
+    assert len(found) == 17, sorted(found)
     return found
+
+
+def query_key(title: str, panel: dict[str, Any], target: dict[str, Any]) -> str:
+    """A query's key: its panel's title, with its refId for a panel of several queries."""
+    return title if len(panel["targets"]) == 1 else f"{title} [{target['refId']}]"
+
+
+def targets() -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """Every panel query, by ``query_key``: (its panel, the query)."""
+    return {
+        query_key(title, panel, target): (panel, target)
+        for title, panel in panels().items()
+        for target in panel["targets"]
+    }
 
 
 def exprs() -> dict[str, str]:
-    """Every panel's one query, by title."""
-    found: dict[str, str] = {}
-    for title, panel in panels().items():
-        (target,) = panel["targets"]
-        found[title] = target["expr"]
-    return found
+    """Every panel query's expression, by ``query_key``."""
+    return {key: target["expr"] for key, (_panel, target) in targets().items()}
 
 
 def rules(path: Path) -> list[dict[str, Any]]:
@@ -262,7 +273,7 @@ def test_the_timeline_reads_the_severity_ranks_the_recording_rule_writes():
 def test_dashboard_adds_a_health_row_read_from_the_breakers_at_scrape_time():
     dashboard = board()
     rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
-    assert rows[-2] == "Health at scrape time: $circuit"
+    assert rows[-3] == "Health at scrape time: $circuit"
     by_title = panels()
 
     def only_target(title: str) -> dict[str, Any]:
@@ -325,7 +336,7 @@ def test_the_health_panels_query_only_metrics_the_health_module_exports():
 def test_dashboard_adds_a_time_in_state_row():
     dashboard = board()
     rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
-    assert rows[-1] == "Time in state: $circuit"
+    assert rows[-2] == "Time in state: $circuit"
     by_title = panels()
 
     time_open = by_title["Fraction of time open"]
@@ -353,6 +364,79 @@ def test_dashboard_adds_a_time_in_state_row():
     for panel in (time_open, in_state):
         (target,) = panel["targets"]
         assert set(re.findall(r"circuit_breaker_\w+", target["expr"])) == {f"{SECONDS_NAME}_total"}
+
+
+def test_dashboard_adds_a_calls_row_read_from_the_call_metrics():
+    dashboard = board()
+    rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
+    assert rows[-1] == "Calls: $circuit"
+    by_title = panels()
+    calls = f"circuit_breaker_calls_total{{{{{{kind}}{SELECTED}}}}}"
+
+    def rate(kind: str = "") -> str:
+        return f"sum by (job, circuit_name) (rate({calls.format(kind=kind)}[$__rate_interval]))"
+
+    by_kind = by_title["Calls per second by kind"]
+    assert by_kind["type"] == "timeseries"
+    (target,) = by_kind["targets"]
+    assert target["expr"] == (
+        f"sum by (job, circuit_name, kind) (rate({calls.format(kind='')}[$__rate_interval]))"
+    )
+    assert target["legendFormat"] == "{{circuit_name}} ({{job}}): {{kind}}"
+    assert by_kind["fieldConfig"]["defaults"]["unit"] == "suffix: calls/s"
+
+    # not_permitted / every kind; failed / (successful + failed); no ratio of 0 / 0.
+    rejected, failed, ran = (
+        'kind="not_permitted", ',
+        'kind="failed", ',
+        'kind=~"successful|failed", ',
+    )
+    for title, expr in (
+        ("Rejection ratio", f"{rate(rejected)} / ({rate()} > 0)"),
+        ("Failure ratio", f"{rate(failed)} / ({rate(ran)} > 0)"),
+    ):
+        panel = by_title[title]
+        (target,) = panel["targets"]
+        assert target["expr"] == expr, title
+        assert target["legendFormat"] == "{{circuit_name}} ({{job}})", title
+        defaults = panel["fieldConfig"]["defaults"]
+        assert (defaults["unit"], defaults["min"], defaults["max"]) == ("percentunit", 0, 1)
+
+    latency = by_title["Call latency (p50, p95, p99)"]
+    assert latency["type"] == "timeseries"
+    assert latency["fieldConfig"]["defaults"]["unit"] == "s"
+    assert [(t["refId"], t["expr"], t["legendFormat"]) for t in latency["targets"]] == [
+        (
+            ref_id,
+            f"histogram_quantile({quantile}, sum by (job, circuit_name, le) "
+            f"(rate(circuit_breaker_call_duration_seconds_bucket{{{SELECTED}}}"
+            "[$__rate_interval])))",
+            f"{{{{circuit_name}}}} ({{{{job}}}}) p{percentile}",
+        )
+        for ref_id, quantile, percentile in (("A", 0.5, 50), ("B", 0.95, 95), ("C", 0.99, 99))
+    ]
+
+    trips = by_title["Trips by reason over the time range"]
+    assert trips["type"] == "bargauge"
+    (target,) = trips["targets"]
+    assert target["expr"] == (
+        "round(sum by (job, circuit_name, reason) "
+        f"(increase(circuit_breaker_trips_total{{{SELECTED}}}[$__range]))) > 0"
+    )
+    assert target["instant"] is True
+    assert target["legendFormat"] == "{{circuit_name}} ({{job}}): {{reason}}"
+    assert trips["fieldConfig"]["defaults"]["unit"] == "none"
+
+
+def test_the_calls_row_queries_only_the_metrics_meter_calls_exports():
+    exported = {spec.sample for spec in (CALLS, TRIPS)} | {f"{CALL_DURATION.sample}_bucket"}
+    row = [p for p in board()["panels"] if p["id"] > 17]
+    assert len(row) == 5
+    for panel in row:
+        for target in panel["targets"]:
+            used = set(re.findall(r"circuit_breaker_\w+", target["expr"]))
+            assert used, panel["title"]
+            assert used <= exported, (panel["title"], used - exported)
 
 
 def test_timeline_shows_the_most_severe_state_first():
@@ -412,13 +496,16 @@ OVERVIEW = {"Currently Open Circuits", "Circuit Trip Rate", "Circuit State Overv
 
 def test_rates_use_grafanas_rate_interval_and_ranges_the_dashboards_range():
     windows = {
-        title: re.findall(r"\[([^\]]+)\]", expr) for title, expr in exprs().items() if "[" in expr
+        key: re.findall(r"\[([^\]]+)\]", target["expr"])
+        for key, (_panel, target) in targets().items()
+        if "[" in target["expr"]
     }
     for title, found in windows.items():
-        instant = panels()[title]["targets"][0].get("instant", False)
+        instant = targets()[title][1].get("instant", False)
         # A time series gets Grafana's step-aware window; an instant panel sums the range.
-        assert found == ["$__range" if instant else "$__rate_interval"], title
-    assert {"Circuit Trip Rate", "Fraction of time open"} <= set(windows)
+        # A ratio of two rates: both over the same window.
+        assert set(found) == {"$__range" if instant else "$__rate_interval"}, title
+    assert {"Circuit Trip Rate", "Fraction of time open", "Rejection ratio"} <= set(windows)
 
 
 def test_no_shipped_query_compares_the_state_gauge_with_one():
@@ -428,14 +515,14 @@ def test_no_shipped_query_compares_the_state_gauge_with_one():
         *(rule["expr"] for rule in rules(PROMETHEUS / "alerts.yml")),
         *(rule["expr"] for rule in rules(PROMETHEUS / "rules.yml")),
     ]
-    assert len(queries) == 12 + 5 + 2
+    assert len(queries) == 19 + 7 + 5
     assert [q for q in queries if re.search(r"==\s*1\b", q)] == []
 
 
 def test_dashboard_ids_are_unique_and_the_uid_is_stable():
     dashboard = board()
     ids = [p["id"] for p in dashboard["panels"]]
-    assert ids == list(range(1, 17))
+    assert ids == list(range(1, 23))
     assert dashboard["uid"] == "fluxgate-stream"
     assert "id" not in dashboard  # importing creates a new dashboard, keyed by uid
 
@@ -448,8 +535,8 @@ def test_promtool_checks_the_alerting_and_recording_rules():
     result = promtool("check", "rules", "alerts.yml", "rules.yml")
     assert result.returncode == 0, result.stderr
     assert result.stdout == (
-        "Checking alerts.yml\n  SUCCESS: 5 rules found\n\n"
-        "Checking rules.yml\n  SUCCESS: 2 rules found\n\n"
+        "Checking alerts.yml\n  SUCCESS: 7 rules found\n\n"
+        "Checking rules.yml\n  SUCCESS: 5 rules found\n\n"
     )
 
 
@@ -476,9 +563,44 @@ def run_changed_unit_tests(tmp_path: Path, rules_file: str, text: str) -> str:
     ("change", "alert"),
     [
         (("> 3", "> 4"), "CircuitBreakerFlapping"),
-        (("for: 5m", "for: 6m"), "CircuitBreakerOpen"),
+        (
+            (
+                "for: 5m\n        labels:\n          severity: critical",
+                "for: 6m\n        labels:\n          severity: critical",
+            ),
+            "CircuitBreakerOpen",
+        ),
         (('state=~"open|half_open"', 'state="open"'), "CircuitBreakerOpen"),
         (('state=~"disabled|metrics_only"', 'state="disabled"'), "CircuitBreakerProtectionOff"),
+        (
+            (
+                "(rate(circuit_breaker_calls_total[5m])) > 0) > 0.1",
+                "(rate(circuit_breaker_calls_total[5m])) > 0) > 0.25",
+            ),
+            "CircuitBreakerCallsRejected",
+        ),
+        (
+            (
+                "(rate(circuit_breaker_calls_total[5m])) >= 0.1",
+                "(rate(circuit_breaker_calls_total[5m])) >= 0",
+            ),
+            "CircuitBreakerCallsRejected",
+        ),
+        (
+            (
+                '(rate(circuit_breaker_calls_total{kind=~"successful|failed"}[5m])) >= 0.1',
+                "(rate(circuit_breaker_calls_total[5m])) >= 0.1",
+            ),
+            "CircuitBreakerCallsFailing",
+        ),
+        (
+            (
+                'sum without (state) (circuit_breaker_state{state="closed"})',
+                'sum without (state) (circuit_breaker_state{state=~"closed|open"})',
+            ),
+            "CircuitBreakerCallsFailing",
+        ),
+        (("for: 10m", "for: 11m"), "CircuitBreakerCallsFailing"),
     ],
 )
 def test_the_rules_unit_tests_catch_a_changed_rule(tmp_path, change, alert):
@@ -507,6 +629,14 @@ SINGLE_PROCESS_EXPRESSIONS = {
     "CircuitBreakerProtectionOff": (
         'max without (state) (circuit_breaker_state{state=~"disabled|metrics_only"}) == 1'
     ),
+    "CircuitBreakerCallsFailing": (
+        'sum without (kind) (rate(circuit_breaker_calls_total{kind="failed"}[5m]))'
+        ' / sum without (kind) (rate(circuit_breaker_calls_total{kind=~"successful|failed"}[5m]))'
+        " > 0.1"
+        ' and sum without (kind) (rate(circuit_breaker_calls_total{kind=~"successful|failed"}[5m]))'
+        " >= 0.1"
+        ' and max without (state) (circuit_breaker_state{state="closed"}) == 1'
+    ),
 }
 
 
@@ -526,7 +656,13 @@ def test_the_unit_tests_fail_each_alert_that_compares_the_gauge_with_one(tmp_pat
     "change",
     [
         ("+ 5", "+ 3"),  # open ranked as half_open
-        (" > 0)\n", ")\n"),  # a circuit with no live process: 0 / 0 recorded as NaN
+        # a circuit with no live process: 0 / 0 recorded as NaN
+        (
+            "(sum without (state) (circuit_breaker_state) > 0)",
+            "(sum without (state) (circuit_breaker_state))",
+        ),
+        ('{kind=~"successful|failed"}[5m])) > 0)', "[5m])) > 0)"),  # ignored ones counted
+        ("rate(circuit_breaker_calls_total[5m])) > 0)", "rate(circuit_breaker_calls_total[5m])))"),
     ],
 )
 def test_the_recording_rules_unit_tests_catch_a_changed_rule(tmp_path, change):
@@ -547,11 +683,29 @@ def test_promtool_checks_the_sample_config_and_the_rules_it_loads():
         " SUCCESS: prometheus.yml is valid prometheus config file syntax\n"
         "\n"
         "Checking alerts.yml\n"
-        "  SUCCESS: 5 rules found\n"
+        "  SUCCESS: 7 rules found\n"
         "\n"
         "Checking rules.yml\n"
-        "  SUCCESS: 2 rules found\n"
+        "  SUCCESS: 5 rules found\n"
         "\n"
+    )
+
+
+def test_the_call_alerts_spell_out_the_call_recording_rules():
+    """The alerts read the raw counters (alerts.yml works alone), with the very expressions that
+    rules.yml records: the two cannot drift apart."""
+    recorded = {rule["record"]: rule["expr"] for rule in rules(PROMETHEUS / "rules.yml")}
+    rate = recorded["instance_circuit_name:circuit_breaker_calls:rate5m"]
+    rejected = recorded["instance_circuit_name:circuit_breaker_calls_not_permitted:ratio_rate5m"]
+    failed = recorded["instance_circuit_name:circuit_breaker_calls_failed:ratio_rate5m"]
+    by_name = alerts()
+    assert by_name["CircuitBreakerCallsRejected"]["expr"] == (f"{rejected} > 0.1 and {rate} >= 0.1")
+    ran = 'sum without (kind) (rate(circuit_breaker_calls_total{kind=~"successful|failed"}[5m]))'
+    assert ran in failed
+    assert by_name["CircuitBreakerCallsFailing"]["expr"] == (
+        f"{failed} > 0.1 and {ran} >= 0.1 "
+        'and sum without (state) (circuit_breaker_state{state="closed"}) '
+        "/ sum without (state) (circuit_breaker_state) > 0"
     )
 
 
@@ -672,6 +826,84 @@ OTHER_SERIES = [
     ),
 ]
 
+
+def _call_series(instance: str, per_minute: dict[str, int], buckets: dict[str, dict[str, int]]):
+    """One circuit's (payment_api's) call counters and duration buckets on one instance: calls a
+    minute by kind, and by kind, calls a minute at or under each bucket bound."""
+    circuit = f'instance="{instance}", circuit_name="payment_api"'
+    series = [
+        (f'circuit_breaker_calls_total{{{circuit}, kind="{kind}"}}', f"0+{n}x10")
+        for kind, n in per_minute.items()
+    ]
+    series.extend(
+        (
+            f'circuit_breaker_call_duration_seconds_bucket{{{circuit}, kind="{kind}", le="{le}"}}',
+            f"0+{n}x10",
+        )
+        for kind, bounds in buckets.items()
+        for le, n in bounds.items()
+    )
+    return series
+
+
+KINDS = dict.fromkeys(("successful", "failed", "ignored", "not_permitted", "cancelled"), 0)
+# Calls (meter_calls): counters and a histogram, which multiprocess mode sums over an instance's
+# workers (checkout-1's 3 workers export one series per kind). checkout's payment_api, over its
+# two instances: 30 + 15 successful, 15 + 0 failed, 60 + 0 refused calls a minute; of the 60
+# that ran, 30 took over 0.1 s (15 of checkout-1's successes, all its failures), none over 1 s.
+# Counts a minute are multiples of 15, so that every rate and ratio is an exact float: promtool
+# compares them exactly.
+OTHER_SERIES += [
+    *_call_series(
+        C1,
+        {**KINDS, "successful": 30, "failed": 15, "not_permitted": 60},
+        {
+            "successful": {"0.1": 15, "1.0": 30, "+Inf": 30},
+            "failed": {"0.1": 0, "1.0": 15, "+Inf": 15},
+        },
+    ),
+    *_call_series(
+        C2,
+        {**KINDS, "successful": 15},
+        {"successful": {"0.1": 15, "1.0": 15, "+Inf": 15}},
+    ),
+    # ledger's payment_api: 60 successful calls a minute, all under 0.1 s
+    *_call_series(L2, {**KINDS, "successful": 60}, {"successful": {"0.1": 60, "+Inf": 60}}),
+    # trips: checkout-1 one a minute by failure rate; checkout-2 none; ledger-2 one, at 5m, for
+    # which the failure rate and the slow-call rate held
+    (
+        f'circuit_breaker_trips_total{{instance="{C1}", circuit_name="payment_api", '
+        'reason="failure_rate"}',
+        "0+1x10",
+    ),
+    (
+        f'circuit_breaker_trips_total{{instance="{C2}", circuit_name="payment_api", '
+        'reason="failure_rate"}',
+        "0x10",
+    ),
+    (
+        f'circuit_breaker_trips_total{{instance="{L2}", circuit_name="payment_api", '
+        'reason="failure_rate+slow_rate"}',
+        "0x5 1x5",
+    ),
+]
+
+
+def _quantile(q: float, bounds: list[tuple[float, float]]) -> float:
+    """histogram_quantile of cumulative (bound, count) buckets, the first from 0."""
+    rank = q * bounds[-1][1]
+    lower, below = 0.0, 0.0
+    for bound, count in bounds:
+        if count >= rank:
+            return lower + (bound - lower) * ((rank - below) / (count - below))  # as Prometheus
+        lower, below = bound, count
+    raise AssertionError(bounds)
+
+
+# Per second: checkout's payment_api, both instances: 0.5 calls at or under 0.1 s, 1 under 1 s.
+CP_BUCKETS = [(0.1, 0.5), (1.0, 1.0), (float("inf"), 1.0)]
+LP_BUCKETS = [(0.1, 1.0), (float("inf"), 1.0)]
+
 CP, CS, CR, LP = (
     'job="checkout", circuit_name="payment_api"',
     'job="checkout", circuit_name="search_api"',
@@ -714,6 +946,27 @@ EXPECTED_ALL = {
         f'{{{CP}, state="closed"}}': 600,
         f'{{{LP}, state="open"}}': 600,
     },
+    "Calls per second by kind": {
+        **{f'{{{CP}, kind="{kind}"}}': 0.0 for kind in KINDS},
+        f'{{{CP}, kind="successful"}}': 0.75,
+        f'{{{CP}, kind="failed"}}': 0.25,
+        f'{{{CP}, kind="not_permitted"}}': 1.0,
+        **{f'{{{LP}, kind="{kind}"}}': 0.0 for kind in KINDS},
+        f'{{{LP}, kind="successful"}}': 1.0,
+    },
+    "Rejection ratio": {f"{{{CP}}}": 0.5, f"{{{LP}}}": 0},  # 60 of 120
+    "Failure ratio": {f"{{{CP}}}": 0.25, f"{{{LP}}}": 0},  # 15 of 60
+    **{
+        f"Call latency (p50, p95, p99) [{ref_id}]": {
+            f"{{{CP}}}": _quantile(q, CP_BUCKETS),
+            f"{{{LP}}}": _quantile(q, LP_BUCKETS),
+        }
+        for ref_id, q in (("A", 0.5), ("B", 0.95), ("C", 0.99))
+    },
+    "Trips by reason over the time range": {
+        f'{{{CP}, reason="failure_rate"}}': 10,
+        f'{{{LP}, reason="failure_rate+slow_rate"}}': 1,
+    },
 }
 #: The same with one job and one instance picked (checkout-2, a single process).
 EXPECTED_ONE_INSTANCE = {
@@ -730,6 +983,10 @@ EXPECTED_ONE_INSTANCE = {
         f'{{{CS}, state="half_open"}}': 1,
         f'{{{CR}, state="half_open"}}': 1,
     },
+    "Rejection ratio": {f"{{{CP}}}": 0},
+    "Failure ratio": {f"{{{CP}}}": 0},
+    "Call latency (p50, p95, p99) [B]": {f"{{{CP}}}": 0.1 * 0.95},  # all 15 under 0.1 s
+    "Trips by reason over the time range": {},  # none on checkout-2
 }
 
 
@@ -816,7 +1073,7 @@ def test_the_prometheusrule_holds_exactly_the_rules_files_groups():
         for group in yaml.safe_load((PROMETHEUS / source).read_text(encoding="utf-8"))["groups"]
     ]
     assert manifest["spec"] == {"groups": groups}
-    assert sum(len(group["rules"]) for group in groups) == 7
+    assert sum(len(group["rules"]) for group in groups) == 12
 
 
 def test_committed_prometheusrule_is_what_the_generator_writes():
@@ -832,4 +1089,4 @@ def test_promtool_checks_the_prometheusrules_groups(tmp_path):
     (tmp_path / "spec.yml").write_text(yaml.safe_dump(manifest["spec"]), encoding="utf-8")
     result = promtool("check", "rules", "spec.yml", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "Checking spec.yml\n  SUCCESS: 7 rules found\n\n"
+    assert result.stdout == "Checking spec.yml\n  SUCCESS: 12 rules found\n\n"
