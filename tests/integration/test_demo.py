@@ -8,12 +8,14 @@ import json
 import logging
 import queue
 import re
+import shlex
 import signal
 import socket
 import sys
 import threading
 import time
 import urllib.request
+from importlib.metadata import PathDistribution
 from typing import Any
 
 import pytest
@@ -368,24 +370,62 @@ def test_main_reports_a_port_in_use(caplog):
 @pytest.mark.parametrize(
     ("module", "args", "message"),
     [
-        (
-            "rich",
-            ["demo"],
-            "fluxgate-stream demo needs 'rich': pip install 'fluxgate-stream[demo]'",
-        ),
-        (
-            "trio",
-            ["demo", "--backend", "trio"],
-            "--backend trio needs trio: pip install 'fluxgate-stream[trio]'",
-        ),
+        ("rich", ["demo"], "fluxgate-stream demo needs 'rich': "),
+        ("trio", ["demo", "--backend", "trio"], "--backend trio needs trio: "),
     ],
 )
 def test_main_names_a_missing_optional_dependency(monkeypatch, capsys, module, args, message):
+    extra = "demo" if module == "rich" else "trio"  # the extra that brings it
     monkeypatch.setitem(sys.modules, module, None)  # importing it now fails, as if not installed
     for loaded in ("_app", "_report", "_view"):
         monkeypatch.delitem(sys.modules, f"fluxgate_stream.demo.{loaded}", raising=False)
     assert __main__.main(args) == 2
-    assert capsys.readouterr().err == message + "\n"
+    err = capsys.readouterr().err
+    assert err == message + __main__.install_hint(extra) + "\n"
+    # this interpreter's pip (make demo's .venv), never PyPI's fluxgate-stream, which is not ours
+    assert err.startswith(f"{message}{shlex.quote(sys.executable)} -m pip install ")
+    assert f"[{extra}]'" in err
+    assert "fluxgate-stream[" not in err
+
+
+def _installed(tmp_path: Any, direct_url: dict[str, Any] | None) -> PathDistribution:
+    """A real installed-distribution record of fluxgate-stream, as pip writes one."""
+    info = tmp_path / "fluxgate_stream-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fluxgate-stream\nVersion: 0.1.0\n")
+    if direct_url is not None:
+        (info / "direct_url.json").write_text(json.dumps(direct_url))
+    return PathDistribution(info)
+
+
+@pytest.mark.parametrize(
+    ("direct_url", "command"),
+    [
+        # make demo, make test: `pip install -e '.[demo,...]'` from the checkout
+        (
+            {"url": "file:///home/me/fluxgate%20stream", "dir_info": {"editable": True}},
+            "-m pip install -e '/home/me/fluxgate stream[demo]'",
+        ),
+        ({"url": "file:///src/fs", "dir_info": {}}, "-m pip install '/src/fs[demo]'"),
+        # the wheel: `pip install dist/fluxgate_stream-0.1.0-py3-none-any.whl`
+        (
+            {"url": "file:///d/fluxgate_stream-0.1.0-py3-none-any.whl", "archive_info": {}},
+            "-m pip install '/d/fluxgate_stream-0.1.0-py3-none-any.whl[demo]'",
+        ),
+        # no record of where it came from (or a remote one): say how, from a checkout
+        (None, "-m pip install '.[demo]' in a checkout of fluxgate-stream (it is not on PyPI)"),
+        (
+            {"url": "https://example.org/fs.whl", "archive_info": {}},
+            "-m pip install '.[demo]' in a checkout of fluxgate-stream (it is not on PyPI)",
+        ),
+    ],
+)
+def test_the_install_hint_follows_how_fluxgate_stream_was_installed(
+    monkeypatch, tmp_path, direct_url, command
+):
+    installed = _installed(tmp_path, direct_url)
+    monkeypatch.setattr(__main__, "distribution", lambda _name: installed)
+    assert __main__.install_hint("demo") == f"{shlex.quote(sys.executable)} {command}"
 
 
 # -- a real process, stopped by a signal ------------------------------------------------------
