@@ -2,8 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Two install levels: the demo needs only the package and its "demo" extra (rich); the checks
-# need the whole toolchain. Each stamp is redone whenever the project metadata changes.
+# Two install levels: the demo needs only the package and its "demo" extra (rich), and "trio" for
+# `DEMO_ARGS="--backend trio"`; the checks need the whole toolchain. Each stamp is redone whenever the project metadata changes.
 DEMO_STAMP := $(VENV)/.demo-stamp
 STAMP := $(VENV)/.installed-stamp
 WHEEL_VENV := $(CURDIR)/.wheel-venv
@@ -22,7 +22,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(DEMO_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[demo]'
+	$(BIN)/python -m pip install --quiet -e '.[demo,trio]'
 	touch $(DEMO_STAMP)
 
 $(STAMP): pyproject.toml | $(BIN)/python

@@ -31,6 +31,7 @@ class Config:
         storm_repeats: runs per storm configuration and listener, interleaved (medians).
         trickle_transitions: isolated transitions per trickle run.
         trickle_rounds: trickle rounds (each runs every listener once, interleaved; medians).
+        calls: passing calls per breaker and side in the calls section (whole batches of 128).
         companion_quick: the companion benchmarks (sections 7-9) at their smoke sizes.
     """
 
@@ -54,6 +55,7 @@ class Config:
     storm_repeats: int
     trickle_transitions: int
     trickle_rounds: int
+    calls: int
     companion_quick: bool
 
     def scaled(self, factor: float) -> Config:
@@ -79,6 +81,7 @@ class Config:
             storm_repeats=n(self.storm_repeats),
             trickle_transitions=n(self.trickle_transitions, 10),
             trickle_rounds=n(self.trickle_rounds),
+            calls=n(self.calls, 512),
             companion_quick=self.companion_quick or factor < 1,
         )
 
@@ -104,6 +107,7 @@ FULL = Config(
     storm_repeats=3,
     trickle_transitions=100,
     trickle_rounds=7,
+    calls=100_000,
     companion_quick=False,
 )
 
@@ -128,5 +132,6 @@ QUICK = Config(
     storm_repeats=1,
     trickle_transitions=10,
     trickle_rounds=1,
+    calls=1_024,
     companion_quick=True,
 )

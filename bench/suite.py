@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 
-from bench import breakers, drain, lag, memory, producer, scrape, storm, trickle
+from bench import breakers, calls, drain, lag, memory, producer, scrape, storm, trickle
 from bench.config import FULL, QUICK, Config
 from bench.harness import (
     fmt_bytes,
@@ -50,6 +50,7 @@ SECTIONS = (
     "time-in-state",
     "storm",
     "trickle",
+    "calls",
 )
 ALIASES = {"whole-call": "breakers"}
 
@@ -58,6 +59,10 @@ STORM_RATE_TARGET = 2.0  # ours' throughput at least 2x upstream's
 STORM_P99_TARGET = 0.5  # ours' p99 breaker call at most 0.5x upstream's
 TRICKLE_CPU_TARGET = 1.0  # total CPU per isolated transition at most 1.0x upstream's
 TRICKLE_LAG_TARGET_NS = 5_000_000.0  # "applied within a few ms": p99 until applied
+#: Targets of issue #13: metering a passing sync call on the loop thread adds at most 15% to the
+#: bare breaker call, and at most a third of what writing both metrics directly adds.
+CALLS_OVERHEAD_TARGET = 0.15
+CALLS_SHARE_TARGET = 1 / 3
 LOOP_RATIO_TARGET = 30.0
 LOOP_P99_TARGET_NS = 2_000.0
 THREAD_RATIO_TARGET = 30.0
@@ -99,6 +104,7 @@ class BackendResults:
     whole_call: list[breakers.WholeCall] = field(default_factory=list)
     storms: list[storm.StormResult] = field(default_factory=list)
     trickles: list[trickle.TrickleResult] = field(default_factory=list)
+    calls: list[calls.CallsResult] = field(default_factory=list)
 
 
 def _progress(message: str) -> None:
@@ -179,6 +185,9 @@ async def run_backend(cfg: Config, backend: Backend, only: frozenset[str]) -> Ba
             await trickle.trickle(where, cfg.trickle_transitions, cfg.trickle_rounds)
             for where in ("loop thread", "worker thread")
         ]
+    if "calls" in only:
+        _progress(f"{tag}: 12. calls")
+        out.calls = await calls.every_breaker(backend.label, cfg.calls)
     return out
 
 
@@ -244,6 +253,63 @@ def _trickle_ratio(r: trickle.TrickleResult) -> float:
 
 #: One row of the targets table: its title, whether a backend has its data, and its cell.
 _Row = tuple[str, Callable[[BackendResults], bool], Callable[[BackendResults], str]]
+
+
+def _calls_rows() -> list[_Row]:
+    """The calls section's rows of the targets table."""
+
+    def sync_calls(res: BackendResults) -> calls.CallsResult:
+        return res.calls[0]  # fluxgate's sync CircuitBreaker, on the loop thread
+
+    def calls_overhead_cell(res: BackendResults) -> str:
+        value = sync_calls(res).over_bare("metered")
+        return f"{value:+.1%} {_mark(ok=value <= CALLS_OVERHEAD_TARGET)}"
+
+    def calls_share_cell(res: BackendResults) -> str:
+        value = sync_calls(res).share()
+        return f"{value:.2f} {_mark(ok=value <= CALLS_SHARE_TARGET)}"
+
+    def calls_cpu_cell(res: BackendResults) -> str:
+        r = sync_calls(res)
+        return f"{r.cpu_over_bare('metered'):+.1%}, {r.cpu_share():.2f} of direct's"
+
+    def async_calls_cell(res: BackendResults) -> str:
+        return ", ".join(
+            f"{r.breaker.removesuffix('CircuitBreaker')} {r.over_bare('metered'):+.1%} "
+            f"({r.share():.2f} of direct's)"
+            for r in res.calls[1:]
+            if not r.note
+        )
+
+    def has_calls(res: BackendResults) -> bool:
+        return bool(res.calls)
+
+    return [
+        (
+            "calls, sync CircuitBreaker on the loop thread: metering adds <= "
+            f"{CALLS_OVERHEAD_TARGET:.0%} to the bare call (caller, median)",
+            has_calls,
+            calls_overhead_cell,
+        ),
+        (
+            "calls, sync CircuitBreaker: metering adds <= 1/3 of what direct prometheus_client "
+            "writes add (caller, median)",
+            has_calls,
+            calls_share_cell,
+        ),
+        (
+            "(info) calls, sync CircuitBreaker: total CPU incl. the consumer, metered over bare, "
+            "and its share of direct's",
+            has_calls,
+            calls_cpu_cell,
+        ),
+        (
+            "(info) calls, the async breakers: metering over the bare call, and its share of "
+            "direct's (caller, median)",
+            has_calls,
+            async_calls_cell,
+        ),
+    ]
 
 
 def _target_rows(cfg: Config) -> list[_Row]:
@@ -371,6 +437,7 @@ def _target_rows(cfg: Config) -> list[_Row]:
             trickle_cell(1),
         ),
         ("trickle: ours applied within a few ms (p99 <= 5 ms)", has_trickle, trickle_lag_cell),
+        *_calls_rows(),
         (
             f"loop-thread producer >= {LOOP_RATIO_TARGET:.0f}x cheaper than upstream (median)",
             has_loop,
@@ -418,7 +485,8 @@ def targets_section(cfg: Config, results: dict[str, BackendResults]) -> str:
         return "## Targets\n\nNo per-backend section ran."
     return (
         "## Targets\n\n"
-        "Issue #12's targets, each a ratio to upstream's listener measured in the same run; "
+        "Issue #12's targets, each a ratio to upstream's listener measured in the same run, and "
+        "issue #13's (calls), ratios to the bare breaker call in the same run; "
         "PASS or FAIL per backend. Figures from a loaded or shared machine are not final.\n\n"
         + table(["Target", *labels], rows)
     )
@@ -854,6 +922,68 @@ def trickle_section(cfg: Config, results: dict[str, BackendResults]) -> str:
     )
 
 
+def calls_section(cfg: Config, results: dict[str, BackendResults]) -> str:
+    rows: list[list[str]] = []
+    for label, res in results.items():
+        for r in res.calls:
+            if r.note:
+                rows.append([label, r.breaker, r.note, "", "", "", "", "", "", "", ""])
+                continue
+            sync = r.breaker == "CircuitBreaker"
+            over, share = r.over_bare("metered"), r.share()
+            rows.append(
+                [
+                    label,
+                    r.breaker,
+                    fmt_ns(r.median("bare")),
+                    f"{fmt_ns(r.median('metered'))} ({over:+.1%})"
+                    + (f" {_mark(ok=over <= CALLS_OVERHEAD_TARGET)}" if sync else ""),
+                    f"{fmt_ns(r.median('direct'))} ({r.over_bare('direct'):+.1%})",
+                    f"{share:.2f}" + (f" {_mark(ok=share <= CALLS_SHARE_TARGET)}" if sync else ""),
+                    f"{fmt_ns(r.p99('bare'))} / {fmt_ns(r.p99('metered'))} / "
+                    f"{fmt_ns(r.p99('direct'))}",
+                    fmt_ns(r.cpu_per_call("bare")),
+                    f"{fmt_ns(r.cpu_per_call('metered'))} ({r.cpu_over_bare('metered'):+.1%}) / "
+                    f"{fmt_ns(r.cpu_per_call('direct'))} ({r.cpu_over_bare('direct'):+.1%})",
+                    f"{r.cpu_share():.2f}",
+                    r.check,
+                ]
+            )
+    headers = [
+        "Backend",
+        "Breaker",
+        "bare call",
+        "metered (over bare)",
+        "direct prometheus_client (over bare)",
+        "metered / direct overhead",
+        "p99 bare / metered / direct",
+        "CPU per call incl. consumer: bare",
+        "metered / direct (over bare)",
+        "CPU: metered / direct overhead",
+        "metrics after",
+    ]
+    return (
+        "## 12. Calls: metering a passing call\n\n"
+        "A call through a closed breaker (fluxgate's default settings) of a function that "
+        "returns at once, on the event-loop thread, with the consumer running. *Bare*: the "
+        "breaker alone; *metered*: `meter_calls(cb, name, registry, pipeline=pipeline)`; "
+        "*direct*: the same breaker's `call` wrapped in what a user would write instead, timing "
+        "the call and then `counter.labels(name, kind).inc()` and "
+        "`histogram.labels(name, kind).observe(seconds)` with prometheus_client, in the call. "
+        f"{cfg.calls:,} calls per side, in batches of {calls.BATCH} that take turns (the order "
+        "rotating), every call timed on its own; medians. These columns are the caller's time "
+        "only: the consumer writes the metered calls' metrics between batches, in a `flush()` "
+        "that is not timed. The *CPU* columns are the process CPU time (`time.process_time`, "
+        "all threads) of each batch until its `flush()` returned, per call: the total, consumer "
+        "included (median over batches; every side flushes alike). *Metered / direct overhead*: "
+        "what metering adds over what the direct writes add. fluxgate's `AsyncCircuitBreaker` "
+        "cannot run on trio. *Metrics after*: the metered and the direct counters and histogram "
+        "counts equal the calls made. Targets (issue #13, sync `CircuitBreaker`): metering adds "
+        f"<= {CALLS_OVERHEAD_TARGET:.0%} to the bare call and <= 1/3 of what the direct writes "
+        "add.\n\n" + table(headers, rows)
+    )
+
+
 def companion_section(title: str, module_name: str, *, quick: bool) -> str:
     """A companion benchmark's table (``module_name.run``), when that module exists."""
     title = f"## {title}\n\n"
@@ -943,6 +1073,8 @@ def render(  # noqa: PLR0913  # everything the report states
         sections.append(storm_section(cfg, results))
     if "trickle" in only:
         sections.append(trickle_section(cfg, results))
+    if "calls" in only:
+        sections.append(calls_section(cfg, results))
     return "\n\n".join(sections) + "\n"
 
 

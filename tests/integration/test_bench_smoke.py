@@ -31,9 +31,10 @@ SECTIONS = (
     "## 9. Time in state: cost, off vs on",
     "## 10. Storm: worker threads transitioning in a tight loop",
     "## 11. Trickle: isolated transitions, total CPU per transition",
+    "## 12. Calls: metering a passing call",
 )
 #: The sections with a table per backend, whose rows start with the backend's name.
-PER_BACKEND = (*SECTIONS[1:7], SECTIONS[10], SECTIONS[11])
+PER_BACKEND = (*SECTIONS[1:7], *SECTIONS[10:13])
 
 
 @pytest.fixture(scope="module")
@@ -142,9 +143,10 @@ def test_memory_runs_pushed_the_configured_signal_counts(report):
 @pytest.mark.slow
 def test_trio_has_no_async_breaker_row(report):
     written, _ = report
-    rows = _rows(written, SECTIONS[6])
-    trio_async = next(r for r in rows if r[:2] == ["trio", "AsyncCircuitBreaker"])
-    assert trio_async[2] == "n/a: asyncio only"
+    for section in (SECTIONS[6], SECTIONS[12]):
+        rows = _rows(written, section)
+        trio_async = next(r for r in rows if r[:2] == ["trio", "AsyncCircuitBreaker"])
+        assert trio_async[2] == "n/a: asyncio only"
 
 
 def test_a_missing_breaker_benchmark_is_reported_not_fatal(monkeypatch):
@@ -228,6 +230,74 @@ def test_whole_call_covers_every_breaker_action_and_listener(report):
             assert all(re.search(r"\([+-]\d+%\)$", cell) for cell in row[4:7]), row
 
 
+def _calls_rows(written: str) -> list[list[str]]:
+    return [r for r in _rows(written, SECTIONS[12]) if r[0] in ("asyncio", "trio")]
+
+
+def _check_calls_rows(rows: list[list[str]]) -> None:
+    """Every measured row: figures over bare, the sync breaker's targets marked, counts exact."""
+    for row in rows:
+        if "n/a" in row[2]:
+            continue
+        assert re.fullmatch(r"\S+ [nµm]?s", row[2]), row  # the bare call
+        assert re.search(r"\([+-]\d+\.\d%\)", row[3]), row
+        assert re.search(r"\([+-]\d+\.\d%\)$", row[4]), row
+        assert re.match(r"-?\d+\.\d\d", row[5]), row
+        # the caller's time, and the total CPU with the consumer's work, both reported
+        assert len(re.findall(r"\([+-]\d+\.\d%\)", row[8])) == 2, row
+        sync = row[1] == "CircuitBreaker"
+        assert sync == ("PASS" in row[3] or "FAIL" in row[3]), row
+        assert sync == ("PASS" in row[5] or "FAIL" in row[5]), row
+        assert row[-1] == "exact", row
+
+
+@pytest.mark.slow
+def test_calls_measured_every_breaker_bare_metered_and_direct(report):
+    written, _ = report
+    rows = _calls_rows(written)
+    measured = {(r[0], r[1]) for r in rows if "n/a" not in r[2]}
+    assert measured == {
+        *(
+            ("asyncio", kind)
+            for kind in ("CircuitBreaker", "AsyncCircuitBreaker", "AnyioCircuitBreaker")
+        ),
+        *(("trio", kind) for kind in ("CircuitBreaker", "AnyioCircuitBreaker")),
+    }
+    _check_calls_rows(rows)
+    targets = {r[0]: r[1:] for r in _rows(written, SECTIONS[0])}
+    overhead = next(t for t in targets if t.startswith("calls, sync CircuitBreaker on the loop"))
+    share = next(t for t in targets if t.startswith("calls, sync CircuitBreaker: metering adds"))
+    assert "15%" in overhead
+    assert "1/3" in share
+    assert any(t.startswith("(info) calls, sync CircuitBreaker: total CPU") for t in targets)
+
+
+@pytest.mark.slow
+def test_the_calls_section_alone_at_a_small_scale(tmp_path):
+    output = tmp_path / "calls.md"
+    run_python(
+        "-m",
+        "bench",
+        "--only",
+        "calls",
+        "--scale",
+        "0.01",
+        "--backend",
+        "trio",
+        "--output",
+        output,
+        cwd=ROOT,
+        timeout=110,
+    )
+    written = output.read_text(encoding="utf-8")
+    headings = re.findall(r"^## .*$", written, flags=re.MULTILINE)
+    assert headings == [SECTIONS[0], SECTIONS[12]]
+    rows = _calls_rows(written)
+    assert [r[1] for r in rows] == ["CircuitBreaker", "AsyncCircuitBreaker", "AnyioCircuitBreaker"]
+    _check_calls_rows(rows)
+    assert f"{FULL.scaled(0.01).calls:,} calls per side" in written
+
+
 @pytest.mark.slow
 def test_targets_say_pass_or_fail_for_every_issue_target(report):
     written, _ = report
@@ -239,6 +309,8 @@ def test_targets_say_pass_or_fail_for_every_issue_target(report):
         "loop-thread producer >= 30x",
         "worker-thread producer >= 30x",
         "drain >= 20x",
+        "calls, sync CircuitBreaker on the loop thread",
+        "calls, sync CircuitBreaker: metering adds <= 1/3",
     ):
         assert any(t.startswith(wanted) for t in titles), wanted
     for row in rows:
@@ -279,6 +351,7 @@ def test_scale_shrinks_counts_but_keeps_what_a_figure_is_of():
     assert small.storm_circuits == FULL.storm_circuits
     assert small.storm_threads == FULL.storm_threads
     assert small.big_buffer == FULL.big_buffer
+    assert small.calls == FULL.calls // 10
     assert small.quick
     assert FULL.scaled(1) == FULL
 

@@ -8,22 +8,27 @@ import json
 import logging
 import queue
 import re
+import shlex
 import signal
 import socket
 import sys
 import threading
 import time
 import urllib.request
+from importlib.metadata import PathDistribution
 from typing import Any
 
 import pytest
+from fluxgate import CallNotPermittedError, CircuitBreaker
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
-from fluxgate_stream import PrometheusListener
+from fluxgate_stream import PrometheusListener, meter_calls
+from fluxgate_stream._catalogue import CALL_DURATION, CALL_KINDS, CALLS
 from fluxgate_stream.demo import _cli as __main__
 from fluxgate_stream.demo._app import (
+    CALL_BUCKETS,
     SCENARIOS,
     CircuitReport,
     DemoConfig,
@@ -35,6 +40,7 @@ from fluxgate_stream.demo._app import (
     read_exported,
     run_demo,
 )
+from fluxgate_stream.demo._report import CallRates, call_rates, histogram_quantile
 from fluxgate_stream.demo._view import render_frame
 
 from ..support.processes import start_python
@@ -47,15 +53,22 @@ THREADED = {scenario.name for scenario in SCENARIOS if scenario.runs_on == "thre
 TRIPPING = ("payments", "search", "recommendations")
 #: 30 schedule seconds in 3 real seconds: every phase of every circuit is played.
 FAST = ("--speed", "10")
+#: Circuits whose dependency always answers in 2 ms (inventory's slows down to 80 ms).
+QUICK_DEPENDENCY = tuple(
+    s.name for s in SCENARIOS if all(phase.latency == 0.002 for phase in s.phases)
+)
 
 
 class Scrape:
-    """One scrape of the demo's /metrics: per circuit, the states at 1 and the transitions."""
+    """One scrape of the demo's /metrics: per circuit, the states at 1, the transitions, the
+    calls by kind and how many calls the duration histogram counts."""
 
     def __init__(self, text: str) -> None:
         self.ones: dict[str, list[str]] = {name: [] for name in CIRCUITS}
         self.states: dict[str, int] = dict.fromkeys(CIRCUITS, 0)
         self.transitions: dict[str, dict[str, int]] = {name: {} for name in CIRCUITS}
+        self.calls: dict[str, dict[str, int]] = {name: {} for name in CIRCUITS}
+        self.timed: dict[str, int] = dict.fromkeys(CIRCUITS, 0)
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 name = sample.labels.get("circuit_name")
@@ -68,9 +81,19 @@ class Scrape:
                 elif sample.name == "circuit_breaker_state_transition_total" and sample.value:
                     pair = f"{sample.labels['old_state']}->{sample.labels['new_state']}"
                     self.transitions[name][pair] = int(sample.value)
+                elif sample.name == CALLS.sample:
+                    self.calls[name][sample.labels["kind"]] = int(sample.value)
+                elif sample.name == f"{CALL_DURATION.name}_count":
+                    self.timed[name] += int(sample.value)
 
     def opens(self) -> int:
         return sum(t.get("closed->open", 0) for t in self.transitions.values())
+
+    def rejected(self) -> int:
+        return sum(calls.get("not_permitted", 0) for calls in self.calls.values())
+
+    def every_circuit_called(self) -> bool:
+        return all(self.calls[name].get("successful", 0) > 0 for name in CIRCUITS)
 
 
 def scrape(url: str) -> Scrape:
@@ -83,10 +106,27 @@ def check_consistent(scrapes: list[Scrape]) -> None:
     for each in scrapes:
         assert each.states == dict.fromkeys(CIRCUITS, 6)
         assert all(len(ones) == 1 for ones in each.ones.values()), each.ones
+        # every kind's series from the start (metered before the first scrape can come)
+        assert all(set(calls) == set(CALL_KINDS) for calls in each.calls.values()), each.calls
     for earlier, later in itertools.pairwise(scrapes):
         for name in CIRCUITS:
             for pair, n in earlier.transitions[name].items():
                 assert later.transitions[name][pair] >= n
+            for kind, n in earlier.calls[name].items():
+                assert later.calls[name][kind] >= n
+            assert later.timed[name] >= earlier.timed[name]
+
+
+def check_calls_scraped(last: Scrape) -> None:
+    """The call metrics were exported while the demo ran: every circuit's calls, timed."""
+    for name in CIRCUITS:
+        calls = last.calls[name]
+        assert calls["successful"] > 0, (name, calls)
+        assert calls["cancelled"] == 0, (name, calls)
+        # the calls that ran were timed (a scrape may fall between the counter's write and
+        # the histogram's, so the two are not compared here)
+        assert last.timed[name] > 0, name
+    assert last.rejected() > 0
 
 
 def check_final(summary: dict[str, Any], last: Scrape, stopped_by: str) -> None:
@@ -102,6 +142,63 @@ def check_final(summary: dict[str, Any], last: Scrape, stopped_by: str) -> None:
         for pair, n in last.transitions[name].items():
             assert circuit["exported_transitions"][pair] >= n
         assert circuit["calls"]["ok"] > 0
+        # every call the demo made is exported, by kind (failed, or ignored while disabled)
+        calls, exported = circuit["calls"], circuit["exported_calls"]
+        assert exported["successful"] == calls["ok"]
+        assert exported["failed"] + exported["ignored"] == calls["failed"]
+        assert exported["not_permitted"] == calls["rejected"]
+        assert exported["cancelled"] == 0
+        for kind, n in last.calls[name].items():
+            assert exported[kind] >= n
+
+
+def check_rows(text: str, report: dict[str, Any], config: DemoConfig) -> None:
+    """The final frame's rows say what the report says, and the rates are plausible."""
+    rows = {
+        line.split()[0]: line.split()
+        for line in text.splitlines()
+        if line.split() and line.split()[0] in CIRCUITS
+    }
+    for name, circuit in report["circuits"].items():
+        # ... state, opened, half-open, closed, operator, % open, calls/s, rejected/s, p95 ms
+        rates = circuit["rates"]
+        assert rows[name][-3:] == [
+            f"{rates['calls_per_second']:.1f}",
+            f"{rates['rejected_per_second']:.1f}",
+            f"{rates['p95_seconds'] * 1000:.1f}",
+        ]
+        # plausible: one call per 20 ms at most (a call, then 20 ms to the next), some refused
+        # where the breaker opened; every dependency answers in 2 ms but inventory's, slow
+        # (80 ms) for 8 of its 20 schedule seconds, enough of the run to be its p95
+        assert 10 < rates["calls_per_second"] <= 1 / config.interval + 1, (name, rates)
+        assert 0 <= rates["rejected_per_second"] < rates["calls_per_second"], (name, rates)
+        if name in (*TRIPPING, "ledger"):
+            assert rates["rejected_per_second"] > 0, (name, rates)
+        if name in QUICK_DEPENDENCY:
+            assert 0.002 <= rates["p95_seconds"] < 0.05, (name, rates)
+        else:
+            assert 0.05 <= rates["p95_seconds"] <= 0.1, (name, rates)
+        assert rows[name][-9] == circuit["exported_state"]
+        assert int(rows[name][-8]) == sum(
+            n for pair, n in circuit["transitions"].items() if pair.endswith("->open")
+        )
+        # time in state: counted from the listener's creation, so about the whole run (a
+        # frame read between a transition and its apply holds the old state a little longer)
+        seconds = circuit["exported_seconds"]
+        assert set(seconds) == {
+            "closed",
+            "open",
+            "half_open",
+            "metrics_only",
+            "disabled",
+            "forced_open",
+        }
+        assert report["elapsed"] - 1.0 < sum(seconds.values()) < report["elapsed"] + 0.5
+        assert rows[name][-4] == f"{seconds['open'] / sum(seconds.values()):.1%}"
+        assert (seconds["open"] > 0) == (int(rows[name][-8]) > 0)  # open time iff it opened
+    assert f"calls/s, rejected/s and p95 over the last {report['rate_window']:.1f} s" in " ".join(
+        text.split()
+    )
 
 
 # -- in-process: run_demo on both backends ----------------------------------------------------
@@ -145,6 +242,7 @@ def test_the_demo_trips_real_breakers_and_exports_everything(backend):
     assert len(scrapes) > 10
     check_consistent(scrapes)
     assert scrapes[-1].opens() > 0  # transitions were exported while the demo ran
+    check_calls_scraped(scrapes[-1])
 
     report = json.loads(summary.getvalue())
     check_final(report, scrapes[-1], "duration")
@@ -162,35 +260,33 @@ def test_the_demo_trips_real_breakers_and_exports_everything(backend):
     assert text.count("fluxgate-stream demo on") == 1
     assert f"demo on {backend}: stopped by duration after" in text
     total = sum(sum(c["transitions"].values()) for c in report["circuits"].values())
-    assert text.endswith(
-        f"Flushed: all {total} transitions of 5 circuits are exported, and every exported state "
-        "matches its breaker.\n"
+    calls = sum(sum(c["calls"].values()) for c in report["circuits"].values())
+    assert " ".join(text.split()).endswith(  # rich wraps the line at the console's width
+        f"Flushed: all {total} transitions and {calls} calls of 5 circuits are exported, and "
+        "every exported state matches its breaker."
     )
-    rows = {
-        line.split()[0]: line.split()
-        for line in text.splitlines()
-        if line.split() and line.split()[0] in CIRCUITS
-    }
-    for name, circuit in report["circuits"].items():
-        # ... state, opened, half-open, closed, operator, % open, ok, failed, rejected
-        assert rows[name][-9] == circuit["exported_state"]
-        assert int(rows[name][-8]) == sum(
-            n for pair, n in circuit["transitions"].items() if pair.endswith("->open")
-        )
-        # time in state: counted from the listener's creation, so about the whole run (a
-        # frame read between a transition and its apply holds the old state a little longer)
-        seconds = circuit["exported_seconds"]
-        assert set(seconds) == {
-            "closed",
-            "open",
-            "half_open",
-            "metrics_only",
-            "disabled",
-            "forced_open",
-        }
-        assert report["elapsed"] - 1.0 < sum(seconds.values()) < report["elapsed"] + 0.5
-        assert rows[name][-4] == f"{seconds['open'] / sum(seconds.values()):.1%}"
-        assert (seconds["open"] > 0) == (int(rows[name][-8]) > 0)  # open time iff it opened
+    # the rates span the run (3 s): no read older than RATE_WINDOW was needed yet
+    assert 2.5 < report["rate_window"] <= report["elapsed"]
+    check_rows(text, report, config)
+
+
+def test_the_meters_are_closed_at_shutdown_after_the_final_frame(monkeypatch):
+    # The real meter_calls, its meters kept to look at once the demo returns.
+    meters: list[Any] = []
+
+    def keep(*args: Any, **kwargs: Any) -> Any:  # meter_calls' own signature
+        meters.append(meter_calls(*args, **kwargs))
+        return meters[-1]
+
+    monkeypatch.setattr("fluxgate_stream.demo._app.meter_calls", keep)
+    summary = io.StringIO()
+    config = DemoConfig(port=0, duration=0.3, speed=10.0, scenarios=SCENARIOS[:2])
+    assert run_demo(config, console=Console(file=io.StringIO()), json_out=summary) == 0
+    assert [meter.name for meter in meters] == [s.name for s in SCENARIOS[:2]]
+    assert not any(meter.active for meter in meters)
+    report = json.loads(summary.getvalue())  # read before the close, which drops the series
+    for name in report["circuits"]:
+        assert report["circuits"][name]["exported_calls"]["successful"] > 0
 
 
 def test_a_mismatch_between_breakers_and_export_is_reported(monkeypatch):
@@ -235,16 +331,62 @@ def test_a_narrow_console_gets_the_compact_table():
         "api", "thread", "outage", "half_open", None, {}, {}, {"ok": 0, "failed": 0, "rejected": 0}
     )
     report = DemoReport("http://x/metrics", "trio", 2.0, 10.0, (circuit,), stopped_by="SIGINT")
-    for width, cells in ((80, ["api", "?", "0", "0", "0", "0", "-"]), (140, None)):
+    for width, cells in ((80, ["api", "?", "0", "0", "0", "0", "-"]), (127, None), (140, None)):
         out = io.StringIO()
         Console(file=out, width=width, color_system=None).print(render_frame(report, width=width))
         text = out.getvalue()
         title = "fluxgate-stream demo on trio: stopped by SIGINT after 2.0 s (schedule x10)"
         assert title in " ".join(text.split())
         row = next(line.split() for line in text.splitlines() if line.startswith("  api"))
-        expected = cells or ["api", "thread", "outage", "?", "0", "0", "0", "0", "-", "0", "0", "0"]
+        # no rates yet (the first frame has nothing to compare with): "-"
+        expected = cells or ["api", "thread", "outage", "?", "0", "0", "0", "0", "-", "-", "-", "-"]
+        if width < 128:  # below WIDE: the compact table
+            expected = ["api", "?", "0", "0", "0", "0", "-"]
         assert len(max(text.splitlines(), key=len)) <= width
         assert row == expected
+
+
+def test_read_exported_reads_the_calls_and_their_duration_buckets():
+    registry = CollectorRegistry()
+    cb = CircuitBreaker()
+    with meter_calls(cb, "api", registry, buckets=CALL_BUCKETS):
+        for _ in range(3):
+            cb.call(lambda: None)
+        with pytest.raises(ZeroDivisionError):
+            cb.call(lambda: 1 / 0)
+        cb.force_open()
+        with pytest.raises(CallNotPermittedError):
+            cb.call(lambda: None)
+        exported = read_exported(registry)["api"]
+    assert exported.calls == {
+        "successful": 3,
+        "failed": 1,
+        "ignored": 0,
+        "not_permitted": 1,
+        "cancelled": 0,
+    }
+    # cumulative, summed over the kinds that ran: the four calls took far less than 1 ms
+    assert exported.durations == {**dict.fromkeys(CALL_BUCKETS, 4.0), float("inf"): 4.0}
+    rates = call_rates(Exported(), exported, 2.0)
+    assert rates == CallRates(per_second=2.5, rejected_per_second=0.5, p95=0.00095)
+    assert call_rates(exported, exported, 0.0) is None
+    assert call_rates(exported, exported, 1.0) == CallRates(0.0, 0.0, None)
+
+
+@pytest.mark.parametrize(
+    ("buckets", "q", "expected"),
+    [
+        ({0.01: 50.0, 0.1: 100.0, float("inf"): 100.0}, 0.95, 0.091),
+        ({0.01: 50.0, 0.1: 100.0, float("inf"): 100.0}, 0.5, 0.01),
+        ({0.01: 50.0, 0.1: 100.0, float("inf"): 100.0}, 0.25, 0.005),
+        ({0.01: 0.0, 0.1: 10.0, float("inf"): 10.0}, 0.95, 0.0955),  # the empty bucket skipped
+        ({0.01: 0.0, 0.1: 0.0, float("inf"): 4.0}, 0.5, 0.1),  # in +Inf: the highest bound
+        ({0.01: 0.0, float("inf"): 0.0}, 0.95, None),
+        ({}, 0.95, None),
+    ],
+)
+def test_histogram_quantile_interpolates_as_prometheus_does(buckets, q, expected):
+    assert histogram_quantile(q, buckets) == expected
 
 
 def test_read_exported_reads_states_and_counts_of_every_circuit():
@@ -322,6 +464,19 @@ def test_stopping_lets_the_call_in_flight_finish(runs_on):
     assert run_demo(config, console=Console(file=io.StringIO()), json_out=summary) == 0
     report = json.loads(summary.getvalue())
     assert report["circuits"]["slow"]["calls"] == {"ok": 1, "failed": 0, "rejected": 0}
+    assert report["circuits"]["slow"]["exported_calls"] == {
+        "successful": 1,
+        "failed": 0,
+        "ignored": 0,
+        "not_permitted": 0,
+        "cancelled": 0,
+    }
+    # its one call, about 0.3 s, in the (0.25, 0.5] bucket: p95 interpolated at 0.25 + 0.95 * 0.25
+    assert report["circuits"]["slow"]["rates"] == {
+        "calls_per_second": pytest.approx(1 / report["rate_window"], rel=1e-2),
+        "rejected_per_second": 0.0,
+        "p95_seconds": 0.4875,
+    }
     assert report["elapsed"] >= 0.3
 
 
@@ -368,24 +523,62 @@ def test_main_reports_a_port_in_use(caplog):
 @pytest.mark.parametrize(
     ("module", "args", "message"),
     [
-        (
-            "rich",
-            ["demo"],
-            "fluxgate-stream demo needs 'rich': pip install 'fluxgate-stream[demo]'",
-        ),
-        (
-            "trio",
-            ["demo", "--backend", "trio"],
-            "--backend trio needs trio: pip install 'fluxgate-stream[trio]'",
-        ),
+        ("rich", ["demo"], "fluxgate-stream demo needs 'rich': "),
+        ("trio", ["demo", "--backend", "trio"], "--backend trio needs trio: "),
     ],
 )
 def test_main_names_a_missing_optional_dependency(monkeypatch, capsys, module, args, message):
+    extra = "demo" if module == "rich" else "trio"  # the extra that brings it
     monkeypatch.setitem(sys.modules, module, None)  # importing it now fails, as if not installed
     for loaded in ("_app", "_report", "_view"):
         monkeypatch.delitem(sys.modules, f"fluxgate_stream.demo.{loaded}", raising=False)
     assert __main__.main(args) == 2
-    assert capsys.readouterr().err == message + "\n"
+    err = capsys.readouterr().err
+    assert err == message + __main__.install_hint(extra) + "\n"
+    # this interpreter's pip (make demo's .venv), never PyPI's fluxgate-stream, which is not ours
+    assert err.startswith(f"{message}{shlex.quote(sys.executable)} -m pip install ")
+    assert f"[{extra}]'" in err
+    assert "fluxgate-stream[" not in err
+
+
+def _installed(tmp_path: Any, direct_url: dict[str, Any] | None) -> PathDistribution:
+    """A real installed-distribution record of fluxgate-stream, as pip writes one."""
+    info = tmp_path / "fluxgate_stream-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fluxgate-stream\nVersion: 0.1.0\n")
+    if direct_url is not None:
+        (info / "direct_url.json").write_text(json.dumps(direct_url))
+    return PathDistribution(info)
+
+
+@pytest.mark.parametrize(
+    ("direct_url", "command"),
+    [
+        # make demo, make test: `pip install -e '.[demo,...]'` from the checkout
+        (
+            {"url": "file:///home/me/fluxgate%20stream", "dir_info": {"editable": True}},
+            "-m pip install -e '/home/me/fluxgate stream[demo]'",
+        ),
+        ({"url": "file:///src/fs", "dir_info": {}}, "-m pip install '/src/fs[demo]'"),
+        # the wheel: `pip install dist/fluxgate_stream-0.1.0-py3-none-any.whl`
+        (
+            {"url": "file:///d/fluxgate_stream-0.1.0-py3-none-any.whl", "archive_info": {}},
+            "-m pip install '/d/fluxgate_stream-0.1.0-py3-none-any.whl[demo]'",
+        ),
+        # no record of where it came from (or a remote one): say how, from a checkout
+        (None, "-m pip install '.[demo]' in a checkout of fluxgate-stream (it is not on PyPI)"),
+        (
+            {"url": "https://example.org/fs.whl", "archive_info": {}},
+            "-m pip install '.[demo]' in a checkout of fluxgate-stream (it is not on PyPI)",
+        ),
+    ],
+)
+def test_the_install_hint_follows_how_fluxgate_stream_was_installed(
+    monkeypatch, tmp_path, direct_url, command
+):
+    installed = _installed(tmp_path, direct_url)
+    monkeypatch.setattr(__main__, "distribution", lambda _name: installed)
+    assert __main__.install_hint("demo") == f"{shlex.quote(sys.executable)} {command}"
 
 
 # -- a real process, stopped by a signal ------------------------------------------------------
@@ -413,10 +606,15 @@ def run_until_signal(backend: str, signum: signal.Signals) -> tuple[int, dict[st
         assert match, first
         deadline = time.monotonic() + 30
         scrapes = [scrape(match.group(1))]
-        while scrapes[-1].opens() == 0:  # poll over HTTP until a breaker has tripped
-            assert time.monotonic() < deadline, "no breaker tripped"
+        # poll over HTTP until a breaker has tripped, a call was refused and every circuit's
+        # calls show
+        last = scrapes[-1]
+        while not (last.opens() and last.rejected() and last.every_circuit_called()):
+            assert time.monotonic() < deadline, "no trip, no refused call, or no calls of some"
             scrapes.append(scrape(match.group(1)))
+            last = scrapes[-1]
         check_consistent(scrapes)
+        check_calls_scraped(scrapes[-1])
         process.send_signal(signum)
         process.wait(30)
         assert process.stdout is not None

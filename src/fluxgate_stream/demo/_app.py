@@ -8,20 +8,23 @@ also steered by an "operator" through ``force_open()``, ``metrics_only()``, ``di
 ``reset()``, so all six fluxgate states appear.
 
 The metrics live in a dedicated ``CollectorRegistry`` (the demo touches no global metric state),
-served by ``prometheus_client``'s HTTP server on ``host:port``. A rich table shows every circuit's
-state and transition counts, read back from that registry. On stop (``--duration`` elapsed,
-Ctrl-C or SIGTERM) the breakers finish their calls, the consumer applies everything queued, and
-the final frame is checked against what the breakers themselves reported.
+served by ``prometheus_client``'s HTTP server on ``host:port``. Every breaker has a
+``PrometheusListener`` and is metered with ``meter_calls()``. A rich table shows every circuit's
+state, transition counts, calls per second, rejections per second and p95 call latency, read back
+from that registry. On stop (``--duration`` elapsed, Ctrl-C or SIGTERM) the breakers finish their
+calls, the consumer applies everything queued, the final frame is checked against what the
+breakers themselves reported and the calls the demo made, and the meters are closed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TextIO, TypeVar
 
@@ -36,16 +39,18 @@ from prometheus_client import CollectorRegistry, start_http_server
 from rich.console import Console
 from rich.live import Live
 
-from fluxgate_stream import AnyioCircuitBreaker, PrometheusListener, SignalPipeline
+from fluxgate_stream import AnyioCircuitBreaker, PrometheusListener, SignalPipeline, meter_calls
 from fluxgate_stream.demo._report import (
+    RATE_WINDOW,
     Backend,
     CircuitReport,
     DemoReport,
     Exported,
     RunsOn,
+    call_rates,
     read_exported,
 )
-from fluxgate_stream.demo._view import render_frame
+from fluxgate_stream.demo._view import WIDE, render_frame
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -54,7 +59,10 @@ if TYPE_CHECKING:
     from fluxgate.signal import Signal
     from fluxgate.state import State
 
+    from fluxgate_stream import CallMeter
+
 __all__ = [
+    "CALL_BUCKETS",
     "SCENARIOS",
     "CircuitReport",
     "DemoConfig",
@@ -152,6 +160,25 @@ SCENARIOS: tuple[Scenario, ...] = (
             Phase("bypassed", 3, operator="disabled"),
         ),
     ),
+)
+
+
+#: The bucket bounds of the demo's call-duration histogram, in seconds: finer than the library's
+#: default (5 ms and up) around the simulated dependencies' 2 ms and 80 ms, so that the p95 the
+#: view interpolates from them, as Prometheus's ``histogram_quantile()`` would, is close to the
+#: real one.
+CALL_BUCKETS: tuple[float, ...] = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
 )
 
 
@@ -359,14 +386,21 @@ class _Circuit:
             )
 
         self._breaker: _OnTask | _OnThread
+        metered: object
         if scenario.runs_on == "task":
             breaker = build(async_breaker)
             self._breaker = _OnTask(breaker)
             self._info = breaker.info
+            metered = breaker
         else:
             sync_breaker = build(CircuitBreaker)
             self._breaker = _OnThread(sync_breaker)
             self._info = sync_breaker.info
+            metered = sync_breaker
+        #: Every call counted by kind and timed, on the same pipeline as the transitions.
+        self.meter: CallMeter = meter_calls(
+            metered, scenario.name, registry, pipeline=pipeline, buckets=CALL_BUCKETS
+        )
 
     @property
     def name(self) -> str:
@@ -433,7 +467,14 @@ def _arrow(pair: tuple[str, str]) -> str:
 
 
 class _Frames:
-    """Builds reports of the running demo from its circuits and its registry."""
+    """Builds reports of the running demo from its circuits and its registry.
+
+    Call rates and the p95 come from differences between two reads of the registry: the
+    counters' and the histogram buckets' growth since the read about ``RATE_WINDOW`` seconds
+    ago. Each report keeps its read; the oldest are let go once a newer one is that old. The p95
+    is ``histogram_quantile(0.95, ...)`` of the buckets' growth (``_report``), as a
+    ``histogram_quantile(0.95, rate(..._bucket[3s]))`` query would show it.
+    """
 
     def __init__(
         self, config: DemoConfig, registry: CollectorRegistry, url: str, circuits: list[_Circuit]
@@ -443,12 +484,26 @@ class _Frames:
         self.url = url
         self.circuits = circuits
         self.clock = circuits[0].clock
+        self._reads: deque[tuple[float, dict[str, Exported]]] = deque()
+        self._reads.append((self.clock.elapsed(), read_exported(registry)))
+
+    def _read(self) -> tuple[dict[str, Exported], dict[str, Exported], float]:
+        """(the registry now, the read to compare it with, the seconds between them)."""
+        now = self.clock.elapsed()
+        exported = read_exported(self.registry)
+        reads = self._reads
+        reads.append((now, exported))
+        while len(reads) > 2 and now - reads[1][0] >= RATE_WINDOW:
+            reads.popleft()
+        then, earlier = reads[0]
+        return exported, earlier, now - then
 
     def report(self, stopped_by: str | None = None) -> DemoReport:
-        exported = read_exported(self.registry)
+        exported, earlier, span = self._read()
         reports: list[CircuitReport] = []
         for circuit in self.circuits:
             seen = exported.get(circuit.name, Exported())
+            before = earlier.get(circuit.name, Exported())
             reports.append(
                 CircuitReport(
                     name=circuit.name,
@@ -468,6 +523,8 @@ class _Frames:
                         "rejected": circuit.calls.rejected,
                     },
                     exported_seconds=dict(seen.seconds),
+                    exported_calls=dict(seen.calls),
+                    rates=call_rates(before, seen, span),
                 )
             )
         return DemoReport(
@@ -477,6 +534,7 @@ class _Frames:
             speed=self.config.speed,
             circuits=tuple(reports),
             stopped_by=stopped_by,
+            rate_window=span,
         )
 
 
@@ -495,13 +553,13 @@ def metrics_url(host: str, port: int) -> str:
 
 
 def make_console(*, stderr: bool = False) -> Console:
-    """A rich console for the view on stdout (or stderr); 120 columns wide when not a terminal.
+    """A rich console for the view on stdout (or stderr); ``WIDE`` columns when not a terminal.
 
     Without a terminal rich would otherwise wrap the table at 80 columns (``COLUMNS`` still wins).
     """
     console = Console(stderr=stderr)
     if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(stderr=stderr, width=120)
+        console = Console(stderr=stderr, width=WIDE)
     return console
 
 
@@ -551,32 +609,36 @@ async def _demo(
         _Circuit(scenario, registry, pipeline, clock, async_breaker)
         for scenario in config.scenarios
     ]
-    frames = _Frames(config, registry, url, circuits)
-    ready()  # every circuit is exported from here on
+    # The meters are closed after the final frame is read: close() drops the calls' series.
+    with contextlib.ExitStack() as meters:
+        for circuit in circuits:
+            meters.enter_context(circuit.meter)
+        frames = _Frames(config, registry, url, circuits)
+        ready()  # every circuit is exported from here on
 
-    stop = _Stop()
-    async with anyio.create_task_group() as consumer:
-        await consumer.start(pipeline.run)
-        async with anyio.create_task_group() as stoppers:
-            stoppers.start_soon(_stop_on_signals, stop)
-            if config.duration is not None:
-                stoppers.start_soon(_stop_after, config.duration, stop)
-            async with anyio.create_task_group() as drivers:
-                for circuit in circuits:
-                    drivers.start_soon(circuit.drive, config.interval, stop.event)
-                while not stop.event.is_set():
-                    live.update(
-                        render_frame(frames.report(), width=live.console.width), refresh=True
-                    )
-                    with anyio.move_on_after(config.refresh):
-                        await stop.event.wait()
-            stoppers.cancel_scope.cancel()
-        # Every breaker call has returned (drivers finish their call, worker threads included),
-        # so stopping the consumer applies every signal they sent.
-        consumer.cancel_scope.cancel()
-    report = frames.report(stop.reason)
-    live.update(render_frame(report, width=live.console.width), refresh=True)
-    return report
+        stop = _Stop()
+        async with anyio.create_task_group() as consumer:
+            await consumer.start(pipeline.run)
+            async with anyio.create_task_group() as stoppers:
+                stoppers.start_soon(_stop_on_signals, stop)
+                if config.duration is not None:
+                    stoppers.start_soon(_stop_after, config.duration, stop)
+                async with anyio.create_task_group() as drivers:
+                    for circuit in circuits:
+                        drivers.start_soon(circuit.drive, config.interval, stop.event)
+                    while not stop.event.is_set():
+                        live.update(
+                            render_frame(frames.report(), width=live.console.width), refresh=True
+                        )
+                        with anyio.move_on_after(config.refresh):
+                            await stop.event.wait()
+                stoppers.cancel_scope.cancel()
+            # Every breaker call has returned (drivers finish their call, worker threads
+            # included), so stopping the consumer applies every signal and call they sent.
+            consumer.cancel_scope.cancel()
+        report = frames.report(stop.reason)
+        live.update(render_frame(report, width=live.console.width), refresh=True)
+        return report
 
 
 def run_demo(
@@ -622,11 +684,12 @@ def run_demo(
         server.server_close()
         thread.join()
     transitions = sum(sum(circuit.transitions.values()) for circuit in report.circuits)
+    calls = sum(sum(circuit.calls.values()) for circuit in report.circuits)
     if report.matches:
         console.print(
             f"Stopped by {report.stopped_by} after {report.elapsed:.1f} s. Flushed: all "
-            f"{transitions} transitions of {len(report.circuits)} circuits are exported, and "
-            "every exported state matches its breaker."
+            f"{transitions} transitions and {calls} calls of {len(report.circuits)} circuits are "
+            "exported, and every exported state matches its breaker."
         )
     else:
         console.print("[bold red]The exported metrics do not match the breakers.[/bold red]")

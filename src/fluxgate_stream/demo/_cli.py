@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import logging
 import math
+import shlex
 import sys
-from typing import TYPE_CHECKING
+from importlib.metadata import PackageNotFoundError, distribution
+from typing import TYPE_CHECKING, cast
+from urllib.parse import unquote, urlsplit
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["main"]
+__all__ = ["install_hint", "main"]
 
 _log = logging.getLogger("fluxgate_stream")
 
@@ -45,6 +49,41 @@ def _port(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"expected a port in 0-65535, got {text!r}")
     return value
+
+
+def install_hint(extra: str) -> str:
+    """The command that adds ``extra`` to this installation of fluxgate-stream.
+
+    fluxgate-stream is not on PyPI: ``pip install 'fluxgate-stream[demo]'`` would look for it
+    there. Installed from a checkout (``make demo`` installs ``-e '.[demo]'`` into ``.venv``) or
+    from a wheel file, pip records where it came from (``direct_url.json``, PEP 610): the hint
+    reinstalls from there, with this interpreter's pip, so that ``make demo``'s ``.venv`` gets it.
+
+    Example:
+        >>> install_hint("trio")  # doctest: +ELLIPSIS
+        "... -m pip install ...[trio]'"
+    """
+    python = shlex.quote(sys.executable)
+    try:
+        recorded = distribution("fluxgate-stream").read_text("direct_url.json")
+        origin: object = json.loads(recorded) if recorded else None
+    except (PackageNotFoundError, ValueError):
+        origin = None
+    if isinstance(origin, dict):
+        fields = cast("dict[str, object]", origin)
+        url, dir_info = fields.get("url"), fields.get("dir_info")
+        parts = urlsplit(url) if isinstance(url, str) else None
+        if parts is not None and parts.scheme == "file":
+            where = unquote(parts.path)
+            editable = (
+                isinstance(dir_info, dict)
+                and cast("dict[str, object]", dir_info).get("editable") is True
+            )
+            flag = "-e " if editable else ""
+            return f"{python} -m pip install {flag}{shlex.quote(f'{where}[{extra}]')}"
+    return (
+        f"{python} -m pip install '.[{extra}]' in a checkout of fluxgate-stream (it is not on PyPI)"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -107,13 +146,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except ModuleNotFoundError as error:
         print(  # noqa: T201  # a command-line error message
-            f"fluxgate-stream demo needs {error.name!r}: pip install 'fluxgate-stream[demo]'",
+            f"fluxgate-stream demo needs {error.name!r}: {install_hint('demo')}",
             file=sys.stderr,
         )
         return 2
     if args.backend == "trio" and importlib.util.find_spec("trio") is None:
         print(  # noqa: T201  # a command-line error message
-            "--backend trio needs trio: pip install 'fluxgate-stream[trio]'", file=sys.stderr
+            f"--backend trio needs trio: {install_hint('trio')}", file=sys.stderr
         )
         return 2
     config = DemoConfig(
