@@ -27,8 +27,8 @@ field, which thread owns what and what is ordered. In short:
   (signals arrive faster than the window), the consumer waits ``batch_window`` seconds before
   taking a batch (a pending ``flush()`` cancels the wait); woken after a quieter spell, it takes
   the batch at once. The item it received waits in ``PipelineState.taken`` meanwhile, so a
-  cancellation there still applies it. ``_window``, ``_quiet_at`` and ``_flushes`` belong to the
-  consumer: loop thread only.
+  cancellation there still applies it. ``_window``, ``_quiet_at``, ``_waiting`` and ``_flushes``
+  belong to the consumer: loop thread only.
 * What the consumer took off the queues stays in ``PipelineState.taken``, then in
   ``PipelineState.batch``, until written, and ``apply`` takes each target out as it is written:
   whatever exception ends the consumer between two bytecodes (a ``SystemExit`` from a SIGTERM
@@ -182,6 +182,11 @@ class SignalPipeline:
         # open. (What it took and has not written is in the shared state: PipelineState.taken.)
         self._flushes: list[_FlushRequest] = []
         self._window: anyio.CancelScope | None = None
+        # True while the consumer waits on the empty stream. Unlike PipelineState.sleeping, no
+        # producer writes it: a thread killed between clearing ``sleeping`` and its wake-up (an
+        # asynchronous exception) leaves the consumer asleep with ``sleeping`` False, and a
+        # flush() still knows to wake it.
+        self._waiting = False
         # The loop time until which a wake-up opens the batch window: one window after the
         # previous batch was taken (-inf: the first signal finds the consumer idle).
         self._quiet_at: float = float("-inf")
@@ -294,7 +299,9 @@ class SignalPipeline:
             # two.
             assert not state.buffer  # noqa: S101  # an invariant stated where it must hold (-O drops it): wait_for_item's precondition
             before = len(state.taken)
+            self._waiting = True
             await wait_for_item(state.receive, state.taken, make_event)
+            self._waiting = False
             state.sleeping = False
             if len(state.taken) > before:
                 state.taken_from_stream += 1
@@ -395,7 +402,7 @@ class SignalPipeline:
         self._flushes.append(request)
         if self._window is not None:
             self._window.cancel()  # a flush does not wait out the batch window
-        if state.sleeping:
+        if self._waiting:  # not state.sleeping: a killed producer may have cleared that
             state.sleeping = False
             state.wake_on_loop()
         await request.done.wait()

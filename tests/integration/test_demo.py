@@ -239,7 +239,9 @@ def test_the_demo_trips_real_breakers_and_exports_everything(backend):
             thread.join()
     assert not errors, errors
     assert code == 0
-    assert len(scrapes) > 10
+    # How many scrapes fit in 2 s depends on the machine (each parses the whole exposition,
+    # call histograms included, under coverage: 10 in CI once); successive ones are compared.
+    assert len(scrapes) >= 3
     check_consistent(scrapes)
     assert scrapes[-1].opens() > 0  # transitions were exported while the demo ran
     check_calls_scraped(scrapes[-1])
