@@ -26,15 +26,9 @@ from fluxgate_stream._catalogue import OWN_TRANSITIONS
 
 from ..support.http import Samples, http_get, poll, scrape
 from ..support.metrics import count, samples, shown
-from ..support.processes import CHILDREN, start_python
+from ..support.processes import start_python
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-#: Runs a script as ``python script.py ...`` does from a terminal, where Ctrl-C raises
-#: KeyboardInterrupt: a test runner started in the background may pass SIGINT down ignored,
-#: and Python leaves an ignored SIGINT ignored.
-AS_FROM_A_TERMINAL = CHILDREN / "as_from_a_terminal.py"
-
 
 # -- running things and reading them over HTTP ------------------------------------------------
 
@@ -134,7 +128,7 @@ def load_example(name: str) -> ModuleType:
 
 def test_sync_script_serves_its_breaker_over_http_and_stops_on_ctrl_c():
     script = str(EXAMPLES / "sync_script.py")
-    with running_script(AS_FROM_A_TERMINAL, script, "--port", "0") as process:
+    with running_script(script, "--port", "0") as process:
         match = process.wait_for(r"(\d+) calls failed, (\d+) rejected; metrics on (\S+)")
         assert match.group(1, 2) == ("3", "2")
         # No consumer: each transition was applied before the call returned, so the first

@@ -29,7 +29,7 @@ from fluxgate_stream import (
 )
 
 from ..support.http import Samples, http_get, poll, scrape
-from .test_examples import AS_FROM_A_TERMINAL, EXAMPLES, load_example, running_script
+from .test_examples import EXAMPLES, load_example, running_script
 
 WAIT = 10  # seconds: a safety net for a broken test, never what synchronises it
 IN_FLIGHT = 8
@@ -162,7 +162,7 @@ def tripped(base: str) -> bool:
 @pytest.mark.slow
 def test_the_script_serves_on_flasks_threaded_server_and_stops_on_ctrl_c():
     script = str(EXAMPLES / "flask_app.py")
-    with running_script(AS_FROM_A_TERMINAL, script, "--port", "0") as process:
+    with running_script(script, "--port", "0") as process:
         base = process.wait_for(r"Running on (http://127\.0\.0\.1:\d+)").group(1) + "/"
         assert concurrently(f"{base}pay?fail=true", 4) == [502] * 4
         assert http_get(f"{base}pay") == (503, "payment provider circuit is open\n")
