@@ -5,7 +5,8 @@ Prometheus scrapes every second, with the shipped alerting and recording rules. 
 over 24 h, the rejection ratio, the trips by reason and the latency quantile of
 ``docs/metrics.md``, every query of the dashboard's "Calls" row, the call recording rules and the
 call alerts must come out as the calls made them: in one process, and summed over worker
-processes in prometheus_client's multiprocess mode (``tests/children/calls_for_prometheus.py``).
+processes in prometheus_client's multiprocess mode (``tests/children/calls_for_prometheus.py``),
+each making the calls of ``tests/support/call_traffic.py``.
 Ratios of two counters scraped together are exact whatever ``rate()`` extrapolates; with every
 duration in the first bucket (under 0.25 s), ``histogram_quantile(q)`` is exactly ``q * 0.25``.
 """
@@ -28,10 +29,11 @@ from fluxgate.trippers import FailureRate, MinRequests
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from fluxgate_stream import AnyioCircuitBreaker, PrometheusListener, SignalPipeline, meter_calls
+from fluxgate_stream import AnyioCircuitBreaker, SignalPipeline, meter_calls
 from fluxgate_stream._catalogue import CALL_KINDS, CALLS
 
-from ..support.processes import CHILDREN, start_python
+from ..support.call_traffic import BUCKETS, CALLS_MADE, make_breakers, make_calls
+from ..support.processes import CHILDREN, importing_tests, start_python
 from ..support.prom import ROOT, PrometheusServer, ScrapeWatch, eventually, require_tool
 from .test_prometheus_e2e import (
     ALERTS,
@@ -139,8 +141,6 @@ def test_the_queries_checked_here_are_the_metrics_pages():
 
 # -- the dashboard's Calls row, the call recording rules and alerts ------------------------------
 
-#: The buckets of the meters below: every call here takes far less than 0.25 s.
-BUCKETS = (0.25, 10.0)
 #: The Grafana variables, for the Calls row: every job, instance and circuit; a rate window and
 #: a range that hold every call however long the checks wait.
 VARIABLES = {
@@ -149,11 +149,6 @@ VARIABLES = {
     "$circuit": ".*",
     "$__rate_interval": "5m",
     "$__range": "1h",
-}
-#: Per circuit and kind, the calls each run of ``make_calls(k)`` makes (times k).
-CALLS_MADE = {
-    "payment_api": {"successful": 3, "failed": 2, "not_permitted": 4},
-    "search_api": {"successful": 3, "failed": 2},
 }
 RATE_RULE = "instance_circuit_name:circuit_breaker_calls:rate5m"
 REJECTED_RULE = "instance_circuit_name:circuit_breaker_calls_not_permitted:ratio_rate5m"
@@ -283,40 +278,9 @@ async def test_the_dashboards_calls_row_the_call_rules_and_alerts_in_one_process
     search_api, enough for the alerts' 0.1 calls a second over 5 minutes."""
     server, watch = prometheus, exporter.watch
     k = 10
-    pipeline = SignalPipeline()
-    payment = AnyioCircuitBreaker(
-        tripper=MinRequests(5 * k) & FailureRate(0.4),
-        retry=Never(),
-        listeners=[PrometheusListener("payment_api", registry, pipeline=pipeline)],
-    )
-    search = AnyioCircuitBreaker(
-        tripper=MinRequests(10**9) & FailureRate(0.5),
-        listeners=[PrometheusListener("search_api", registry, pipeline=pipeline)],
-    )
-    meter_calls(payment, "payment_api", registry, pipeline=pipeline, buckets=BUCKETS)
-    meter_calls(search, "search_api", registry, pipeline=pipeline, buckets=BUCKETS)
-
-    async def ok() -> None:
-        pass
-
-    async def fail() -> None:
-        raise ConnectionError
-
+    traffic = make_breakers(k, SignalPipeline(), registry, listeners=True)
     await zeros_held(server, watch)
-    async with anyio.create_task_group() as tg:
-        await tg.start(pipeline.run)
-        for cb in (payment, search):
-            for _ in range(3 * k):
-                await cb.call(ok)
-            for _ in range(2 * k):
-                with suppress(ConnectionError):
-                    await cb.call(fail)
-        assert (payment.info().state, search.info().state) == ("open", "closed")
-        for _ in range(4 * k):
-            with suppress(CallNotPermittedError):
-                await payment.call(ok)
-        await pipeline.flush()
-        tg.cancel_scope.cancel()
+    await make_calls(traffic, k)
     await eventually(
         server, watch, lambda: check_calls(server, k, workers=1), what="the Calls row and rules"
     )
@@ -359,7 +323,7 @@ async def test_the_dashboards_calls_row_and_the_call_rules_summed_over_workers(
     prometheus_dir = tmp_path / "prometheus"
     prometheus_dir.mkdir()
     server = PrometheusServer(require_tool("prometheus"), prometheus_dir, [target], [ALERTS, RULES])
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
+    env = importing_tests({**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)})
     workers = [
         start_python(
             CHILDREN / "calls_for_prometheus.py",
