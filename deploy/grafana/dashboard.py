@@ -86,6 +86,7 @@ STATE_SECONDS_TOTAL = catalogue.STATE_SECONDS.sample
 CALLS_TOTAL = catalogue.CALLS.sample
 CALL_DURATION_BUCKET = f"{catalogue.CALL_DURATION.sample}_bucket"
 TRIPS_TOTAL = catalogue.TRIPS.sample
+SHADOW_TRIPS_TOTAL = catalogue.SHADOW_TRIPS.sample
 
 # The recording rules of deploy/prometheus/rules.yml that the dashboard reads.
 SEVERITY_RULE = "instance_circuit_name:circuit_breaker_state_severity:max"
@@ -190,6 +191,13 @@ def latency_quantile(quantile: float) -> str:
 TRIPS_BY_REASON = (
     "round(sum by (job, circuit_name, reason) ("
     f"increase({TRIPS_TOTAL}{{{CIRCUITS}}}[$__range])"
+    ")) > 0"
+)
+# The same for the shadow trips: in metrics_only, the times the tripper would have opened the
+# circuit (once per crossing of its threshold), which no transition shows.
+SHADOW_TRIPS = (
+    "round(sum by (job, circuit_name) ("
+    f"increase({SHADOW_TRIPS_TOTAL}{{{CIRCUITS}}}[$__range])"
     ")) > 0"
 )
 
@@ -587,6 +595,23 @@ def _trips_by_reason() -> bargauge.Panel:
     )
 
 
+def _shadow_trips() -> bargauge.Panel:
+    return (
+        _bar_panel(
+            23,
+            "Shadow trips over the time range",
+            "How many times each selected circuit's tripper would have opened it while in "
+            "metrics_only (which lets every call through) during the dashboard's time range, "
+            "once per crossing of its threshold, summed over processes and instances: the "
+            "thresholds that shadow mode is validating.",
+            _query(SHADOW_TRIPS, legend=CIRCUIT_LEGEND, instant=True),
+            0,
+        )
+        .unit("none")
+        .span(24)
+    )
+
+
 #: The query variables, in order: each lists the values of its label among the series the
 #: variables before it select (label_values, refreshed with the time range), several may be
 #: picked, and "All" matches every value (``.*``, so series that lack the label match too).
@@ -671,6 +696,7 @@ def build() -> dash.Dashboard:
         .with_panel(_failure_ratio())
         .with_panel(_latency())
         .with_panel(_trips_by_reason())
+        .with_panel(_shadow_trips())
     )
 
 

@@ -32,7 +32,13 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from fluxgate_stream import AnyioCircuitBreaker, SignalPipeline, meter_calls
 from fluxgate_stream._catalogue import CALL_KINDS, CALLS
 
-from ..support.call_traffic import BUCKETS, CALLS_MADE, make_breakers, make_calls
+from ..support.call_traffic import (
+    BUCKETS,
+    CALLS_MADE,
+    SHADOW_TRIPS_MADE,
+    make_breakers,
+    make_calls,
+)
 from ..support.processes import CHILDREN, importing_tests, start_python
 from ..support.prom import ROOT, PrometheusServer, ScrapeWatch, eventually, require_tool
 from .test_prometheus_e2e import (
@@ -153,6 +159,9 @@ VARIABLES = {
 RATE_RULE = "instance_circuit_name:circuit_breaker_calls:rate5m"
 REJECTED_RULE = "instance_circuit_name:circuit_breaker_calls_not_permitted:ratio_rate5m"
 FAILED_RULE = "instance_circuit_name:circuit_breaker_calls_failed:ratio_rate5m"
+#: Per circuit, the share of its calls refused, and of those that ran the share failed.
+REJECTED = {"payment_api": 4 / 9, "search_api": 0, "ranking_api": 0}
+FAILED = {"payment_api": 0.4, "search_api": 0.4, "ranking_api": 0.5}
 
 
 def calls_row_targets() -> list[tuple[str, dict[str, Any]]]:
@@ -185,11 +194,13 @@ def check_calls(server: PrometheusServer, k: int, workers: int) -> tuple[bool, d
     answers: dict[str, Any] = {}
     ok = True
     targets = calls_row_targets()
-    assert len(targets) == 7, targets  # a new panel of the row must be checked below
+    assert len(targets) == 8, targets  # a new panel of the row must be checked below
     for title, target in targets:
         expr = substitute(target["expr"])
         key = f"{title} [{target['refId']}]"
-        if target.get("instant"):
+        if title == "Shadow trips over the time range":
+            answers[key] = by_circuit(server.query(expr), instant=True)
+        elif target.get("instant"):
             answers[key] = by_circuit(server.query(expr), "reason", instant=True)
         elif title == "Calls per second by kind":
             answers[key] = by_circuit(server.query_range(expr), "kind", instant=False)
@@ -206,15 +217,19 @@ def check_calls(server: PrometheusServer, k: int, workers: int) -> tuple[bool, d
             == pytest.approx(made.get(kind, 0) / sum(made.values()))
             for kind in CALL_KINDS
         )
-    ok &= answers["Rejection ratio [A]"] == pytest.approx({"payment_api": 4 / 9, "search_api": 0})
-    ok &= answers["Failure ratio [A]"] == pytest.approx({"payment_api": 0.4, "search_api": 0.4})
+    ok &= answers["Rejection ratio [A]"] == pytest.approx(REJECTED)
+    ok &= answers["Failure ratio [A]"] == pytest.approx(FAILED)
     for ref_id, quantile in (("A", 0.5), ("B", 0.95), ("C", 0.99)):
         ok &= answers[f"Call latency (p50, p95, p99) [{ref_id}]"] == pytest.approx(
             dict.fromkeys(CALLS_MADE, quantile * BUCKETS[0])
         )
-    # One trip per worker, by the failure rate; search_api never tripped.
+    # One trip per worker, by the failure rate; search_api never tripped, nor did ranking_api,
+    # in metrics_only, whose tripper crossed its threshold twice in each worker.
     ok &= answers["Trips by reason over the time range [A]"] == {
         ("payment_api", "failure_rate"): float(workers)
+    }
+    ok &= answers["Shadow trips over the time range [A]"] == {
+        "ranking_api": float(SHADOW_TRIPS_MADE * workers)
     }
     # The recording rules: the instance's rate and ratios over 5 minutes.
     recorded = {
@@ -222,8 +237,8 @@ def check_calls(server: PrometheusServer, k: int, workers: int) -> tuple[bool, d
         for rule in (RATE_RULE, REJECTED_RULE, FAILED_RULE)
     }
     answers["rules"] = recorded
-    ok &= recorded[REJECTED_RULE] == pytest.approx({"payment_api": 4 / 9, "search_api": 0})
-    ok &= recorded[FAILED_RULE] == pytest.approx({"payment_api": 0.4, "search_api": 0.4})
+    ok &= recorded[REJECTED_RULE] == pytest.approx(REJECTED)
+    ok &= recorded[FAILED_RULE] == pytest.approx(FAILED)
     runs = sum(range(1, k + 1)) if workers > 1 else k
     for name, made in CALLS_MADE.items():
         calls = sum(made.values()) * runs
@@ -252,7 +267,8 @@ def check_alerts(server: PrometheusServer) -> tuple[bool, Any]:
         if a["labels"]["alertname"].startswith("CircuitBreakerCalls")
     }
     # payment_api refuses 4 of 9 calls; search_api fails 2 of 5 while closed; payment_api fails
-    # as much, but it is open. Both have at least 0.1 calls a second over 5 minutes.
+    # as much, but it is open, and ranking_api 3 of 6, but in metrics_only. Each has at least
+    # 0.1 calls a second over 5 minutes.
     expected = {
         ("CircuitBreakerCallsRejected", "payment_api", "pending"),
         ("CircuitBreakerCallsFailing", "search_api", "pending"),
@@ -275,7 +291,8 @@ async def test_the_dashboards_calls_row_the_call_rules_and_alerts_in_one_process
     prometheus,  # noqa: F811  # likewise
 ):
     """Ten times the worker's calls in one process: 90 through payment_api, 50 through
-    search_api, enough for the alerts' 0.1 calls a second over 5 minutes."""
+    search_api, 60 through ranking_api (2 shadow trips), enough for the alerts' 0.1 calls a
+    second over 5 minutes."""
     server, watch = prometheus, exporter.watch
     k = 10
     traffic = make_breakers(k, SignalPipeline(), registry, listeners=True)
@@ -318,7 +335,8 @@ async def test_the_dashboards_calls_row_and_the_call_rules_summed_over_workers(
 ):
     """Three worker processes (k = 1, 2, 3) in multiprocess mode: the collector sums their
     counters and histograms, and every query answers for the sum: 54 calls through payment_api,
-    3 trips (one per worker), 30 through search_api."""
+    3 trips (one per worker), 30 through search_api, 36 through ranking_api and 6 shadow trips
+    (two per worker)."""
     directory, target, watch = multiprocess_exporter
     prometheus_dir = tmp_path / "prometheus"
     prometheus_dir.mkdir()

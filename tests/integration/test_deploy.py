@@ -29,7 +29,7 @@ import yaml
 from markdown.extensions.toc import slugify
 
 from fluxgate_stream import ALL_STATES, health
-from fluxgate_stream._catalogue import CALL_DURATION, CALLS, TRIPS
+from fluxgate_stream._catalogue import CALL_DURATION, CALLS, SHADOW_TRIPS, TRIPS
 from fluxgate_stream.time_in_state import SECONDS_NAME
 
 from ..support.processes import run_python
@@ -90,7 +90,7 @@ def board() -> dict[str, Any]:
 def panels() -> dict[str, dict[str, Any]]:
     """The dashboard's panels (rows excluded) by title."""
     found = {p["title"]: p for p in board()["panels"] if p["type"] != "row"}
-    assert len(found) == 17, sorted(found)
+    assert len(found) == 18, sorted(found)
     return found
 
 
@@ -427,11 +427,23 @@ def test_dashboard_adds_a_calls_row_read_from_the_call_metrics():
     assert target["legendFormat"] == "{{circuit_name}} ({{job}}): {{reason}}"
     assert trips["fieldConfig"]["defaults"]["unit"] == "none"
 
+    shadow = by_title["Shadow trips over the time range"]
+    assert shadow["type"] == "bargauge"
+    (target,) = shadow["targets"]
+    assert target["expr"] == (
+        "round(sum by (job, circuit_name) "
+        f"(increase(circuit_breaker_shadow_trips_total{{{SELECTED}}}[$__range]))) > 0"
+    )
+    assert target["instant"] is True
+    assert target["legendFormat"] == "{{circuit_name}} ({{job}})"
+    assert shadow["fieldConfig"]["defaults"]["unit"] == "none"
+
 
 def test_the_calls_row_queries_only_the_metrics_meter_calls_exports():
-    exported = {spec.sample for spec in (CALLS, TRIPS)} | {f"{CALL_DURATION.sample}_bucket"}
+    exported = {spec.sample for spec in (CALLS, TRIPS, SHADOW_TRIPS)}
+    exported.add(f"{CALL_DURATION.sample}_bucket")
     row = [p for p in board()["panels"] if p["id"] > 17]
-    assert len(row) == 5
+    assert len(row) == 6
     for panel in row:
         for target in panel["targets"]:
             used = set(re.findall(r"circuit_breaker_\w+", target["expr"]))
@@ -515,14 +527,14 @@ def test_no_shipped_query_compares_the_state_gauge_with_one():
         *(rule["expr"] for rule in rules(PROMETHEUS / "alerts.yml")),
         *(rule["expr"] for rule in rules(PROMETHEUS / "rules.yml")),
     ]
-    assert len(queries) == 19 + 7 + 5
+    assert len(queries) == 20 + 7 + 5
     assert [q for q in queries if re.search(r"==\s*1\b", q)] == []
 
 
 def test_dashboard_ids_are_unique_and_the_uid_is_stable():
     dashboard = board()
     ids = [p["id"] for p in dashboard["panels"]]
-    assert ids == list(range(1, 23))
+    assert ids == list(range(1, 24))
     assert dashboard["uid"] == "fluxgate-stream"
     assert "id" not in dashboard  # importing creates a new dashboard, keyed by uid
 
@@ -886,6 +898,16 @@ OTHER_SERIES += [
         'reason="failure_rate+slow_rate"}',
         "0x5 1x5",
     ),
+    # shadow trips (metrics_only): none on checkout; ledger's payment_api once on ledger-1's 2
+    # workers (at 6m), twice on ledger-2 (at 3m and 8m)
+    *(
+        (
+            f'circuit_breaker_shadow_trips_total{{instance="{instance}", '
+            'circuit_name="payment_api"}',
+            values,
+        )
+        for instance, values in ((C1, "0x10"), (C2, "0x10"), (L1, "0x5 1x5"), (L2, "0x2 1x4 2x4"))
+    ),
 ]
 
 
@@ -967,6 +989,7 @@ EXPECTED_ALL = {
         f'{{{CP}, reason="failure_rate"}}': 10,
         f'{{{LP}, reason="failure_rate+slow_rate"}}': 1,
     },
+    "Shadow trips over the time range": {f"{{{LP}}}": 3},  # summed over ledger's instances
 }
 #: The same with one job and one instance picked (checkout-2, a single process).
 EXPECTED_ONE_INSTANCE = {
@@ -987,6 +1010,7 @@ EXPECTED_ONE_INSTANCE = {
     "Failure ratio": {f"{{{CP}}}": 0},
     "Call latency (p50, p95, p99) [B]": {f"{{{CP}}}": 0.1 * 0.95},  # all 15 under 0.1 s
     "Trips by reason over the time range": {},  # none on checkout-2
+    "Shadow trips over the time range": {},  # likewise
 }
 
 

@@ -2,11 +2,13 @@
 
 One script for both sides: the test makes it in its own process, and each multiprocess-mode
 worker (``tests/children/calls_for_prometheus.py``) makes it for its own ``k``.
-``make_breakers(k, ...)`` meters two ``AnyioCircuitBreaker``s (buckets 0.25 s and 10 s), which
+``make_breakers(k, ...)`` meters three ``AnyioCircuitBreaker``s (buckets 0.25 s and 10 s), which
 creates their series at 0; ``make_calls(traffic, k)`` then makes, through a running consumer,
 ``CALLS_MADE`` times ``k``: ``payment_api`` ``3k`` successful and ``2k`` failed calls (the last
 trips it by its failure rate) and ``4k`` refused ones; ``search_api``, whose tripper never trips,
-``3k`` and ``2k``.
+``3k`` and ``2k``; ``ranking_api``, put in ``metrics_only`` first, ``2k`` failed (over its
+tripper's threshold), ``3k`` successful (back under) and ``k`` failed (over again): the
+``SHADOW_TRIPS_MADE`` crossings a shadow trip counts, whatever ``k``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import anyio
 from fluxgate.errors import CallNotPermittedError
 from fluxgate.retries import Never
 from fluxgate.trippers import FailureRate, MinRequests
+from fluxgate.windows import CountWindow
 from prometheus_client import CollectorRegistry
 
 from fluxgate_stream import AnyioCircuitBreaker, PrometheusListener, SignalPipeline, meter_calls
@@ -28,7 +31,10 @@ BUCKETS = (0.25, 10.0)
 CALLS_MADE = {
     "payment_api": {"successful": 3, "failed": 2, "not_permitted": 4},
     "search_api": {"successful": 3, "failed": 2},
+    "ranking_api": {"successful": 3, "failed": 3},
 }
+#: The shadow trips of each run of ``make_calls(traffic, k)``: ranking_api's crossings.
+SHADOW_TRIPS_MADE = 2
 
 
 @dataclass
@@ -38,6 +44,7 @@ class Traffic:
     pipeline: SignalPipeline
     payment: AnyioCircuitBreaker
     search: AnyioCircuitBreaker
+    ranking: AnyioCircuitBreaker
 
 
 def make_breakers(
@@ -47,10 +54,11 @@ def make_breakers(
     *,
     listeners: bool = False,
 ) -> Traffic:
-    """The two breakers, metered in ``registry`` (``None``: the default, as in a worker).
+    """The three breakers, metered in ``registry`` (``None``: the default, as in a worker).
 
-    ``payment_api`` trips at its ``5k``-th call, by its failure rate (2 of 5 failed); with
-    ``listeners``, each breaker also has its ``PrometheusListener``.
+    ``payment_api`` trips at its ``5k``-th call, by its failure rate (2 of 5 failed);
+    ``ranking_api``'s tripper holds from 2 calls on while half of them failed, its window holds
+    every call; with ``listeners``, each breaker also has its ``PrometheusListener``.
     """
 
     def listening(name: str) -> list[PrometheusListener]:
@@ -64,9 +72,15 @@ def make_breakers(
     search = AnyioCircuitBreaker(
         tripper=MinRequests(10**9) & FailureRate(0.5), listeners=listening("search_api")
     )
+    ranking = AnyioCircuitBreaker(
+        window=CountWindow(6 * k),
+        tripper=MinRequests(2) & FailureRate(0.5),
+        listeners=listening("ranking_api"),
+    )
     meter_calls(payment, "payment_api", registry, pipeline=pipeline, buckets=BUCKETS)
     meter_calls(search, "search_api", registry, pipeline=pipeline, buckets=BUCKETS)
-    return Traffic(pipeline, payment, search)
+    meter_calls(ranking, "ranking_api", registry, pipeline=pipeline, buckets=BUCKETS)
+    return Traffic(pipeline, payment, search, ranking)
 
 
 async def ok() -> None:
@@ -79,9 +93,10 @@ async def fail() -> None:
 
 async def make_calls(traffic: Traffic, k: int) -> None:
     """Make ``CALLS_MADE`` times ``k`` through a running consumer, and flush it."""
-    payment, search = traffic.payment, traffic.search
+    payment, search, ranking = traffic.payment, traffic.search, traffic.ranking
     async with anyio.create_task_group() as tg:
         await tg.start(traffic.pipeline.run)
+        await ranking.metrics_only()
         for cb in (payment, search):
             for _ in range(3 * k):
                 await cb.call(ok)
@@ -92,5 +107,12 @@ async def make_calls(traffic: Traffic, k: int) -> None:
         for _ in range(4 * k):
             with suppress(CallNotPermittedError):
                 await payment.call(ok)
+        # Failed 2k of 2k (over from the 2nd call), 2k of 5k (under from the (4k + 1)-th), then
+        # 3k of 6k (over at the last): two crossings, and calls are never refused.
+        for failing, calls in ((True, 2 * k), (False, 3 * k), (True, k)):
+            for _ in range(calls):
+                with suppress(ConnectionError):
+                    await ranking.call(fail if failing else ok)
+        assert ranking.info().state == "metrics_only"
         await traffic.pipeline.flush()
         tg.cancel_scope.cancel()
