@@ -27,9 +27,8 @@ from fluxgate.errors import CallNotPermittedError
 from fluxgate.retries import Never
 from fluxgate.trippers import FailureRate, MinRequests
 from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.multiprocess import MultiProcessCollector
 
-from fluxgate_stream import AnyioCircuitBreaker, SignalPipeline, meter_calls
+from fluxgate_stream import AnyioCircuitBreaker, MultiProcessCollector, SignalPipeline, meter_calls
 from fluxgate_stream._catalogue import CALL_KINDS, CALLS
 
 from ..support.call_traffic import (
@@ -188,9 +187,10 @@ def by_circuit(rows: list[dict[str, Any]], *labels: str, instant: bool) -> dict[
     return out
 
 
-def check_calls(server: PrometheusServer, k: int, workers: int) -> tuple[bool, dict[str, Any]]:
-    """The Calls row's panels and the call rules, for ``workers`` runs of ``CALLS_MADE`` times
-    1..k (one process: ``workers`` = 1)."""
+def check_calls(server: PrometheusServer, ks: tuple[int, ...]) -> tuple[bool, dict[str, Any]]:
+    """The Calls row's panels and the call rules, for one process per ``k`` in ``ks``, each
+    having made ``CALLS_MADE`` times its ``k`` (one process: ``ks`` = (k,))."""
+    workers = len(ks)
     answers: dict[str, Any] = {}
     ok = True
     targets = calls_row_targets()
@@ -239,9 +239,8 @@ def check_calls(server: PrometheusServer, k: int, workers: int) -> tuple[bool, d
     answers["rules"] = recorded
     ok &= recorded[REJECTED_RULE] == pytest.approx(REJECTED)
     ok &= recorded[FAILED_RULE] == pytest.approx(FAILED)
-    runs = sum(range(1, k + 1)) if workers > 1 else k
     for name, made in CALLS_MADE.items():
-        calls = sum(made.values()) * runs
+        calls = sum(made.values()) * sum(ks)
         # rate() over 5 minutes of data that start at 0: at least the calls / 300 s, and
         # stretched by at most 1.1 scrape intervals' extrapolation at the end.
         ok &= calls / 300 <= recorded[RATE_RULE].get(name, 0.0) <= calls * 1.3 / 300
@@ -290,24 +289,25 @@ async def test_the_dashboards_calls_row_the_call_rules_and_alerts_in_one_process
     exporter,  # noqa: F811  # the fixture imported above
     prometheus,  # noqa: F811  # likewise
 ):
-    """Ten times the worker's calls in one process: 90 through payment_api, 50 through
-    search_api, 60 through ranking_api (2 shadow trips), enough for the alerts' 0.1 calls a
-    second over 5 minutes."""
+    """k = 10 in one process, as many calls as the three workers below make together: 90
+    through payment_api, 50 through search_api, 60 through ranking_api (2 shadow trips), enough
+    for the alerts' 0.1 calls a second over 5 minutes."""
     server, watch = prometheus, exporter.watch
     k = 10
-    traffic = make_breakers(k, SignalPipeline(), registry, listeners=True)
+    traffic = make_breakers(k, SignalPipeline(), registry)
     await zeros_held(server, watch)
     await make_calls(traffic, k)
     await eventually(
-        server, watch, lambda: check_calls(server, k, workers=1), what="the Calls row and rules"
+        server, watch, lambda: check_calls(server, (k,)), what="the Calls row and rules"
     )
     await eventually(server, watch, lambda: check_alerts(server), what="the call alerts")
 
 
 @pytest.fixture
 def multiprocess_exporter(tmp_path: Path) -> Iterator[tuple[Path, str, ScrapeWatch]]:
-    """A ``MultiProcessCollector`` over a fresh directory, served over HTTP: the one collector of
-    the worker processes that write there."""
+    """fluxgate-stream's ``MultiProcessCollector`` over a fresh directory, served over HTTP: the
+    one collector of the worker processes that write there, which drops a dead worker's state
+    gauge (as ``mark_process_dead`` would)."""
     directory = tmp_path / "multiproc"
     directory.mkdir()
     registry = CollectorRegistry()
@@ -330,13 +330,21 @@ def read_line(process: subprocess.Popen[str]) -> dict[str, Any]:
     return json.loads(line)
 
 
-async def test_the_dashboards_calls_row_and_the_call_rules_summed_over_workers(
+#: The k of each worker process: 10 runs of ``CALLS_MADE`` in all, 50 calls through search_api
+#: (the fewest), comfortably above the call alerts' 0.1 calls a second over 5 minutes (30), which
+#: an instance (the workers together) must make.
+WORKER_KS = (2, 3, 5)
+
+
+async def test_the_dashboards_calls_row_the_call_rules_and_alerts_summed_over_workers(
     anyio_backend, tmp_path, multiprocess_exporter
 ):
-    """Three worker processes (k = 1, 2, 3) in multiprocess mode: the collector sums their
-    counters and histograms, and every query answers for the sum: 54 calls through payment_api,
-    3 trips (one per worker), 30 through search_api, 36 through ranking_api and 6 shadow trips
-    (two per worker)."""
+    """Three worker processes (k = 2, 3, 5) in multiprocess mode: the collector sums their
+    counters and histograms, and every query answers for the sum: 90 calls through payment_api,
+    3 trips (one per worker), 50 through search_api, 60 through ranking_api and 6 shadow trips
+    (two per worker). The call alerts go pending as in one process: CircuitBreakerCallsFailing
+    joins the state gauge, which counts live workers only, so the workers wait (alive) until
+    the alerts are checked."""
     directory, target, watch = multiprocess_exporter
     prometheus_dir = tmp_path / "prometheus"
     prometheus_dir.mkdir()
@@ -350,7 +358,7 @@ async def test_the_dashboards_calls_row_and_the_call_rules_summed_over_workers(
             env=env,
             stdin=subprocess.PIPE,
         )
-        for k in (1, 2, 3)
+        for k in WORKER_KS
     ]
     try:
         for worker in workers:
@@ -364,13 +372,22 @@ async def test_the_dashboards_calls_row_and_the_call_rules_summed_over_workers(
                 worker.stdin.flush()
             for worker in workers:
                 assert read_line(worker) == {"pid": worker.pid, "done": True}
-                assert worker.wait(timeout=30) == 0
             await eventually(
                 server,
                 watch,
-                lambda: check_calls(server, 3, workers=3),
+                lambda: check_calls(server, WORKER_KS),
                 what="the Calls row and rules over the workers",
             )
+            await eventually(
+                server, watch, lambda: check_alerts(server), what="the call alerts over the workers"
+            )
+            for worker in workers:
+                assert worker.poll() is None  # alive until now: their state gauge still counted
+                assert worker.stdin is not None
+                worker.stdin.write("exit\n")
+                worker.stdin.flush()
+            for worker in workers:
+                assert worker.wait(timeout=30) == 0
         finally:
             server.stop()
     finally:

@@ -2,8 +2,9 @@
 
 One script for both sides: the test makes it in its own process, and each multiprocess-mode
 worker (``tests/children/calls_for_prometheus.py``) makes it for its own ``k``.
-``make_breakers(k, ...)`` meters three ``AnyioCircuitBreaker``s (buckets 0.25 s and 10 s), which
-creates their series at 0; ``make_calls(traffic, k)`` then makes, through a running consumer,
+``make_breakers(k, ...)`` meters three ``AnyioCircuitBreaker``s (buckets 0.25 s and 10 s), each
+with its ``PrometheusListener`` (the call alerts join the state gauge), which creates their
+series at 0; ``make_calls(traffic, k)`` then makes, through a running consumer,
 ``CALLS_MADE`` times ``k``: ``payment_api`` ``3k`` successful and ``2k`` failed calls (the last
 trips it by its failure rate) and ``4k`` refused ones; ``search_api``, whose tripper never trips,
 ``3k`` and ``2k``; ``ranking_api``, put in ``metrics_only`` first, ``2k`` failed (over its
@@ -51,18 +52,16 @@ def make_breakers(
     k: int,
     pipeline: SignalPipeline,
     registry: CollectorRegistry | None = None,
-    *,
-    listeners: bool = False,
 ) -> Traffic:
     """The three breakers, metered in ``registry`` (``None``: the default, as in a worker).
 
     ``payment_api`` trips at its ``5k``-th call, by its failure rate (2 of 5 failed);
     ``ranking_api``'s tripper holds from 2 calls on while half of them failed, its window holds
-    every call; with ``listeners``, each breaker also has its ``PrometheusListener``.
+    every call.
     """
 
     def listening(name: str) -> list[PrometheusListener]:
-        return [PrometheusListener(name, registry, pipeline=pipeline)] if listeners else []
+        return [PrometheusListener(name, registry, pipeline=pipeline)]
 
     payment = AnyioCircuitBreaker(
         tripper=MinRequests(5 * k) & FailureRate(0.4),
