@@ -48,6 +48,7 @@ __all__ = [
     "APPLY_LOCK",
     "SEQUENCE",
     "Call",
+    "CallQueue",
     "Counts",
     "Item",
     "Pending",
@@ -224,10 +225,50 @@ class Target(Protocol):
 #: trip, each with a kind of its own.
 Call = tuple["int | str", "float | None"]
 
+
+class CallQueue(deque[Call]):
+    """One meter's calls made on its pipeline's loop thread, queued there until written.
+
+    ``fluxgate_stream.calls`` coalesces the calls of the consumer's own thread: a call appends
+    its ``Call`` here and, only if the queue is not ``armed``, queues the queue itself as an
+    item (a marker) and arms it; the target's ``write`` disarms it and takes every call it holds.
+    So while calls keep coming, one item reaches the stream per batch, not one per call.
+
+    Concurrency model: only the loop thread appends (any other thread queues its calls one
+    item each) and only ``write``, under ``APPLY_LOCK``, pops. A producer arms *after* queueing
+    the marker, and ``write`` disarms *before* taking: an exception between a producer's append
+    and its marker (a signal handler's) leaves the queue unarmed, so the next call queues one;
+    the consumer's ``flush()`` and its stop queue one for every queue that holds calls.
+
+    Attributes:
+        target: the calls' ``Target`` (the meter's series).
+        armed: a marker for this queue is queued and not yet written.
+    """
+
+    __slots__ = ("armed", "target")
+
+    # One queue is one meter's: equal only to itself, and hashable (PipelineState keeps a set of
+    # them), unlike a deque, which compares its items.
+    def __hash__(self) -> int:  # pyright: ignore[reportIncompatibleVariableOverride]  # deque declares no hash
+        return object.__hash__(self)
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __ne__(self, other: object) -> bool:
+        return self is not other
+
+    def __init__(self, target: Target) -> None:
+        super().__init__()
+        self.target: Target = target
+        self.armed: bool = False
+
+
 #: What producers queue: (sequence number, target, payload): a transition's signal, a ``None``
-#: for ``close()``, or a ``Call`` (a plain tuple, which no ``Signal`` is). Sequence numbers come
-#: from one process-wide counter, so they order every path.
-Item = tuple[int, Target, "Signal | Call | None"]
+#: for ``close()``, a ``Call`` (a plain tuple, which no ``Signal`` is) or a ``CallQueue`` (the
+#: calls it holds when its target writes). Sequence numbers come from one process-wide counter,
+#: so they order every path.
+Item = tuple[int, Target, "Signal | Call | CallQueue | None"]
 
 
 class Pending:
@@ -242,10 +283,20 @@ class Pending:
         folded: what the target's ``fold`` hook made of the transitions, or ``None``; for a
             target of calls (``fluxgate_stream.calls``), the list of its ``Call`` payloads, in
             order (at most one batch of them), which its ``write`` folds.
+        queues: the ``CallQueue`` markers added, or ``None``: their calls, taken by ``write``.
         interrupted: a ``BaseException`` ended a write of this record once (see ``apply``).
     """
 
-    __slots__ = ("close_seq", "counts", "folded", "interrupted", "state", "state_seq", "state_time")
+    __slots__ = (
+        "close_seq",
+        "counts",
+        "folded",
+        "interrupted",
+        "queues",
+        "state",
+        "state_seq",
+        "state_time",
+    )
 
     def __init__(self) -> None:
         self.close_seq: int = -1
@@ -254,6 +305,7 @@ class Pending:
         self.state_time: object = None
         self.counts: dict[tuple[State, State], int] = {}
         self.folded: object = None
+        self.queues: list[CallQueue] | None = None
         self.interrupted: bool = False
 
 
@@ -262,7 +314,8 @@ class Tally:
 
     Items must be added in the order they were queued on their path (a batch sorts its items by
     sequence number first); a ``close()`` voids what was added for its circuit before it. A
-    ``Call`` payload is only kept, in ``Pending.folded``: its target's ``write`` folds the calls.
+    ``Call`` payload is only kept, in ``Pending.folded``, and a ``CallQueue`` in
+    ``Pending.queues``: its target's ``write`` takes and folds the calls.
     """
 
     __slots__ = ("pending",)
@@ -290,13 +343,10 @@ class Tally:
                 pending.state_seq = -1
                 pending.counts.clear()
                 pending.folded = None
+                pending.queues = None
             return
-        if type(signal) is tuple:  # a metered call (fluxgate_stream.calls): never a transition
-            calls = pending.folded
-            if calls is None:
-                pending.folded = [signal]
-            else:
-                cast("list[Call]", calls).append(signal)
+        if type(signal) is tuple or type(signal) is CallQueue:  # fluxgate_stream.calls's
+            _keep_calls(pending, signal)
             return
         # Not a tuple, so a Signal (which is no tuple); pyright cannot narrow by type().
         transition: Signal = signal  # pyright: ignore[reportAssignmentType]  # see above
@@ -309,6 +359,22 @@ class Tally:
         fold = circuit.fold
         if fold is not None:
             fold(pending, seq, transition)
+
+
+def _keep_calls(pending: Pending, calls: Call | CallQueue) -> None:
+    """Keep a metered call in ``pending.folded``, or a meter's queue in ``pending.queues``."""
+    if type(calls) is CallQueue:  # its target's write takes the calls it holds
+        queues = pending.queues
+        if queues is None:
+            pending.queues = [calls]
+        elif calls not in queues:
+            queues.append(calls)
+        return
+    folded = pending.folded
+    if folded is None:
+        pending.folded = [calls]
+    else:
+        cast("list[Call | CallQueue]", folded).append(calls)
 
 
 #: Targets whose last write failed, with the number of failed writes since: a failure is logged

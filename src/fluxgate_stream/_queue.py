@@ -25,7 +25,16 @@ from typing import TYPE_CHECKING, Final, cast
 import anyio
 from anyio import WouldBlock
 
-from fluxgate_stream._apply import APPLY_LOCK, SEQUENCE, Item, Tally, apply, defer, run_deferred
+from fluxgate_stream._apply import (
+    APPLY_LOCK,
+    SEQUENCE,
+    CallQueue,
+    Item,
+    Tally,
+    apply,
+    defer,
+    run_deferred,
+)
 from fluxgate_stream._compat import call_soon, kept, ki_protected, stream_buffer
 
 if TYPE_CHECKING:
@@ -115,6 +124,7 @@ class PipelineState:
         "bridge",
         "bridge_append",
         "buffer",
+        "call_queues",
         "loop_thread",
         "max_buffer_size",
         "overflowing",
@@ -154,6 +164,10 @@ class PipelineState:
         self.loop_thread: int | None = None  # the consumer's thread id while it runs
         self.token: EventLoopToken | None = None  # the consumer's event loop while it runs
         self.sleeping: bool = False  # the consumer awaits the stream: wake it for bridge items
+        # The CallQueue of every meter on this pipeline (calls made on the loop thread, which
+        # CallMeter adds and its close() discards): flush() and the stop mark those left
+        # unmarked, a fork empties them.
+        self.call_queues: Final[weakref.WeakSet[CallQueue]] = weakref.WeakSet()
         # Taken off the queues, not yet written (consumer-owned; see the class docstring).
         self.taken: Final[list[Item | Wake]] = []
         self.batch: Tally = Tally()
@@ -202,7 +216,7 @@ class PipelineState:
 
     # -- producers (any thread) ------------------------------------------------------------------
 
-    def submit(self, target: Target, signal: Signal | Call | None) -> None:
+    def submit(self, target: Target, signal: Signal | Call | CallQueue | None) -> None:
         """Queue a transition, a metered call or (with ``signal=None``) a ``close()``.
 
         Never blocks on the event loop and never raises for a full buffer. Any thread. This is
@@ -295,6 +309,7 @@ class PipelineState:
             if self.loop_thread is None:  # else a consumer (re)started: the queues are its own
                 self.take_bridge(None)
                 self.take_spill(None)
+                self.take_calls()
                 self.apply_taken(merge=True)
         run_deferred()
 
@@ -351,6 +366,27 @@ class PipelineState:
             self.signals_overflowed += got
         return n
 
+    def take_calls(self) -> None:
+        """Take a marker into ``taken`` for every call queue that holds calls (see ``CallQueue``).
+
+        Once the consumer stopped, under APPLY_LOCK: nothing appends to them then (the loop
+        thread's calls apply directly), and what they hold is written with the rest.
+        """
+        for queue in list(self.call_queues):
+            if queue:
+                self.taken.append((next(_SEQ), queue.target, queue))
+
+    def mark_calls(self) -> None:
+        """Queue a marker for every call queue holding calls with none queued. Loop thread.
+
+        What an exception between a call's append and its marker (a signal handler's) left:
+        ``flush()`` marks them first, so that it waits for them too.
+        """
+        for queue in list(self.call_queues):
+            if queue and not queue.armed:
+                self.submit(queue.target, queue)
+                queue.armed = True
+
     def apply_taken(self, *, merge: bool) -> None:
         """Fold ``taken`` into a tally and apply it; ``merge=False`` only for items in order.
 
@@ -396,6 +432,9 @@ class PipelineState:
         self.close_stream()
         self.bridge.clear()
         self.spill.clear()
+        for queue in self.call_queues:
+            queue.clear()
+            queue.armed = False
         self.overflowing = False
         self.taken.clear()
         self.batch = Tally()

@@ -35,18 +35,22 @@ the same results, the same exception objects (re-raised, so a traceback shows on
 ours per wrapper), the same transitions and listeners. A ``ThreadSafeCircuitBreaker`` is metered
 at its ``call`` (every path of it goes there), outside its lock.
 
-Transport: a call's outcome is one item, ``(kind, duration)``, on the breaker's pipeline, by the
-same paths as a transition (``PipelineState.submit``: the stream, the thread bridge, the overflow
-queue, or, with no consumer, a direct write): while a consumer runs, the caller pays one enqueue,
-never a prometheus_client write or a lock a scrape takes. The consumer folds a batch's calls per
-circuit: counts summed per kind, durations filed into bucket counts, then one increment per
-series (``_compat.histogram_add``: prometheus_client has no bulk ``observe()``). Exact on every
-path: the series count every call metered, once.
+Transport: a call's outcome is a ``(kind, duration)`` pair. On the consumer's own thread (the
+event loop's), it is appended to the meter's ``CallQueue``, and only the first call since the
+consumer last took them queues an item (the queue itself, as a marker) on the stream: one
+enqueue per batch, not per call. From any other thread, it is one item on the breaker's pipeline,
+by the same paths as a transition (``PipelineState.submit``: the thread bridge or the overflow
+queue); with no consumer, a direct write. While a consumer runs, the caller pays one append (or
+one enqueue), never a prometheus_client write or a lock a scrape takes. The consumer folds a
+batch's calls per circuit: counts summed per kind, durations filed into bucket counts, then one
+increment per series (``_compat.histogram_add``: prometheus_client has no bulk ``observe()``).
+Exact on every path: the series count every call metered, once.
 
 Concurrency: a call's frames own its record (``_Call``); the only state shared between calls is
 ``_RAISED``, one slot per thread, written when the protected function raises and read by the
 tracker at once (the breaker asks it with no ``await`` between, so no other call of that thread
-runs in between). Producers (any thread) only read a meter's ``_closed`` and queue; every
+runs in between). Producers (any thread) only read a meter's ``_closed`` and queue (the loop
+thread alone appends to its ``CallQueue``, and only the consumer takes from it); every
 ``_CallSeries`` and family is used with ``APPLY_LOCK`` held, by the consumer or a direct apply,
 as every ``Target`` is. Metering (and ``close()``) swaps the breaker's attributes one at a time:
 a call already running keeps the path it started on.
@@ -63,9 +67,9 @@ import threading
 import time
 import weakref
 from bisect import bisect_left
+from itertools import repeat, starmap
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from anyio import WouldBlock
 from fluxgate.circuitbreaker import AsyncCircuitBreaker, CircuitBreaker
 from fluxgate.errors import CallNotPermittedError
 from fluxgate.trackers import Tracker
@@ -81,7 +85,7 @@ from fluxgate.trippers import (
 )
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
-from fluxgate_stream._apply import SEQUENCE, holding
+from fluxgate_stream._apply import CallQueue, holding
 from fluxgate_stream._catalogue import (
     CALL_DURATION,
     CALL_DURATION_KINDS,
@@ -337,12 +341,32 @@ class _CallSeries:
         if pending.close_seq >= 0:
             self.drop(pending.close_seq)
             pending.close_seq = -1
-        folded = pending.folded
-        if folded is None:
+        folded: object = pending.folded
+        if type(folded) is dict:  # totals an interrupted write left: the rest first
+            self._write_totals(pending)
+        queues = pending.queues
+        if queues:
+            calls = cast("list[Call] | None", pending.folded)
+            if calls is None:
+                fresh: list[Call] = []
+                calls = pending.folded = fresh
+            while queues:
+                queue = queues[-1]
+                # Disarm before taking: a call appended from here on queues a marker again.
+                queue.armed = False
+                # In C, no handler runs inside: each call is in its queue or in calls.
+                calls.extend(starmap(queue.popleft, repeat((), len(queue))))
+                queues.pop()
+            pending.queues = None
+        calls_left = cast("list[Call] | None", pending.folded)
+        if calls_left is None:
             return
-        if type(folded) is list:
-            folded = pending.folded = self._fold(cast("list[Call]", folded))
-        totals = cast("dict[int | str, _Totals]", folded)
+        pending.folded = self._fold(calls_left)
+        self._write_totals(pending)
+
+    def _write_totals(self, pending: Pending) -> None:
+        """Write ``pending.folded``'s totals, each kind's leaving it once written."""
+        totals = cast("dict[int | str, _Totals]", pending.folded)
         while totals:
             kind = next(iter(totals))
             self._add(kind, totals[kind])
@@ -498,7 +522,17 @@ class CallMeter(Closing):
         pipeline: the pipeline its calls go through.
     """
 
-    __slots__ = ("_closed", "_lock", "_state", "_target", "_undo", "breaker", "name", "pipeline")
+    __slots__ = (
+        "_closed",
+        "_lock",
+        "_queue",
+        "_state",
+        "_target",
+        "_undo",
+        "breaker",
+        "name",
+        "pipeline",
+    )
 
     def __init__(
         self,
@@ -519,6 +553,8 @@ class CallMeter(Closing):
         self._target: Final = target
         self._closed = False
         self._lock: Final = threading.Lock()
+        self._queue: Final = CallQueue(target)  # this meter's calls on the loop thread
+        self._state.call_queues.add(self._queue)
         self._undo: Final = _attach(*paths, self)
         self._record(_ZERO, None)  # the series at 0, ordered after a close() still queued
 
@@ -534,18 +570,21 @@ class CallMeter(Closing):
     def _record(self, kind: int | str, duration: float | None) -> None:
         """Queue one call's outcome: the caller's whole cost while a consumer runs. Any thread.
 
-        The call paths (``_sync_path``, ``_async_path``) inline it for successful calls.
+        On the consumer's thread, an append to the meter's ``CallQueue``, and a marker on the
+        stream only if none is queued (see ``CallQueue``); from any other thread, or with no
+        consumer, ``PipelineState.submit``.
         """
         if self._closed:
             return
         state = self._state
-        # PipelineState.submit()'s loop-thread branch, inlined as QueueingListener.__call__ does.
-        if state.loop_thread == _get_ident() and not state.overflowing:
-            item = (next(SEQUENCE), self._target, (kind, duration))
-            try:
-                state.send_nowait(item)
-            except WouldBlock:
-                state.overflow(item)
+        if state.loop_thread == _get_ident():
+            # The consumer runs on this thread, so it cannot take from the queue, nor stop,
+            # before this returns (a signal handler's call of the same meter only appends too).
+            queue = self._queue
+            queue.append((kind, duration))
+            if not queue.armed:
+                state.submit(self._target, queue)
+                queue.armed = True  # after the marker is queued: see CallQueue
             return
         state.submit(self._target, (kind, duration))
 
@@ -569,7 +608,11 @@ class CallMeter(Closing):
                 return
             self._closed = True
         self._undo()
-        self._state.submit(self._target, None)
+        state = self._state
+        state.call_queues.discard(self._queue)
+        if self._queue and not self._queue.armed:  # calls a signal handler left unmarked
+            state.submit(self._target, self._queue)
+        state.submit(self._target, None)
 
 
 def _sync_path(
@@ -578,6 +621,7 @@ def _sync_path(
     """``run`` (a handler's ``execute``, or a breaker's ``call``), metered; then ``after()``."""
     ended = meter._ended  # pyright: ignore[reportPrivateUsage]  # the meter's own paths
     state = meter._state  # pyright: ignore[reportPrivateUsage]  # as above
+    queue = meter._queue  # pyright: ignore[reportPrivateUsage]  # as above
     target = meter._target  # pyright: ignore[reportPrivateUsage]  # as above
 
     def execute(func: Callable[..., object], /, *args: object, **kwargs: object) -> object:
@@ -591,14 +635,14 @@ def _sync_path(
             if after is not None:
                 after()
             raise
-        # CallMeter._record(_SUCCESSFUL, ...), inlined: the hottest path saves a frame.
+        # record(_SUCCESSFUL, call[0]), inlined: the one copy of CallMeter._record's body, on
+        # the path issue #13's cost target measures (a passing sync call: a frame is ~1% of it).
         if not meter._closed:  # pyright: ignore[reportPrivateUsage]  # as above
-            if state.loop_thread == _get_ident() and not state.overflowing:
-                item = (next(SEQUENCE), target, (_SUCCESSFUL, call[0]))
-                try:
-                    state.send_nowait(item)
-                except WouldBlock:
-                    state.overflow(item)
+            if state.loop_thread == _get_ident():
+                queue.append((_SUCCESSFUL, call[0]))
+                if not queue.armed:
+                    state.submit(target, queue)
+                    queue.armed = True
             else:
                 state.submit(target, (_SUCCESSFUL, call[0]))
         if after is not None:
@@ -613,8 +657,7 @@ def _async_path(
 ) -> Callable[..., Awaitable[object]]:
     """``_sync_path``, for an async handler's ``execute``."""
     ended = meter._ended  # pyright: ignore[reportPrivateUsage]  # the meter's own paths
-    state = meter._state  # pyright: ignore[reportPrivateUsage]  # as above
-    target = meter._target  # pyright: ignore[reportPrivateUsage]  # as above
+    record = meter._record  # pyright: ignore[reportPrivateUsage]  # as above
 
     async def execute(
         func: Callable[..., Awaitable[object]], /, *args: object, **kwargs: object
@@ -629,16 +672,7 @@ def _async_path(
             if after is not None:
                 after()
             raise
-        # CallMeter._record(_SUCCESSFUL, ...), inlined as in _sync_path.
-        if not meter._closed:  # pyright: ignore[reportPrivateUsage]  # as above
-            if state.loop_thread == _get_ident() and not state.overflowing:
-                item = (next(SEQUENCE), target, (_SUCCESSFUL, call[0]))
-                try:
-                    state.send_nowait(item)
-                except WouldBlock:
-                    state.overflow(item)
-            else:
-                state.submit(target, (_SUCCESSFUL, call[0]))
+        record(_SUCCESSFUL, call[0])
         if after is not None:
             after()
         return result

@@ -363,6 +363,7 @@ class SignalPipeline:
                         pass
                     state.take_bridge(None)
                     state.take_spill(None)
+                    state.take_calls()
                     state.apply_taken(merge=True)
                 finally:
                     state.close_stream()
@@ -394,6 +395,7 @@ class SignalPipeline:
             raise RuntimeError(
                 "SignalPipeline.flush() must be awaited on the event loop that runs its consumer"
             )
+        state.mark_calls()
         request = _FlushRequest(
             stream=state.taken_from_stream + len(state.buffer),
             bridge=state.taken_from_bridge + len(state.bridge),

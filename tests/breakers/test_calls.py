@@ -340,9 +340,42 @@ async def test_every_way_of_calling_an_async_breaker_is_counted_through_the_cons
                 with pytest.raises(CallNotPermittedError):
                     await call(aok)
             await pipeline.flush()
-            assert pipeline.statistics().stream == 4  # each call one item through the stream
+            # The four calls, on the consumer's thread, took one item through the stream: their
+            # meter's CallQueue, queued by the first, which the consumer took all four from.
+            assert pipeline.statistics().stream == 1
             assert calls(registry) == counted(successful=1, failed=1, ignored=1, not_permitted=1)
             assert timed(registry) == {"successful": 1.0, "failed": 1.0, "ignored": 1.0}
+
+
+@pytest.mark.anyio
+async def test_calls_left_without_their_marker_count_at_the_next_call_flush_or_stop(
+    anyio_backend, registry
+):
+    # A call on the consumer's thread appends its outcome to the meter's CallQueue, then queues
+    # the queue (a marker) on the stream if none is queued. An exception between the two (a
+    # signal handler's) leaves its outcome queued with no marker: the next call's marker takes
+    # it, flush() marks it, and so does the consumer's stop. Appended here as such a call
+    # leaves it.
+    pipeline = SignalPipeline()
+    cb = CircuitBreaker(tripper=NEVER_TRIPS)
+    meter = meter_calls(cb, NAME, registry, pipeline=pipeline)
+    queue = meter._queue
+    left = (CALL_KINDS.index("successful"), 0.001)
+    async with Consumer(pipeline):
+        await pipeline.flush()
+        assert not queue.armed
+        queue.append(left)
+        assert cb.call(ok) == "ok"  # its marker takes both
+        await pipeline.flush()
+        assert calls(registry) == counted(successful=2)
+        queue.append(left)
+        await pipeline.flush()
+        assert calls(registry) == counted(successful=3)
+        queue.append(left)
+    assert calls(registry) == counted(successful=4)  # the stop took it
+    assert not queue
+    assert cb.call(ok) == "ok"  # and with no consumer, a call applies in the call
+    assert calls(registry) == counted(successful=5)
 
 
 @pytest.mark.anyio

@@ -2,6 +2,9 @@
 
 Run by ``tests/core/test_faults.py`` as ``interrupt_the_loop_thread.py BACKEND ROUNDS [SIGNAL]``;
 prints one JSON line: how many rounds were interrupted, and the circuits that came out wrong.
+Each burst also makes metered calls on the loop thread (through the meter's ``CallQueue``): the
+calls counted (every kind: an interrupted call counts as ``cancelled``) come out as made, give or
+take the calls the interruption cut short, else they are reported under ``calls``.
 With ``SIGNAL`` ``sigterm`` (asyncio only: under trio, an exception raised by a handler inside
 trio's scheduler is a ``TrioInternalError``), the signal is a SIGTERM whose handler calls
 ``sys.exit()`` (the common idiom), so the interruption is a ``SystemExit`` wherever the main
@@ -26,9 +29,10 @@ from typing import Any
 
 import anyio
 from anyio.lowlevel import checkpoint
+from fluxgate import CircuitBreaker
 from prometheus_client import CollectorRegistry
 
-from fluxgate_stream import PrometheusListener, SignalPipeline
+from fluxgate_stream import PrometheusListener, SignalPipeline, meter_calls
 from tests.support.truth import SIGNALS
 
 backend, rounds = sys.argv[1], int(sys.argv[2])
@@ -60,6 +64,17 @@ registry = CollectorRegistry()
 pipeline = SignalPipeline(max_buffer_size=64)
 names = [f"c{i}" for i in range(30)]
 listeners = {name: PrometheusListener(name, registry, pipeline=pipeline) for name in names}
+breaker = CircuitBreaker()
+meter_calls(breaker, "metered", registry, pipeline=pipeline)
+calls_made = Counter()  # ["calls"]: the metered calls that returned
+calls_cut = 0  # calls an interruption cut short: each may or may not count
+calling = []
+
+
+def ok() -> None:
+    pass
+
+
 sent = Counter()
 last: dict[str, str | None] = dict.fromkeys(names, "closed")
 maybe = Counter()  # signals whose call was interrupted: they may or may not count
@@ -97,6 +112,11 @@ async def main():
                 sent[name, sig.old_state, sig.new_state] += 1
                 last[name] = sig.new_state
                 inflight.pop()
+            for _ in range(rng.randrange(1, 100)):
+                calling.append(True)
+                breaker.call(ok)
+                calls_made["calls"] += 1
+                calling.pop()
             await checkpoint()
 
 
@@ -127,6 +147,8 @@ for round in range(rounds):
         maybe[name, sig.old_state, sig.new_state] += 1
         last[name] = None  # unknown until its next signal
     inflight.clear()
+    calls_cut += len(calling)
+    calling.clear()
     assert not pipeline.running
     assert pipeline.stats()["queued"] == 0
     assert not pipeline._state.overflowing
@@ -158,6 +180,13 @@ for name in names:
     ) or sum(gauge.values()) != 1.0:
         out["wrong"].append([name, gauge, last[name]])
 out["wrong"] = [len(out["wrong"]), *out["wrong"][:5]] if out["wrong"] else []
+counted = sum(
+    value
+    for (sample, labels), value in values.items()
+    if sample == "circuit_breaker_calls_total" and ("circuit_name", "metered") in labels
+)
+if not calls_made["calls"] <= counted <= calls_made["calls"] + calls_cut:
+    out["calls"] = [counted, calls_made["calls"], calls_cut]
 if sigterm:
     out["extra"] = len(extra)
 print(json.dumps(out))

@@ -40,3 +40,17 @@ def test_a_child_forked_while_the_consumer_runs_applies_directly_flushes_and_con
     assert parent["count"] == 13.0
     assert parent["stats"]["queued"] == 0
     assert parent["child_exit"] == 0
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_calls_queued_on_the_loop_thread_at_a_fork_are_the_parents_alone(backend):
+    result = run_python(
+        CHILDREN / "fork_with_queued_calls.py", backend, timeout=60, env=importing_tests()
+    )
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    child = next(line["child"] for line in lines if "child" in line)
+    parent = next(line["parent"] for line in lines if "parent" in line)
+    # The child: the five calls its parent had queued are not its own (the parent counts them);
+    # its own two (direct) and three (through a new consumer) count, at once and exactly.
+    assert child == {"inherited": 0.0, "direct": 2.0, "flushed": 5.0, "stopped": 5.0}
+    assert parent == {"count": 5.0, "child_exit": 0}
