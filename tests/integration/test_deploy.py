@@ -351,19 +351,27 @@ def test_dashboard_adds_a_time_in_state_row():
     assert (defaults["unit"], defaults["min"], defaults["max"]) == ("percentunit", 0, 1)
 
     in_state = by_title["Time in each state over the time range"]
-    assert in_state["type"] == "bargauge"
-    (target,) = in_state["targets"]
-    assert target["expr"] == (
+    assert_instant_bars(
+        in_state,
         "sum by (job, circuit_name, state) "
-        f"(increase(circuit_breaker_state_seconds_total{{{SELECTED}}}[$__range])) > 0"
+        f"(increase(circuit_breaker_state_seconds_total{{{SELECTED}}}[$__range])) > 0",
+        legend="{{circuit_name}} ({{job}}): {{state}}",
+        unit="s",
     )
-    assert target["instant"] is True
-    assert target["legendFormat"] == "{{circuit_name}} ({{job}}): {{state}}"
-    assert in_state["fieldConfig"]["defaults"]["unit"] == "s"
     # both query the metric that time_in_state=True exports
     for panel in (time_open, in_state):
         (target,) = panel["targets"]
         assert set(re.findall(r"circuit_breaker_\w+", target["expr"])) == {f"{SECONDS_NAME}_total"}
+
+
+def assert_instant_bars(panel: dict[str, Any], expr: str, *, legend: str, unit: str) -> None:
+    """``panel`` is a bar gauge of one instant query ``expr``, shown as ``legend`` in ``unit``."""
+    assert panel["type"] == "bargauge"
+    (target,) = panel["targets"]
+    assert target["expr"] == expr
+    assert target["instant"] is True
+    assert target["legendFormat"] == legend
+    assert panel["fieldConfig"]["defaults"]["unit"] == unit
 
 
 def test_dashboard_adds_a_calls_row_read_from_the_call_metrics():
@@ -416,27 +424,20 @@ def test_dashboard_adds_a_calls_row_read_from_the_call_metrics():
         for ref_id, quantile, percentile in (("A", 0.5, 50), ("B", 0.95, 95), ("C", 0.99, 99))
     ]
 
-    trips = by_title["Trips by reason over the time range"]
-    assert trips["type"] == "bargauge"
-    (target,) = trips["targets"]
-    assert target["expr"] == (
+    assert_instant_bars(
+        by_title["Trips by reason over the time range"],
         "round(sum by (job, circuit_name, reason) "
-        f"(increase(circuit_breaker_trips_total{{{SELECTED}}}[$__range]))) > 0"
+        f"(increase(circuit_breaker_trips_total{{{SELECTED}}}[$__range]))) > 0",
+        legend="{{circuit_name}} ({{job}}): {{reason}}",
+        unit="none",
     )
-    assert target["instant"] is True
-    assert target["legendFormat"] == "{{circuit_name}} ({{job}}): {{reason}}"
-    assert trips["fieldConfig"]["defaults"]["unit"] == "none"
-
-    shadow = by_title["Shadow trips over the time range"]
-    assert shadow["type"] == "bargauge"
-    (target,) = shadow["targets"]
-    assert target["expr"] == (
+    assert_instant_bars(
+        by_title["Shadow trips over the time range"],
         "round(sum by (job, circuit_name) "
-        f"(increase(circuit_breaker_shadow_trips_total{{{SELECTED}}}[$__range]))) > 0"
+        f"(increase(circuit_breaker_shadow_trips_total{{{SELECTED}}}[$__range]))) > 0",
+        legend="{{circuit_name}} ({{job}})",
+        unit="none",
     )
-    assert target["instant"] is True
-    assert target["legendFormat"] == "{{circuit_name}} ({{job}})"
-    assert shadow["fieldConfig"]["defaults"]["unit"] == "none"
 
 
 def test_the_calls_row_queries_only_the_metrics_meter_calls_exports():
