@@ -234,18 +234,23 @@ class CallQueue(deque[Call]):
     item (a marker) and arms it; the target's ``write`` disarms it and takes every call it holds.
     So while calls keep coming, one item reaches the stream per batch, not one per call.
 
-    Concurrency model: only the loop thread appends (any other thread queues its calls one
-    item each) and only ``write``, under ``APPLY_LOCK``, pops. A producer arms *after* queueing
-    the marker, and ``write`` disarms *before* taking: an exception between a producer's append
-    and its marker (a signal handler's) leaves the queue unarmed, so the next call queues one;
-    the consumer's ``flush()`` and its stop queue one for every queue that holds calls.
+    Concurrency model: only the loop thread appends, while the consumer runs there (any other
+    thread queues its calls one item each, and with no consumer calls apply directly); only the
+    target's ``write``, under ``APPLY_LOCK``, pops. A producer arms *after* queueing the marker,
+    and ``write`` disarms *before* taking: an exception between a producer's append and its
+    marker (a signal handler's) leaves the queue unarmed, so the next call queues one, and so do
+    ``flush()`` (for every unarmed queue that holds calls) and the consumer's stop (for every
+    queue that holds calls). A marker is never voided (see ``Tally``): an armed queue's marker
+    always reaches its ``write``. A tally keeps each queue once (by identity).
 
     Attributes:
         target: the calls' ``Target`` (the meter's series).
         armed: a marker for this queue is queued and not yet written.
+        closed: the meter was closed: ``write`` empties the queue, counting nothing more of it
+            (in multiprocess mode, where ``close()`` keeps the series, it counts what is left).
     """
 
-    __slots__ = ("armed", "target")
+    __slots__ = ("armed", "closed", "target")
 
     # One queue is one meter's: equal only to itself, and hashable (PipelineState keeps a set of
     # them), unlike a deque, which compares its items.
@@ -262,6 +267,7 @@ class CallQueue(deque[Call]):
         super().__init__()
         self.target: Target = target
         self.armed: bool = False
+        self.closed: bool = False
 
 
 #: What producers queue: (sequence number, target, payload): a transition's signal, a ``None``
@@ -315,7 +321,8 @@ class Tally:
     Items must be added in the order they were queued on their path (a batch sorts its items by
     sequence number first); a ``close()`` voids what was added for its circuit before it. A
     ``Call`` payload is only kept, in ``Pending.folded``, and a ``CallQueue`` in
-    ``Pending.queues``: its target's ``write`` takes and folds the calls.
+    ``Pending.queues``, whatever ``close()`` came before or after it (its target's ``write``
+    drops the series first, then takes the calls of the queues whose meter is not closed).
     """
 
     __slots__ = ("pending",)
@@ -329,6 +336,9 @@ class Tally:
     def add(self, item: Item) -> None:
         """Fold one queued item in."""
         seq, circuit, signal = item
+        if isinstance(signal, deque):  # a meter's CallQueue (a class across importlib.reload)
+            self._keep_queue(circuit, signal)
+            return
         pending = self.pending.get(circuit)
         if pending is None:
             if seq < circuit.closed_seq:
@@ -343,10 +353,13 @@ class Tally:
                 pending.state_seq = -1
                 pending.counts.clear()
                 pending.folded = None
-                pending.queues = None
             return
-        if type(signal) is tuple or type(signal) is CallQueue:  # fluxgate_stream.calls's
-            _keep_calls(pending, signal)
+        if type(signal) is tuple:  # a metered call (fluxgate_stream.calls): never a transition
+            calls = pending.folded
+            if calls is None:
+                pending.folded = [signal]
+            else:
+                cast("list[Call]", calls).append(signal)
             return
         # Not a tuple, so a Signal (which is no tuple); pyright cannot narrow by type().
         transition: Signal = signal  # pyright: ignore[reportAssignmentType]  # see above
@@ -360,21 +373,21 @@ class Tally:
         if fold is not None:
             fold(pending, seq, transition)
 
+    def _keep_queue(self, circuit: Target, queue: CallQueue) -> None:
+        """Keep a meter's queue for its target's write, whatever ``close()`` came before or after.
 
-def _keep_calls(pending: Pending, calls: Call | CallQueue) -> None:
-    """Keep a metered call in ``pending.folded``, or a meter's queue in ``pending.queues``."""
-    if type(calls) is CallQueue:  # its target's write takes the calls it holds
+        Its calls may be later than that close (the queue is the meter's, not the marker's), and
+        the write must disarm it in any case, or its later calls would wait for a marker that
+        never comes.
+        """
+        pending = self.pending.get(circuit)
+        if pending is None:
+            pending = self.pending[circuit] = Pending()
         queues = pending.queues
         if queues is None:
-            pending.queues = [calls]
-        elif calls not in queues:
-            queues.append(calls)
-        return
-    folded = pending.folded
-    if folded is None:
-        pending.folded = [calls]
-    else:
-        cast("list[Call | CallQueue]", folded).append(calls)
+            pending.queues = [queue]
+        elif queue not in queues:
+            queues.append(queue)
 
 
 #: Targets whose last write failed, with the number of failed writes since: a failure is logged

@@ -88,7 +88,9 @@ class PipelineState:
       the overflow queue holds one item (a tuple and the breaker's ``Signal``) per signal until
       the consumer's next batches take it (up to ``MAX_BATCH`` items per batch), so it grows only
       as long as the consumer does not get the loop (a loop blocked by a long synchronous call
-      while other threads keep transitioning breakers).
+      while other threads keep transitioning breakers). A meter's ``CallQueue`` likewise holds
+      one pair per call made on the loop thread since the consumer last ran (the loop thread
+      makes them, so only while it does not yield).
     * With no consumer running, producers apply directly (the fallback), under ``APPLY_LOCK``. A
       thread that already holds ``APPLY_LOCK`` (a signal handler interrupting a write, the
       consumer's stop, a scrape) defers instead (``_apply.defer``), so a write is never
@@ -164,10 +166,11 @@ class PipelineState:
         self.loop_thread: int | None = None  # the consumer's thread id while it runs
         self.token: EventLoopToken | None = None  # the consumer's event loop while it runs
         self.sleeping: bool = False  # the consumer awaits the stream: wake it for bridge items
-        # The CallQueue of every meter on this pipeline (calls made on the loop thread, which
-        # CallMeter adds and its close() discards): flush() and the stop mark those left
-        # unmarked, a fork empties them.
-        self.call_queues: Final[weakref.WeakSet[CallQueue]] = weakref.WeakSet()
+        # The CallQueue of every meter on this pipeline (calls made on the loop thread), by weak
+        # reference: CallMeter adds its queue and its close() discards it; flush() and the stop
+        # mark those left unmarked, a fork empties them. A set of references, not a WeakSet:
+        # copying it (list(), in C) runs no Python code that another thread could interleave.
+        self.call_queues: Final[set[weakref.ref[CallQueue]]] = set()
         # Taken off the queues, not yet written (consumer-owned; see the class docstring).
         self.taken: Final[list[Item | Wake]] = []
         self.batch: Tally = Tally()
@@ -366,13 +369,21 @@ class PipelineState:
             self.signals_overflowed += got
         return n
 
+    def add_call_queue(self, queue: CallQueue) -> None:
+        """Know ``queue`` (a new meter's) until it is discarded or garbage-collected. Any thread."""
+        self.call_queues.add(weakref.ref(queue, self.call_queues.discard))
+
+    def discard_call_queue(self, queue: CallQueue) -> None:
+        """Forget ``queue`` (its meter closed). Any thread."""
+        self.call_queues.discard(weakref.ref(queue))  # refs to one object are equal
+
     def take_calls(self) -> None:
         """Take a marker into ``taken`` for every call queue that holds calls (see ``CallQueue``).
 
         Once the consumer stopped, under APPLY_LOCK: nothing appends to them then (the loop
         thread's calls apply directly), and what they hold is written with the rest.
         """
-        for queue in list(self.call_queues):
+        for queue in _alive(self.call_queues):
             if queue:
                 self.taken.append((next(_SEQ), queue.target, queue))
 
@@ -382,7 +393,7 @@ class PipelineState:
         What an exception between a call's append and its marker (a signal handler's) left:
         ``flush()`` marks them first, so that it waits for them too.
         """
-        for queue in list(self.call_queues):
+        for queue in _alive(self.call_queues):
             if queue and not queue.armed:
                 self.submit(queue.target, queue)
                 queue.armed = True
@@ -432,12 +443,22 @@ class PipelineState:
         self.close_stream()
         self.bridge.clear()
         self.spill.clear()
-        for queue in self.call_queues:
+        for queue in _alive(self.call_queues):
             queue.clear()
             queue.armed = False
         self.overflowing = False
         self.taken.clear()
         self.batch = Tally()
+
+
+def _alive(queues: set[weakref.ref[CallQueue]]) -> list[CallQueue]:
+    """The queues still alive, from a copy made in one C-level step (``list()`` of a set).
+
+    Another thread (or a signal handler) adding or discarding a meter's queue meanwhile cannot
+    make it raise "Set changed size during iteration", as iterating the set (or a ``WeakSet``,
+    whose iterator is Python code) could.
+    """
+    return [queue for ref in list(queues) if (queue := ref()) is not None]
 
 
 #: Each pipeline's state, by pipeline, for the listeners created with it. Weak keys: a pipeline

@@ -50,7 +50,8 @@ Concurrency: a call's frames own its record (``_Call``); the only state shared b
 ``_RAISED``, one slot per thread, written when the protected function raises and read by the
 tracker at once (the breaker asks it with no ``await`` between, so no other call of that thread
 runs in between). Producers (any thread) only read a meter's ``_closed`` and queue (the loop
-thread alone appends to its ``CallQueue``, and only the consumer takes from it); every
+thread alone appends to its ``CallQueue``, and only its series' ``write`` takes from it, under
+``APPLY_LOCK``); every
 ``_CallSeries`` and family is used with ``APPLY_LOCK`` held, by the consumer or a direct apply,
 as every ``Target`` is. Metering (and ``close()``) swaps the breaker's attributes one at a time:
 a call already running keeps the path it started on.
@@ -332,20 +333,25 @@ class _CallSeries:
         return f"<calls of {self.name!r}>"
 
     def write(self, pending: Pending) -> None:
-        """Apply a tally's record: a ``close()`` first, then the calls folded per kind.
+        """Apply a tally's record: the meters' queued calls taken, a ``close()``, then the calls.
 
-        Resumable: the calls are first folded into totals kept in ``pending``, and each kind's
-        totals leave it once written, so a write interrupted (a signal handler's exception) and
-        run again writes only the rest.
+        A record with a ``close()`` holds the direct and bridged calls queued after it (those
+        before it were voided as they were added), and the queues of meters whose marker came
+        before or after it: their calls were made before the close, or while it was queued, and
+        are dropped with the series (in multiprocess mode, which keeps the series, counted), as
+        are a closed meter's. Every queue is disarmed, whatever becomes of its calls.
+
+        Resumable: the queues' calls move into ``pending`` before anything is written, the calls
+        are folded into totals kept there, and each kind's totals leave it once written, so a
+        write interrupted (a signal handler's exception) and run again writes only the rest.
         """
-        if pending.close_seq >= 0:
-            self.drop(pending.close_seq)
-            pending.close_seq = -1
         folded: object = pending.folded
-        if type(folded) is dict:  # totals an interrupted write left: the rest first
+        if type(folded) is dict:  # totals an interrupted write left (after its close): the rest
             self._write_totals(pending)
         queues = pending.queues
         if queues:
+            keep = self.family.multiprocess  # close() keeps the series there: count what it held
+            closing = pending.close_seq >= 0
             calls = cast("list[Call] | None", pending.folded)
             if calls is None:
                 fresh: list[Call] = []
@@ -354,10 +360,16 @@ class _CallSeries:
                 queue = queues[-1]
                 # Disarm before taking: a call appended from here on queues a marker again.
                 queue.armed = False
-                # In C, no handler runs inside: each call is in its queue or in calls.
-                calls.extend(starmap(queue.popleft, repeat((), len(queue))))
+                if (queue.closed or closing) and not keep:
+                    queue.clear()  # dropped with the series
+                else:
+                    # In C, no handler runs inside: each call is in its queue or in calls.
+                    calls.extend(starmap(queue.popleft, repeat((), len(queue))))
                 queues.pop()
             pending.queues = None
+        if pending.close_seq >= 0:
+            self.drop(pending.close_seq)
+            pending.close_seq = -1
         calls_left = cast("list[Call] | None", pending.folded)
         if calls_left is None:
             return
@@ -513,8 +525,10 @@ class CallMeter(Closing):
 
     ``close()`` it, or use it as a context manager, to stop metering: the breaker is given back
     its own call path and the name's series are dropped, as ``PrometheusListener.close()`` drops
-    its own (ordered after the calls already queued). Calls still running when it closes are not
-    counted.
+    its own (ordered after the calls already queued), whoever wrote them: with several meters of
+    one name, the others' calls made while the close is queued may be dropped with them (their
+    later calls count). Calls still running when it closes are not counted. In multiprocess
+    mode, where the series stay, every call that ended before the close counts.
 
     Attributes:
         name: the ``circuit_name`` label value.
@@ -554,7 +568,7 @@ class CallMeter(Closing):
         self._closed = False
         self._lock: Final = threading.Lock()
         self._queue: Final = CallQueue(target)  # this meter's calls on the loop thread
-        self._state.call_queues.add(self._queue)
+        self._state.add_call_queue(self._queue)
         self._undo: Final = _attach(*paths, self)
         self._record(_ZERO, None)  # the series at 0, ordered after a close() still queued
 
@@ -609,9 +623,11 @@ class CallMeter(Closing):
             self._closed = True
         self._undo()
         state = self._state
-        state.call_queues.discard(self._queue)
-        if self._queue and not self._queue.armed:  # calls a signal handler left unmarked
-            state.submit(self._target, self._queue)
+        queue = self._queue
+        queue.closed = True  # what it holds is not counted (but in multiprocess mode)
+        state.discard_call_queue(queue)
+        if queue and not queue.armed:  # calls a signal handler left unmarked
+            state.submit(self._target, queue)
         state.submit(self._target, None)
 
 

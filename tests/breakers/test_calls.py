@@ -379,6 +379,34 @@ async def test_calls_left_without_their_marker_count_at_the_next_call_flush_or_s
 
 
 @pytest.mark.anyio
+async def test_closing_one_of_two_meters_of_a_name_leaves_the_other_counting(
+    anyio_backend, registry
+):
+    # Two breakers metered under one name share its series; closing one drops them (whoever
+    # wrote them, as a listener's close() does). The other meter's marker, queued before that
+    # close, is in the same batch or an earlier one: its queue must be disarmed whatever the
+    # close voids, or its later calls would wait for a marker that never comes.
+    pipeline = SignalPipeline()
+    first, second = CircuitBreaker(tripper=NEVER_TRIPS), CircuitBreaker(tripper=NEVER_TRIPS)
+    closing = meter_calls(first, NAME, registry, pipeline=pipeline)
+    meter_calls(second, NAME, registry, pipeline=pipeline)
+    async with Consumer(pipeline):
+        await pipeline.flush()
+        first.call(ok)
+        second.call(ok)  # its meter's marker, queued before the close
+        closing.close()
+        await pipeline.flush()
+        assert calls(registry) == dict.fromkeys(CALL_KINDS)  # dropped, the calls before it too
+        for _ in range(3):
+            second.call(ok)
+        await pipeline.flush()
+        assert calls(registry)["successful"] == 3
+        first.call(ok)  # no longer metered
+        await pipeline.flush()
+        assert calls(registry)["successful"] == 3
+
+
+@pytest.mark.anyio
 async def test_a_call_cancelled_while_it_runs_is_counted_cancelled(anyio_backend):
     for kind in async_kinds(anyio_backend):
         registry = CollectorRegistry()

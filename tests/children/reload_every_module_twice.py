@@ -112,9 +112,18 @@ for round, order in enumerate([dependency_order, sorted], start=1):
 
     anyio.run(main)
     assert shown("custom") == "half_open", shown("custom")
-    # A meter from before the reload keeps counting; one made after it shares the series (no
-    # duplicate registration).
-    metered.call(lambda: None)
+
+    # A meter from before the reload keeps counting, through a consumer on its own pipeline
+    # (its calls on the loop thread go through its queue, of the class before the reload); one
+    # made after it shares the series (no duplicate registration).
+    async def old_meter():
+        async with anyio.create_task_group() as tg:
+            await tg.start(pipeline.run)
+            metered.call(lambda: None)
+            await pipeline.flush()
+            tg.cancel_scope.cancel()
+
+    anyio.run(old_meter)
     again = CircuitBreaker()
     with fluxgate_stream.meter_calls(again, f"reload_calls_{round}", pipeline=fresh):
         again.call(lambda: None)
