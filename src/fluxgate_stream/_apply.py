@@ -288,7 +288,8 @@ class Pending:
         counts: the number of transitions per (old_state, new_state).
         folded: what the target's ``fold`` hook made of the transitions, or ``None``; for a
             target of calls (``fluxgate_stream.calls``), the list of its ``Call`` payloads, in
-            order (at most one batch of them), which its ``write`` folds.
+            order (a batch's, and what the batch's ``CallQueue`` markers held), which its
+            ``write`` folds.
         queues: the ``CallQueue`` markers added, or ``None``: their calls, taken by ``write``.
         interrupted: a ``BaseException`` ended a write of this record once (see ``apply``).
     """
@@ -322,7 +323,7 @@ class Tally:
     sequence number first); a ``close()`` voids what was added for its circuit before it. A
     ``Call`` payload is only kept, in ``Pending.folded``, and a ``CallQueue`` in
     ``Pending.queues``, whatever ``close()`` came before or after it (its target's ``write``
-    drops the series first, then takes the calls of the queues whose meter is not closed).
+    disarms every queue and takes its calls before it applies the close).
     """
 
     __slots__ = ("pending",)

@@ -395,8 +395,16 @@ class PipelineState:
         """
         for queue in _alive(self.call_queues):
             if queue and not queue.armed:
-                self.submit(queue.target, queue)
-                queue.armed = True
+                self.mark(queue)
+
+    def mark(self, queue: CallQueue) -> None:
+        """Queue ``queue`` as its marker and arm it. Loop thread, while the consumer runs there.
+
+        Armed *after* the marker is queued (see ``CallQueue``): an exception in between leaves
+        it unarmed, and the next call or ``flush()`` marks it again.
+        """
+        self.submit(queue.target, queue)
+        queue.armed = True
 
     def apply_taken(self, *, merge: bool) -> None:
         """Fold ``taken`` into a tally and apply it; ``merge=False`` only for items in order.

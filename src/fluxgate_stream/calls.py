@@ -51,10 +51,9 @@ Concurrency: a call's frames own its record (``_Call``); the only state shared b
 tracker at once (the breaker asks it with no ``await`` between, so no other call of that thread
 runs in between). Producers (any thread) only read a meter's ``_closed`` and queue (the loop
 thread alone appends to its ``CallQueue``, and only its series' ``write`` takes from it, under
-``APPLY_LOCK``); every
-``_CallSeries`` and family is used with ``APPLY_LOCK`` held, by the consumer or a direct apply,
-as every ``Target`` is. Metering (and ``close()``) swaps the breaker's attributes one at a time:
-a call already running keeps the path it started on.
+``APPLY_LOCK``); every ``_CallSeries`` and family is used with ``APPLY_LOCK`` held, by the
+consumer or a direct apply, as every ``Target`` is. Metering (and ``close()``) swaps the
+breaker's attributes one at a time: a call already running keeps the path it started on.
 
 Multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``): both metrics are prometheus_client's own
 ``Counter`` and ``Histogram``, so their values are file-backed and a ``MultiProcessCollector``
@@ -597,8 +596,7 @@ class CallMeter(Closing):
             queue = self._queue
             queue.append((kind, duration))
             if not queue.armed:
-                state.submit(self._target, queue)
-                queue.armed = True  # after the marker is queued: see CallQueue
+                state.mark(queue)
             return
         state.submit(self._target, (kind, duration))
 
@@ -657,8 +655,7 @@ def _sync_path(
             if state.loop_thread == _get_ident():
                 queue.append((_SUCCESSFUL, call[0]))
                 if not queue.armed:
-                    state.submit(target, queue)
-                    queue.armed = True
+                    state.mark(queue)
             else:
                 state.submit(target, (_SUCCESSFUL, call[0]))
         if after is not None:
