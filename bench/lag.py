@@ -104,11 +104,11 @@ async def loop_steady(rate: int, seconds: float, n_circuits: int, buffer: int = 
             while sent < due:
                 listener = listeners[sent % n_circuits]
                 signal = CYCLE[(sent // n_circuits) % len(CYCLE)]
+                fifo = clock.queued[listener.name]
                 t0 = ns()
+                fifo.append(t0)  # before the call: a lone transition is applied in it
                 listener(signal)
-                t1 = ns()
-                clock.queued[listener.name].append(t0)  # the consumer cannot run before this
-                producer.append(t1 - t0 - overhead)
+                producer.append(ns() - t0 - overhead)
                 sent += 1
             await anyio.sleep(0.0002)
         await pipeline.flush()

@@ -540,7 +540,8 @@ def producer_section(cfg: Config, results: dict[str, BackendResults]) -> str:
         f"default `max_buffer_size=1024`. {cfg.rounds} rounds (after {cfg.warmup} warm-up "
         f"rounds) of {cfg.burst} calls timed one by one plus {cfg.burst} timed as a batch, "
         "upstream, ours and the floor alternating. In (a) and (b) the consumer gets `flush()` "
-        "between bursts, so each burst's first call finds it asleep and pays the wake-up. "
+        "between bursts, so each burst's first call finds it asleep after a quiet spell: it is "
+        "lone, applied in the call, and the second call pays the wake-up. "
         "In (a') and (b') the buffer is filled (untimed) first, so every timed call folds into "
         "the overflow ledger; in (b') the loop is blocked joining the thread. "
         "*Metrics after* checks every counter and gauge against what was sent.\n\n"
@@ -601,7 +602,7 @@ def drain_section(cfg: Config, results: dict[str, BackendResults]) -> str:
 def _paths(stats: dict[str, int] | None) -> str:
     if stats is None:
         return "n/a"
-    keys = ("stream", "bridge", "overflow", "wakeups", "batches")
+    keys = ("stream", "bridge", "overflow", "direct", "wakeups", "batches")
     return ", ".join(f"{k} {stats[k]:,}" for k in keys if k in stats)
 
 
@@ -912,13 +913,15 @@ def trickle_section(cfg: Config, results: dict[str, BackendResults]) -> str:
         "the event-loop thread (a task sleeping between transitions) or on a worker thread "
         f"(sleeping, while the loop idles): {cfg.trickle_transitions:,} transitions per run. "
         "The figure is the process CPU time (`time.process_time`: all threads, so the "
-        "consumer's wake-up, batch window and apply are in it) per transition, minus the same "
+        "consumer's wake-up, batch window and apply are in it, and a lone transition's apply "
+        "in the call) per transition, minus the same "
         "run's with no listener; rounds rotate the order, each compared with its own "
         f"no-listener run; median of {cfg.trickle_rounds}. *Until applied*: a second run of "
-        "ours times each transition from just before the call to its counter increment on the "
-        "consumer. On a virtual machine every wake-up of a sleeping process costs CPU too "
-        "(the *no listener* column is mostly that), which weighs on any design that wakes "
-        f"more. Target: ours <= {TRICKLE_CPU_TARGET:g}x upstream's.\n\n" + table(headers, rows)
+        "ours times each transition from just before the call to its counter increment (in the "
+        "call for a lone one, else on the consumer). On a virtual machine every wake-up of a "
+        "sleeping process costs CPU too (the *no listener* column is mostly that), which "
+        "weighs on any design that wakes more. "
+        f"Target: ours <= {TRICKLE_CPU_TARGET:g}x upstream's.\n\n" + table(headers, rows)
     )
 
 

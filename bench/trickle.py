@@ -10,7 +10,8 @@ what one transition costs in total. Rounds run every listener once, in an order 
 each round's differences are taken against that round's no-listener run; figures are medians.
 
 A second run of ours times each transition from just before the call until its counter increment
-on the consumer returns (as in section 3): the latency until the metrics show it.
+returns (in the call for a lone transition, else on the consumer; as in section 3): the latency
+until the metrics show it.
 """
 
 from __future__ import annotations

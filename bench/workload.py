@@ -220,6 +220,15 @@ def pipeline_stats(pipeline: SignalPipeline) -> dict[str, int] | None:
     return {str(k): int(v) for k, v in snapshot.items()}  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]  # checked to be a dict just above
 
 
+def stats_since(pipeline: SignalPipeline, before: dict[str, int] | None) -> dict[str, int] | None:
+    """``pipeline_stats`` now, its counters less ``before``'s (what happened since)."""
+    now = pipeline_stats(pipeline)
+    if now is None or before is None:
+        return now
+    gauges = ("queued", "running")
+    return {k: v if k in gauges else v - before.get(k, 0) for k, v in now.items()}
+
+
 def scrape(registry: CollectorRegistry) -> bytes:
     """``generate_latest`` of only the circuit-breaker metrics of ``registry``."""
     return generate_latest(registry.restricted_registry(METRIC_NAMES))

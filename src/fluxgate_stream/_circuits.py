@@ -48,6 +48,7 @@ from fluxgate_stream._compat import (
     labelnames,
     multiprocess,
     registered,
+    unlocked,
     upstream_state_gauge,
     upstream_transition_counter,
     value_class,
@@ -189,6 +190,23 @@ class Circuit:
                 # The gauge moved on a signal no span carried (queued before timing was on, or
                 # with a timestamp that is not a finite number): the clock follows it.
                 clock.follow(self.state, self.state_seq, pending.state_time, time.time())
+
+    def unlocked(self, signal: Signal | None) -> bool:
+        """Whether writing ``signal`` alone would find free each prometheus_client lock it takes.
+
+        For a lone apply (see ``PipelineState``). Caller must hold APPLY_LOCK.
+
+        Our writers all hold APPLY_LOCK, so a lock held now is a scrape's, upstream's listener's,
+        or the calling thread's own (a signal handler that interrupted a scrape: taking it
+        again would deadlock). ``False`` for a ``close()`` and in multiprocess mode: they take
+        the consumer's path.
+        """
+        if signal is None or self.multiprocess:
+            return False
+        name = self.name
+        return unlocked(self.gauge, [(name, state) for state in ALL_STATES]) and unlocked(
+            self.counter, [(name, signal.old_state, signal.new_state)]
+        )
 
     def start_clock(self, now: float) -> None:
         """Count time in state from ``now`` on, in the state shown. Caller must hold APPLY_LOCK."""

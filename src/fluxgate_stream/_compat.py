@@ -12,6 +12,10 @@ use                                    checked against
 ``MetricWrapperBase._labelnames``      prometheus-client 0.22.0 and 0.26.0
 ``values.ValueClass._multiprocess``    prometheus-client 0.22.0 and 0.26.0 (absent: not
                                        multiprocess)
+``MetricWrapperBase._lock``,           prometheus-client 0.22.0 and 0.26.0 (``threading.Lock``s:
+``._metrics``, a child's               the metric's, taken by ``labels()``, ``remove()`` and a
+``_value._lock``                       collect's copy; the value's, by ``set``/``inc``/``get``;
+                                       single-process values only)
 ``utils.floatToGoString`` (untyped)    prometheus-client 0.22.0 and 0.26.0
 ``fluxgate.listeners.prometheus``      fluxgate 0.9.4 (``<0.10`` is pinned)
 ``_STATE_GAUGE``, ``_STATE_TRANSITION``
@@ -57,7 +61,7 @@ import os
 import sys
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol, TypeVar, cast
 
 from anyio import Event
@@ -114,6 +118,7 @@ __all__ = [
     "set_breaker_tripper",
     "slow_thresholds",
     "stream_buffer",
+    "unlocked",
     "upstream_state_gauge",
     "upstream_transition_counter",
     "value_class",
@@ -228,6 +233,22 @@ def registered(registry: CollectorRegistry, name: str) -> object | None:
 def labelnames(metric: MetricWrapperBase) -> tuple[str, ...]:
     """The label names a metric was created with (prometheus_client has no public accessor)."""
     return tuple(cast("tuple[str, ...]", metric._labelnames))  # pyright: ignore[reportPrivateUsage, reportUnknownMemberType]  # no public accessor
+
+
+def unlocked(metric: MetricWrapperBase, children: Iterable[tuple[str, ...]]) -> bool:
+    """Whether no thread holds ``metric``'s lock, nor that of any of ``children`` that exist.
+
+    ``children``: label values. What writing them through ``labels()`` and ``set``/``inc``
+    takes; a single-process metric only (a file-backed value shares one module-level lock).
+    """
+    if metric._lock.locked():  # pyright: ignore[reportPrivateUsage]  # see the table above
+        return False
+    made = cast("dict[tuple[str, ...], MetricWrapperBase]", metric._metrics)  # pyright: ignore[reportPrivateUsage, reportUnknownMemberType]  # see the table above
+    for key in children:
+        child = made.get(key)
+        if child is not None and child._value._lock.locked():  # pyright: ignore[reportAttributeAccessIssue, reportUnknownMemberType]  # see the table above
+            return False
+    return True
 
 
 def value_class() -> type:

@@ -20,6 +20,7 @@ from collections import deque
 from contextlib import suppress
 from functools import partial
 from itertools import repeat, starmap
+from time import monotonic
 from typing import TYPE_CHECKING, Final, cast
 
 import anyio
@@ -35,7 +36,8 @@ from fluxgate_stream._apply import (
     defer,
     run_deferred,
 )
-from fluxgate_stream._compat import call_soon, kept, ki_protected, stream_buffer
+from fluxgate_stream._circuits import Circuit
+from fluxgate_stream._compat import call_soon, kept, ki_protected, owned, stream_buffer
 
 if TYPE_CHECKING:
     import itertools
@@ -91,6 +93,18 @@ class PipelineState:
       while other threads keep transitioning breakers). A meter's ``CallQueue`` likewise holds
       one pair per call made on the loop thread since the consumer last ran (the loop thread
       makes them, so only while it does not yield).
+    * A *lone* transition, one that finds the consumer asleep (``sleeping``) with its queues
+      empty and nothing applied for ``quiet_span`` seconds (``quiet_at`` has passed), is applied
+      by its caller, as with no consumer (``apply_lone``): that costs less than waking the
+      consumer, which on a quiet breaker would be one wake-up and one batch per transition.
+      The caller only *tries* ``APPLY_LOCK``, and writes only if none of the prometheus_client
+      locks the write takes is held (``Circuit.unlocked``); otherwise (someone is writing or
+      scraping, or the caller is a signal handler that interrupted them) it queues the item as
+      usual. So no producer waits on a lock held for Python work; the one wait left is on a
+      scraping thread that takes a metric's lock between that check and the write, for as long
+      as the scrape holds it (a dict copy, or one read). It then moves ``quiet_at`` on, so that
+      a burst's next signals are queued and batched. A consumer woken meanwhile waits for that
+      write at ``APPLY_LOCK``, as for a scrape. Off with ``lone=False``.
     * With no consumer running, producers apply directly (the fallback), under ``APPLY_LOCK``. A
       thread that already holds ``APPLY_LOCK`` (a signal handler interrupting a write, the
       consumer's stop, a scrape) defers instead (``_apply.defer``), so a write is never
@@ -127,9 +141,12 @@ class PipelineState:
         "bridge_append",
         "buffer",
         "call_queues",
+        "lone",
         "loop_thread",
         "max_buffer_size",
         "overflowing",
+        "quiet_at",
+        "quiet_span",
         "receive",
         "send",
         "send_nowait",
@@ -148,8 +165,18 @@ class PipelineState:
         "wakeups",
     )
 
-    def __init__(self, owner: object, max_buffer_size: int) -> None:
+    def __init__(
+        self, owner: object, max_buffer_size: int, *, quiet_span: float, lone: bool
+    ) -> None:
         self.max_buffer_size: Final = max_buffer_size
+        # Lone signals (see the class docstring): whether their callers apply them, and after how
+        # long without an apply a signal counts as lone.
+        self.lone: Final = lone
+        self.quiet_span: Final = quiet_span
+        # monotonic() time until which a signal is not lone: the consumer sets it as it goes to
+        # sleep, a lone apply as it applies. Any thread writes it; a stale read only moves one
+        # signal from one correct path to the other.
+        self.quiet_at: float = float("-inf")
         # Each consumer run gets a fresh stream and closes it when it ends; until then, a closed
         # one. Loop thread only.
         self.send: MemoryObjectSendStream[Item | Wake]
@@ -230,17 +257,16 @@ class PipelineState:
         if loop_thread == _get_ident():
             # On the loop thread the consumer cannot start, stop or run under us.
             item: Item = (next(_SEQ), target, signal)
-            if not self.overflowing:
-                try:
-                    self.send_nowait(item)
-                except WouldBlock:
-                    self.overflow(item)
+            if self.sleeping:
+                self.lone_on_loop(item)
             else:
-                self.overflow(item)
+                self.send_on_loop(item)
         elif loop_thread is None:
             self.apply_now((next(_SEQ), target, signal))
         else:
             item = (next(_SEQ), target, signal)
+            if self.sleeping and not self.bridge and not self.overflowing and self.apply_lone(item):
+                return
             if self.overflowing or len(self.bridge) >= self.max_buffer_size:
                 self.overflow(item)
             else:
@@ -254,6 +280,57 @@ class PipelineState:
                 # The consumer stopped between our look at it and our append: nobody else will
                 # take what we left, so apply it now.
                 self.drain_orphans()
+
+    def send_on_loop(self, item: Item) -> None:
+        """Queue ``item`` on the stream, or the overflow queue. Loop thread, consumer running."""
+        if not self.overflowing:
+            try:
+                self.send_nowait(item)
+            except WouldBlock:
+                pass
+            else:
+                return
+        self.overflow(item)
+
+    def lone_on_loop(self, item: Item) -> None:
+        """Apply ``item`` if it is lone, else queue it. Loop thread, the consumer ``sleeping``.
+
+        Queueing it wakes the consumer (the stream hands the item over), so ``sleeping`` is
+        cleared first: the burst's next calls take the fast path, and other threads' do not wake
+        it again.
+        """
+        if not self.apply_lone(item):
+            self.sleeping = False
+            self.send_on_loop(item)
+
+    @ki_protected
+    def apply_lone(self, item: Item) -> bool:
+        """Apply ``item`` in the caller if it is lone; return whether it was. Any thread.
+
+        The caller saw the consumer asleep with the queues empty. This checks the quiet spell,
+        then only *tries* ``APPLY_LOCK``: held by another thread (a write), or by this one (a
+        signal handler that interrupted a write), it returns ``False`` and the caller queues the
+        item. Only a circuit's transition is lone, and only while no prometheus_client lock its
+        write takes is held (``Circuit.unlocked``): the caller waits for nothing.
+        """
+        if not self.lone:
+            return False
+        now = monotonic()
+        if now < self.quiet_at or owned(APPLY_LOCK) or not APPLY_LOCK.acquire(blocking=False):
+            return False
+        try:
+            _, target, signal = item
+            lone = type(target) is Circuit and target.unlocked(cast("Signal | None", signal))
+            if lone:
+                self.quiet_at = now + self.quiet_span  # a burst's next signals are queued
+                tally = Tally()
+                tally.add(item)
+                self.signals_applied_directly += 1
+                self.apply(tally)
+        finally:
+            APPLY_LOCK.release()
+        run_deferred()
+        return lone
 
     def overflow(self, item: Item) -> None:
         """Queue ``item`` on the overflow queue, making the overflow sticky. Any thread; no lock."""
@@ -403,7 +480,7 @@ class PipelineState:
         Armed *after* the marker is queued (see ``CallQueue``): an exception in between leaves
         it unarmed, and the next call or ``flush()`` marks it again.
         """
-        self.submit(queue.target, queue)
+        self.send_on_loop((next(_SEQ), queue.target, queue))  # never lone: see CallQueue
         queue.armed = True
 
     def apply_taken(self, *, merge: bool) -> None:

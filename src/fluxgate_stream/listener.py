@@ -108,6 +108,9 @@ class QueueingListener:
         # through submit().
         if state.loop_thread == _get_ident() and not state.overflowing:
             item: Item = (next(SEQUENCE), target, signal)
+            if state.sleeping:
+                state.lone_on_loop(item)  # the first of a burst, or a lone signal
+                return
             try:
                 state.send_nowait(item)
             except WouldBlock:
@@ -131,7 +134,8 @@ class PrometheusListener(QueueingListener):
     (``circuit_breaker_state{circuit_name,state}`` and
     ``circuit_breaker_state_transition_total{circuit_name,old_state,new_state}``), the same
     ``registry=`` and ``close()``. The difference is where the writes happen: while the
-    pipeline's consumer runs, a call only queues the signal; the consumer applies it.
+    pipeline's consumer runs, a call queues the signal and the consumer applies it (but for a
+    lone transition, which the call applies: see ``SignalPipeline``'s ``lone``).
 
     Works with fluxgate's ``CircuitBreaker`` and ``AsyncCircuitBreaker`` alike, from any thread.
     Like upstream's, ``close()`` drops the name's series whoever wrote them.

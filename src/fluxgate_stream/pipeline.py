@@ -73,7 +73,13 @@ import anyio
 from anyio.lowlevel import checkpoint, current_token
 
 from fluxgate_stream._apply import APPLY_LOCK, run_deferred
-from fluxgate_stream._checks import check_count, check_seconds, check_signal, check_target
+from fluxgate_stream._checks import (
+    check_bool,
+    check_count,
+    check_seconds,
+    check_signal,
+    check_target,
+)
 from fluxgate_stream._compat import (
     at_fork,
     event_class,
@@ -98,6 +104,10 @@ _log = logging.getLogger("fluxgate_stream")
 #: batches it yields to the event loop.
 MAX_BATCH: Final = 4096
 
+#: The least time after an apply during which a signal is not lone (``lone=``): with a shorter
+#: ``batch_window``, a burst's calls would each be applied in the caller.
+_QUIET: Final = 0.001
+
 
 @dataclass(frozen=True, slots=True)
 class PipelineStatistics:
@@ -111,7 +121,8 @@ class PipelineStatistics:
         bridge: queued from another thread, into the thread bridge, while a consumer ran.
         overflow: queued on the overflow queue because the stream or the bridge was full (or
             had been, and the queue was not yet drained).
-        direct: applied in the caller, because no consumer ran (the synchronous fallback).
+        direct: applied in the caller, because no consumer ran (the synchronous fallback), or
+            because it was a lone transition (see ``SignalPipeline``'s ``lone``).
         wakeups: wake-ups delivered to a sleeping consumer: by a signal from another thread
             (at most one per sleep), or by a ``flush()`` on the loop thread.
         batches: tallies applied to the metrics (a consumer batch, a direct apply).
@@ -151,8 +162,9 @@ class SignalPipeline:
     Start its single consumer in your task group: ``await tg.start(pipeline.run)``. While it runs,
     a listener call on the event-loop thread is one ``send_nowait`` on a bounded anyio memory object
     stream; a call from any other thread is a deque append (plus, only when the consumer sleeps,
-    one non-blocking wake-up). When no consumer runs, listener calls apply directly, exactly like
-    upstream's listener, so plain scripts need no consumer at all.
+    one non-blocking wake-up). A lone transition, which would wake the consumer for itself alone,
+    is applied in the call instead (see ``lone``). When no consumer runs, listener calls apply
+    directly, exactly like upstream's listener, so plain scripts need no consumer at all.
 
     When the buffer is full, producers neither block nor drop: the signal goes to an overflow
     queue (a deque, appended without a lock) that the consumer applies after the queued items.
@@ -163,21 +175,37 @@ class SignalPipeline:
             they arrive faster than that: when it is woken less than ``batch_window`` after its
             previous batch (a pending ``flush()`` cuts the wait short). Signals closer together
             than the window then cost one wake-up and one batch per window rather than per
-            signal, and the metrics lag by at most about this much; a lone signal after a
-            quieter spell is applied as soon as the consumer gets the loop, with no wait. 0
-            never waits.
+            signal, and the metrics lag by at most about this much; a signal after a quieter
+            spell is applied with no wait (in the call, if it is lone). 0 never waits.
+        lone: whether a *lone* transition, one that finds the consumer asleep with nothing
+            applied for ``batch_window`` (at least 1 ms), is applied by its caller, as with no
+            consumer, rather than queued: the breaker's call then pays the writes (still less
+            than upstream's listener does), and nothing is woken, where waking the consumer for
+            it would cost more CPU in all. The caller never waits for a lock held for this: if
+            another thread is writing, or a prometheus_client lock the write takes is held (a
+            scrape), the signal is queued. Signals that follow within the window are queued and
+            batched. Only a ``PrometheusListener``'s transitions are ever lone (not a sink's,
+            nor a ``close()``), and none in multiprocess mode. ``False``: while the consumer
+            runs, every call only queues.
 
     Raises:
-        TypeError: ``max_buffer_size`` is not an ``int``, or ``batch_window`` not a number.
+        TypeError: ``max_buffer_size`` is not an ``int``, ``batch_window`` not a number, or
+            ``lone`` not a ``bool``.
         ValueError: ``max_buffer_size`` is less than 1, or ``batch_window`` is negative or not
             finite.
     """
 
-    def __init__(self, max_buffer_size: int = 1024, *, batch_window: float = 0.001) -> None:
+    def __init__(
+        self, max_buffer_size: int = 1024, *, batch_window: float = 0.001, lone: bool = True
+    ) -> None:
         max_buffer_size = cast("int", check_count(max_buffer_size, "max_buffer_size"))
         self.max_buffer_size: Final = max_buffer_size
         self.batch_window: Final = check_seconds(batch_window, "batch_window", zero=True)
-        self._state: Final = PipelineState(self, max_buffer_size)  # shared with the listeners
+        self.lone: Final = check_bool(lone, "lone")
+        # Shared with the listeners.
+        self._state: Final = PipelineState(
+            self, max_buffer_size, quiet_span=max(self.batch_window, _QUIET), lone=self.lone
+        )
         # The consumer's own (loop thread only): waiting flushes, the batch window while it is
         # open. (What it took and has not written is in the shared state: PipelineState.taken.)
         self._flushes: list[_FlushRequest] = []
@@ -187,9 +215,6 @@ class SignalPipeline:
         # asynchronous exception) leaves the consumer asleep with ``sleeping`` False, and a
         # flush() still knows to wake it.
         self._waiting = False
-        # The loop time until which a wake-up opens the batch window: one window after the
-        # previous batch was taken (-inf: the first signal finds the consumer idle).
-        self._quiet_at: float = float("-inf")
 
     def __repr__(self) -> str:
         running = "running" if self.running else "stopped"
@@ -282,11 +307,15 @@ class SignalPipeline:
         state = self._state
         make_event = event_class()  # the backend, looked up once
         while True:
-            if self._step() and (state.bridge or state.overflowing or state.spill or state.buffer):
+            applied = self._step()
+            if applied and (state.bridge or state.overflowing or state.spill or state.buffer):
                 await checkpoint()  # fairness: yield between batches, and be cancellable
                 continue
             # Drained (or nothing was there): sleep; receive() yields to the event loop first.
             self._release_flushes()
+            if applied:
+                # Until then a signal is not lone: it is queued, and its wake-up opens the window.
+                state.quiet_at = monotonic() + state.quiet_span
             state.sleeping = True
             if state.bridge or state.overflowing or state.spill:
                 state.sleeping = False
@@ -307,21 +336,18 @@ class SignalPipeline:
                 state.taken_from_stream += 1
                 if not isinstance(state.taken[-1], Wake):
                     state.signals_from_stream += 1
-            if self.batch_window and not self._flushes:
-                # Adaptive: a wake-up less than a window after the previous batch means signals
-                # arrive faster than the window, so let them gather (one wake-up and one batch
-                # per window, not per signal); a lone signal after a quiet spell is applied at
-                # once, with no timer. flush() cuts a window short; if the consumer is cancelled
-                # meanwhile, _stop() applies the item in state.taken.
-                now = monotonic()  # no backend lookup; a window is a span of real time
-                if now < self._quiet_at:
-                    self._quiet_at = now + 2 * self.batch_window  # the batch ends a window on
-                    with anyio.CancelScope() as window:
-                        self._window = window
-                        await anyio.sleep(self.batch_window)
-                    self._window = None
-                else:
-                    self._quiet_at = now + self.batch_window
+            # Adaptive: a wake-up less than a window after the consumer went to sleep (or after
+            # a lone apply) means signals arrive faster than the window, so let them gather (one
+            # wake-up and one batch per window, not per signal); a signal after a quiet spell is
+            # applied at once, with no timer (when it was not lone: lone=False, or a write was
+            # under way). flush() cuts a window short; if the consumer is cancelled meanwhile,
+            # _stop() applies the item in state.taken. monotonic(): no backend lookup; a
+            # window is a span of real time.
+            if self.batch_window and not self._flushes and monotonic() < state.quiet_at:
+                with anyio.CancelScope() as window:
+                    self._window = window
+                    await anyio.sleep(self.batch_window)
+                self._window = None
 
     @ki_protected
     def _step(self) -> bool:

@@ -80,8 +80,9 @@ class _SinkTarget:
 class StreamingListener(QueueingListener):
     """A fluxgate ``Listener`` whose metric updates run on the pipeline's consumer.
 
-    Each call only queues the signal (exactly like ``PrometheusListener``); your ``sink`` gets
-    the coalesced result on the consumer, off the breaker's path.
+    While the consumer runs, each call only queues the signal, even a lone one (only a
+    ``PrometheusListener``'s lone transitions are applied in the call: your code never runs on
+    the breaker's path then); your ``sink`` gets the coalesced result on the consumer.
 
     Args:
         name: the circuit's name, passed on in every ``Transitions``. A non-empty ``str``.

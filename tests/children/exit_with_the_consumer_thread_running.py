@@ -30,8 +30,8 @@ class Interrupting(SignalPipeline):
 
 registry = CollectorRegistry()
 interrupted = sys.argv[2:] == ["interrupted"]
-# A long window: nothing is applied before the exit.
-pipeline = (Interrupting if interrupted else SignalPipeline)(batch_window=60.0)
+# A long window, and no lone transitions: nothing is applied before the exit.
+pipeline = (Interrupting if interrupted else SignalPipeline)(batch_window=60.0, lone=False)
 listener = PrometheusListener("at_exit", registry, pipeline=pipeline)
 
 

@@ -18,7 +18,9 @@ from prometheus_client import CollectorRegistry
 from fluxgate_stream import ConsumerThread, PrometheusListener, SignalPipeline
 
 registry = CollectorRegistry()
-pipeline = SignalPipeline()
+# lone=False: the parent's signal after the fork goes over the bridge, so its consumer must be
+# the one that applies it (a lone signal would be applied in the call).
+pipeline = SignalPipeline(lone=False)
 listener = PrometheusListener("forked", registry, pipeline=pipeline)
 consumer = ConsumerThread(pipeline, backend="trio" if sys.argv[1] == "trio" else "asyncio")
 consumer.start()

@@ -12,13 +12,19 @@ Cases:
 * ``handler_on_full_buffer``: the consumer runs on this (the main) thread, the buffer is full,
   and a SIGUSR1 handler calls a listener while the code it interrupted is queueing an
   overflowing signal. It must neither deadlock nor lose a signal.
+* ``handler_inside_a_metric_lock``: the consumer runs on this thread and sleeps after a quiet
+  spell, so a transition is lone (applied in the call), and a SIGUSR1 handler makes one while
+  the code it interrupted holds one of the prometheus_client locks that write would take (as a
+  scrape on the loop thread, ``make_asgi_app()``'s, holds them). Taking it again would deadlock:
+  the call must queue it instead. Reported per lock: (applied in the call, counted at the end).
 """
 
 import json
 import signal
 import sys
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import anyio
 from fluxgate.signal import Signal
@@ -26,6 +32,8 @@ from prometheus_client import CollectorRegistry
 
 from fluxgate_stream import PrometheusListener, QueueingListener, SignalPipeline
 from fluxgate_stream._apply import Pending
+from fluxgate_stream._circuits import Circuit
+from tests.support.helpers import wait_until
 from tests.support.truth import Truth, observed, produce
 
 backend, case = sys.argv[1], sys.argv[2]
@@ -125,6 +133,56 @@ elif case == "handler_on_full_buffer":
             await pipeline.flush()
             produce(send, truth, 100, 3)
             await pipeline.flush()
+            tg.cancel_scope.cancel()
+
+elif case == "handler_inside_a_metric_lock":
+    pipeline = SignalPipeline()  # default settings: lone transitions are applied in the call
+    truth = Truth([])
+    tripwire = Tripwire(signal.SIGUSR1)
+    tripwire.armed = False
+    listeners = {
+        name: PrometheusListener(name, registry, pipeline=pipeline)
+        for name in ("none", "gauge", "gauge value", "counter", "counter value")
+    }
+    target = {name: cast("Circuit", listener._target) for name, listener in listeners.items()}
+    gauge_value: Any = target["gauge value"].gauge.labels("gauge value", "open")._value
+    counter_value: Any = target["counter value"].counter.labels("counter value", "closed", "open")
+    locks: dict[str, Any] = {
+        "none": None,  # the control: no lock held, so the handler's transition is lone
+        "gauge": target["gauge"].gauge._lock,
+        "gauge value": gauge_value._lock,  # a single-process value's own lock
+        "counter": target["counter"].counter._lock,
+        "counter value": counter_value._value._lock,
+    }
+    current: list[str] = []
+
+    def on_usr1(*_args: object) -> None:
+        listeners[current[0]](OPEN)
+
+    signal.signal(signal.SIGUSR1, on_usr1)
+    out["cases"] = {}
+
+    async def main() -> None:
+        state = pipeline._state
+        async with anyio.create_task_group() as tg:
+            await tg.start(pipeline.run)
+            for name, lock in locks.items():
+                await pipeline.flush()
+                await wait_until(lambda: state.sleeping and time.monotonic() >= state.quiet_at)
+                direct = pipeline.stats()["direct"]
+                current[:] = [name]
+                if lock is None:
+                    signal.raise_signal(signal.SIGUSR1)
+                else:
+                    with lock:
+                        signal.raise_signal(signal.SIGUSR1)  # the handler runs in here
+                applied = pipeline.stats()["direct"] - direct
+                await pipeline.flush()
+                counted = registry.get_sample_value(
+                    "circuit_breaker_state_transition_total",
+                    {"circuit_name": name, "old_state": "closed", "new_state": "open"},
+                )
+                out["cases"][name] = [applied, counted]
             tg.cancel_scope.cancel()
 
 else:

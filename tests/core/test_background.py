@@ -46,8 +46,9 @@ def in_threads(target, n: int) -> None:
 
 
 def test_start_returns_with_the_consumer_running_and_flush_applies_from_a_thread(registry, backend):
-    # A long batch window: without flush() cutting it short, nothing would be applied yet.
-    pipeline = SignalPipeline(batch_window=60.0)
+    # A long batch window: without flush() cutting it short, nothing would be applied yet; and no
+    # lone transitions (applied in the call): the signal must come over the bridge.
+    pipeline = SignalPipeline(batch_window=60.0, lone=False)
     cb = CircuitBreaker(listeners=[PrometheusListener("api", registry, pipeline=pipeline)])
     consumer = ConsumerThread(pipeline, backend=backend).start()
     try:
@@ -68,7 +69,7 @@ def test_start_returns_with_the_consumer_running_and_flush_applies_from_a_thread
 
 
 def test_stop_applies_everything_queued_by_many_threads(registry, backend):
-    pipeline = SignalPipeline(max_buffer_size=64, batch_window=60.0)
+    pipeline = SignalPipeline(max_buffer_size=64, batch_window=60.0, lone=False)
     listeners = [PrometheusListener(f"c{i}", registry, pipeline=pipeline) for i in range(4)]
     with ConsumerThread(pipeline, backend=backend):
         threads = [threading.Thread(target=produce, args=(each, 500)) for each in listeners]
@@ -263,7 +264,7 @@ def test_calls_that_would_wait_for_their_own_thread_are_refused(backend):
 def test_a_failing_task_stops_the_consumer_applies_the_queue_and_is_logged(
     registry, backend, caplog
 ):
-    pipeline = SignalPipeline(batch_window=60.0)
+    pipeline = SignalPipeline(batch_window=60.0, lone=False)
     listener = PrometheusListener("crash", registry, pipeline=pipeline)
 
     async def failing() -> None:

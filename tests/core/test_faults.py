@@ -470,7 +470,7 @@ def test_producer_threads_killed_mid_call_corrupt_no_other_circuit(backend):
     # In a child process, because an asynchronous exception aimed at a thread that is blocked
     # (say, on a lock) livelocks CPython 3.11 while a tracer runs, as coverage's does: every other
     # thread then spins at its next function call. Without a tracer, the attack is sound.
-    # With the consumer running only: a producer thread then takes no prometheus_client lock.
+    # With the consumer running only (and lone=False): a producer thread then takes no lock.
     # With no consumer it applies directly, under locks taken by `with`, and before CPython 3.15
     # (python/cpython#74174, fixed by gh-148874) an asynchronous exception landing on a `with`
     # block's exit can leave its lock held: about one run in ten hung that way, as it would

@@ -287,8 +287,13 @@ HUGE = 10**400
             TypeError,
             "batch_window must be a number of seconds, got bool",
         ),
+        (
+            lambda: SignalPipeline(lone=1),  # type: ignore[arg-type]  # deliberately bad
+            TypeError,
+            "lone must be a bool, got int",
+        ),
     ],
-    ids=["window", "buffer", "cap", "threshold", "hugely-negative", "bool"],
+    ids=["window", "buffer", "cap", "threshold", "hugely-negative", "bool", "lone"],
 )
 def test_numbers_out_of_float_range_are_value_errors(call, error, message):
     with pytest.raises(error, match=f"^{re.escape(message)}$"):

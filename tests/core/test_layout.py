@@ -97,7 +97,7 @@ def test_the_library_never_imports_the_demo_nor_its_terminal_ui():
 
 @pytest.mark.anyio
 async def test_statistics_are_a_frozen_snapshot_that_stats_mirrors(anyio_backend, registry):
-    pipeline = SignalPipeline(max_buffer_size=2)
+    pipeline = SignalPipeline(max_buffer_size=2, lone=False)  # the counts by path: queued ones
     listener = PrometheusListener("c", registry, pipeline=pipeline)
     listener(Signal("closed", "open", 0.0))  # no consumer: direct
     async with Consumer(pipeline):

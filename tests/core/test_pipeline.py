@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import anyio
 import pytest
@@ -12,6 +13,7 @@ from fluxgate.signal import Signal
 from prometheus_client import CollectorRegistry
 
 from fluxgate_stream import PrometheusListener, SignalPipeline, StreamingListener, Transitions
+from fluxgate_stream._apply import APPLY_LOCK
 
 from ..support.helpers import Consumer, in_thread, wait_until
 from ..support.metrics import count, samples, shown
@@ -33,7 +35,7 @@ def flap(listener: PrometheusListener, times: int) -> None:
 
 
 async def test_loop_thread_call_only_queues_while_the_consumer_runs(anyio_backend, registry):
-    pipeline = SignalPipeline()
+    pipeline = SignalPipeline(lone=False)  # else a lone transition is applied in the call
     listener = PrometheusListener("api", registry, pipeline=pipeline)
     async with Consumer(pipeline):
         before = samples(registry)
@@ -57,6 +59,7 @@ async def test_loop_thread_call_never_takes_a_prometheus_lock(anyio_backend, reg
 
     holder = threading.Thread(target=hold_metric_locks)
     async with Consumer(pipeline):
+        await wait_until(lambda: pipeline._state.sleeping)  # the first call would be lone
         holder.start()
         held.wait()
         try:
@@ -83,7 +86,7 @@ async def test_without_a_consumer_calls_apply_directly_like_upstream(anyio_backe
 
 
 async def test_batches_coalesce_but_keep_exact_counts_and_the_latest_state(anyio_backend, registry):
-    pipeline = SignalPipeline(max_buffer_size=10_000)
+    pipeline = SignalPipeline(max_buffer_size=10_000, lone=False)  # every signal queued
     listeners = [PrometheusListener(f"c{i}", registry, pipeline=pipeline) for i in range(3)]
     async with Consumer(pipeline):
         await wait_until(lambda: pipeline._state.sleeping)
@@ -167,7 +170,7 @@ async def test_threads_feed_the_consumer_through_the_bridge(anyio_backend, regis
 
 
 async def test_a_thread_wakes_a_sleeping_consumer_once_not_per_signal(anyio_backend, registry):
-    pipeline = SignalPipeline(max_buffer_size=10_000)
+    pipeline = SignalPipeline(max_buffer_size=10_000, lone=False)  # the first one too is bridged
     listener = PrometheusListener("wake", registry, pipeline=pipeline)
     async with Consumer(pipeline):
         await wait_until(lambda: pipeline._state.sleeping)
@@ -196,7 +199,7 @@ async def test_a_full_bridge_overflows_into_the_ledger(anyio_backend, registry):
 async def test_cancelled_consumer_applies_everything_queued_then_falls_back(
     anyio_backend, registry
 ):
-    pipeline = SignalPipeline(max_buffer_size=16)
+    pipeline = SignalPipeline(max_buffer_size=16, lone=False)  # every signal queued
     listener = PrometheusListener("shutdown", registry, pipeline=pipeline)
     consumer = Consumer(pipeline)
     await consumer.start()
@@ -366,10 +369,82 @@ async def test_signals_older_than_an_applied_close_stay_void_across_batches(
     assert samples(registry, "long") == {}
 
 
-async def test_a_lone_signal_after_idle_is_applied_at_once_not_after_the_window(
+async def test_a_lone_transition_is_applied_in_the_call_and_wakes_nothing(anyio_backend, registry):
+    pipeline = SignalPipeline(batch_window=3600.0)  # within the hour after it, none is lone
+    listener = PrometheusListener("lone", registry, pipeline=pipeline)
+    async with Consumer(pipeline):
+        await wait_until(lambda: pipeline._state.sleeping)
+        before = pipeline.statistics()
+        listener(OPEN)
+        assert count(registry, "lone", "closed", "open") == 1.0  # no await: in the call
+        after = pipeline.statistics()
+        assert (after.direct, after.batches) == (before.direct + 1, before.batches + 1)
+        assert (after.stream, after.wakeups) == (before.stream, before.wakeups)
+        assert pipeline._state.sleeping
+        listener(HALF)  # the next one is queued: it goes to the consumer, batched
+        assert shown(registry, "lone") == "open"
+        await pipeline.flush()
+        assert shown(registry, "lone") == "half_open"
+        assert pipeline.statistics().stream == before.stream + 1
+        assert pipeline.statistics().direct == before.direct + 1
+
+
+async def test_a_lone_transition_from_a_thread_is_applied_in_that_thread(anyio_backend, registry):
+    pipeline = SignalPipeline(batch_window=3600.0)
+    listener = PrometheusListener("lone", registry, pipeline=pipeline)
+    async with Consumer(pipeline):
+        await wait_until(lambda: pipeline._state.sleeping)
+        before = pipeline.statistics()
+        in_thread(listener, OPEN)  # the loop is blocked meanwhile: nobody else could apply it
+        assert count(registry, "lone", "closed", "open") == 1.0
+        after = pipeline.statistics()
+        assert (after.direct, after.bridge, after.wakeups) == (
+            before.direct + 1,
+            before.bridge,
+            before.wakeups,
+        )
+        in_thread(listener, HALF)  # not lone: over the bridge, with a wake-up
+        assert shown(registry, "lone") == "open"
+        await pipeline.flush()  # which cuts short the window that wake-up opened
+        assert shown(registry, "lone") == "half_open"
+        after = pipeline.statistics()
+        assert (after.direct, after.bridge) == (before.direct + 1, before.bridge + 1)
+        assert after.wakeups > before.wakeups
+
+
+async def test_a_lone_transition_never_waits_for_another_writer_it_queues_instead(
     anyio_backend, registry
 ):
-    pipeline = SignalPipeline(batch_window=3600.0)  # a window would hold it for an hour
+    pipeline = SignalPipeline()
+    listener = PrometheusListener("busy", registry, pipeline=pipeline)
+    held, release = threading.Event(), threading.Event()
+
+    def write_meanwhile() -> None:  # what a write of another thread holds
+        with APPLY_LOCK:
+            held.set()
+            release.wait()
+
+    holder = threading.Thread(target=write_meanwhile)
+    async with Consumer(pipeline):
+        await wait_until(lambda: pipeline._state.sleeping)
+        await wait_until(lambda: time.monotonic() >= pipeline._state.quiet_at)
+        holder.start()
+        held.wait()
+        try:
+            listener(OPEN)  # waiting for the lock would hang the test here
+            stats = pipeline.statistics()
+        finally:
+            release.set()
+            holder.join()
+        await pipeline.flush()
+        assert (stats.direct, pipeline.statistics().stream) == (0, 1)  # queued, for the consumer
+    assert count(registry, "busy", "closed", "open") == 1.0
+
+
+async def test_without_lone_a_signal_after_idle_is_applied_by_the_consumer_not_after_the_window(
+    anyio_backend, registry
+):
+    pipeline = SignalPipeline(batch_window=3600.0, lone=False)  # a window would hold it an hour
     listener = PrometheusListener("lone", registry, pipeline=pipeline)
     async with Consumer(pipeline):
         await wait_until(lambda: pipeline._state.sleeping)

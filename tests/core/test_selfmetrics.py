@@ -50,7 +50,7 @@ class Broken:
 
 
 async def test_self_metrics_follow_stats_on_every_path(anyio_backend, registry):
-    pipeline = SignalPipeline(max_buffer_size=4)
+    pipeline = SignalPipeline(max_buffer_size=4, lone=False)  # exact counts by path, below
     listener = PrometheusListener("api", registry, pipeline=pipeline)
     broken = StreamingListener("broken", Broken(), pipeline=pipeline)
     metrics = export_metrics(pipeline, registry)

@@ -264,3 +264,16 @@ def test_many_calls_deferred_by_a_sink_are_all_applied_without_recursing(registr
     assert count(registry, "forwarded", "closed", "open") == 1500.0
     assert count(registry, "forwarded", "open", "closed") == 1500.0
     assert shown(registry, "forwarded") == "closed"
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_handler_interrupting_a_metric_lock_queues_its_lone_transition(backend):
+    result = run_case(backend, "handler_inside_a_metric_lock")
+    assert result["cases"] == {
+        "none": [1, 1.0],  # lone: applied in the handler's call
+        "gauge": [0, 1.0],  # each lock held: queued, applied by the consumer
+        "gauge value": [0, 1.0],
+        "counter": [0, 1.0],
+        "counter value": [0, 1.0],
+    }
+    assert (result["ended"], result["wrong"], result["running"]) == ("returned", [], False)

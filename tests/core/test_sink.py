@@ -16,7 +16,7 @@ from fluxgate_stream import (
     default_pipeline,
 )
 
-from ..support.helpers import Consumer
+from ..support.helpers import Consumer, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -81,21 +81,32 @@ def test_listeners_without_pipeline_share_the_default_pipeline(registry):
     )
 
 
+async def test_a_sink_is_never_written_in_the_call_not_even_for_a_lone_transition(
+    anyio_backend,
+):
+    pipeline = SignalPipeline(batch_window=3600.0)
+    sink = Recording()
+    listener = StreamingListener("quiet", sink, pipeline=pipeline)
+    async with Consumer(pipeline):
+        await wait_until(lambda: pipeline._state.sleeping)
+        listener(Signal("closed", "open", 0.0))  # a PrometheusListener would apply this one
+        assert sink.writes == []
+        await pipeline.flush()
+    assert sink.writes == [
+        Transitions("quiet", closed=False, state="open", counts={("closed", "open"): 1})
+    ]
+    assert pipeline.stats()["direct"] == 0
+
+
 async def test_the_default_pipeline_runs_like_any_other(anyio_backend, registry):
     listener = PrometheusListener("default", registry)
+    labels = {"circuit_name": "default", "state": "open"}
     async with Consumer(default_pipeline()):
-        listener(Signal("closed", "open", 0.0))
-        assert (
-            registry.get_sample_value(
-                "circuit_breaker_state", {"circuit_name": "default", "state": "open"}
-            )
-            == 0.0
-        )
+        listener.close()  # never lone: queued
+        assert registry.get_sample_value("circuit_breaker_state", labels) == 0.0
         await default_pipeline().flush()
-        assert (
-            registry.get_sample_value(
-                "circuit_breaker_state", {"circuit_name": "default", "state": "open"}
-            )
-            == 1.0
-        )
+        assert registry.get_sample_value("circuit_breaker_state", labels) is None
+        listener(Signal("closed", "open", 0.0))  # lone, or queued: flush() tells them apart
+        await default_pipeline().flush()
+        assert registry.get_sample_value("circuit_breaker_state", labels) == 1.0
     assert not default_pipeline().running

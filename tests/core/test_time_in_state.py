@@ -333,7 +333,7 @@ def test_a_clock_going_backwards_counts_zero_and_resumes_from_the_new_reading(re
 async def test_the_export_never_decreases_when_a_scrape_lands_before_an_apply(
     anyio_backend, registry
 ):
-    pipeline = SignalPipeline()
+    pipeline = SignalPipeline(lone=False)  # the transition waits for the consumer
     listener = PrometheusListener("c", registry, pipeline=pipeline, time_in_state=True)
     async with Consumer(pipeline):
         # The transition happened 5 s ago but the consumer has not had the loop since.
@@ -451,8 +451,8 @@ async def test_a_bad_timestamp_is_refused_by_untimed_and_timed_listeners_alike(
 
 @pytest.mark.anyio
 async def test_signals_queued_before_timing_move_the_clock_with_the_gauge(anyio_backend, registry):
-    # max_buffer_size=1: the stream takes what it can, the overflow ledger the rest
-    pipeline = SignalPipeline(max_buffer_size=1)
+    # max_buffer_size=1: the stream takes what it can, the overflow ledger the rest (none lone)
+    pipeline = SignalPipeline(max_buffer_size=1, lone=False)
     plain = PrometheusListener("c", registry, pipeline=pipeline)
     async with Consumer(pipeline):
         plain(at("closed", "open", time.time() - 100.0))

@@ -40,7 +40,7 @@ CLOSE = Signal(old_state="open", new_state="closed", timestamp=0.0)
 
 @pytest.mark.anyio
 async def test_lifespan_runs_the_consumer_while_the_app_runs(registry, anyio_backend):
-    pipeline = SignalPipeline()
+    pipeline = SignalPipeline(lone=False)  # every signal queued until the consumer runs
     listener = PrometheusListener("api", registry, pipeline=pipeline)
     async with lifespan(pipeline)(object()):
         assert pipeline.running

@@ -110,7 +110,7 @@ def test_every_drained_signal_took_exactly_one_path(report):
             continue
         taken = {
             name: _number(count)
-            for name, count in re.findall(r"(stream|bridge|overflow) ([\d,]+)", paths)
+            for name, count in re.findall(r"(stream|bridge|overflow|direct) ([\d,]+)", paths)
         }
         assert sum(taken.values()) == QUICK.drain_signals, row
         if row[2] == "1,024":  # the default buffer cannot hold the backlog: the ledger took some
