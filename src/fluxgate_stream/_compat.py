@@ -36,8 +36,9 @@ state's ``execute``), ``_tracker``,    every call path enters ``_state.execute``
 ``MemoryObjectReceiveStream._state``   anyio 4.16.0, lowest and latest (a ``deque``; nothing else
 ``.buffer``                            holds sent items while no sender awaits ``send()``)
 ``MemoryObjectStreamState``            anyio 4.16.0, lowest and latest (what ``receive()`` does,
-``.waiting_receivers``,                minus its ``checkpoint()`` and ``receive_nowait()``)
-``memory._MemoryObjectItemReceiver``
+``.waiting_receivers``,                minus its ``checkpoint()`` and ``receive_nowait()``; and
+``memory._MemoryObjectItemReceiver``   ``send_nowait()``'s steps once no receiver waits and the
+                                       buffer has room: an append to ``.buffer``)
 ``type(anyio.Event())`` made directly  anyio 4.16.0, lowest and latest (each backend's ``Event``
                                        subclass makes itself in ``__new__``; ``Event()`` looks the
                                        backend up through sniffio first, at each call)
@@ -61,7 +62,7 @@ import os
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sized
 from typing import TYPE_CHECKING, Protocol, TypeVar, cast
 
 from anyio import Event
@@ -118,6 +119,7 @@ __all__ = [
     "set_breaker_tripper",
     "slow_thresholds",
     "stream_buffer",
+    "stream_receivers",
     "unlocked",
     "upstream_state_gauge",
     "upstream_transition_counter",
@@ -400,6 +402,18 @@ def stream_buffer(receive: MemoryObjectReceiveStream[_T]) -> deque[_T]:
     valid while no task awaits ``send()`` on the stream (we only ever ``send_nowait``).
     """
     return receive._state.buffer  # pyright: ignore[reportPrivateUsage]  # see above
+
+
+def stream_receivers(receive: MemoryObjectReceiveStream[_T]) -> Sized:
+    """The receivers waiting on the stream ``receive`` receives from: empty when none waits.
+
+    While it is empty, and the stream is open, with fewer than ``max_buffer_size`` items,
+    ``send_nowait(item)`` is exactly ``stream_buffer(receive).append(item)`` (anyio hands an item
+    to a waiting receiver first, and raises only for a closed or full stream): a producer on the
+    event loop's hottest path checks this and appends, one C call, instead of anyio's Python
+    method.
+    """
+    return receive._state.waiting_receivers  # pyright: ignore[reportPrivateUsage]  # see above
 
 
 def event_class() -> type[Event]:

@@ -37,11 +37,18 @@ from fluxgate_stream._apply import (
     run_deferred,
 )
 from fluxgate_stream._circuits import Circuit
-from fluxgate_stream._compat import call_soon, kept, ki_protected, owned, stream_buffer
+from fluxgate_stream._compat import (
+    call_soon,
+    kept,
+    ki_protected,
+    owned,
+    stream_buffer,
+    stream_receivers,
+)
 
 if TYPE_CHECKING:
     import itertools
-    from collections.abc import Callable
+    from collections.abc import Callable, Sized
 
     from anyio.lowlevel import EventLoopToken
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -72,8 +79,10 @@ class PipelineState:
     -----------------
     * The *loop thread* is the thread whose event loop runs the consumer (``loop_thread``, its
       id, while it runs; ``None`` otherwise). Only it touches the anyio stream (``send``,
-      ``receive``; anyio's memory streams are not thread-safe): producers on it ``send_nowait``,
-      the consumer receives, and thread wake-ups are delivered onto it with ``run_sync_soon``.
+      ``receive``; anyio's memory streams are not thread-safe): producers on it send (while no
+      receiver waits and the buffer has room, by appending to ``buffer``: what ``send_nowait``
+      would do; see ``send_on_loop``), the consumer receives, and thread wake-ups are delivered
+      onto it with ``run_sync_soon``. The stream is open whenever ``loop_thread`` is set.
     * Other threads append to ``bridge``, a ``collections.deque`` (``append``/``popleft`` are
       atomic). A thread wakes the consumer only if it is ``sleeping``, by scheduling a callback on
       the loop thread (``token``); it never waits for the loop.
@@ -140,6 +149,7 @@ class PipelineState:
         "bridge",
         "bridge_append",
         "buffer",
+        "buffer_append",
         "call_queues",
         "lone",
         "loop_thread",
@@ -148,6 +158,7 @@ class PipelineState:
         "quiet_at",
         "quiet_span",
         "receive",
+        "receivers",
         "send",
         "send_nowait",
         "signals_applied_directly",
@@ -182,7 +193,9 @@ class PipelineState:
         self.send: MemoryObjectSendStream[Item | Wake]
         self.receive: MemoryObjectReceiveStream[Item | Wake]
         self.send_nowait: Callable[[Item | Wake], None]
-        self.buffer: deque[Item | Wake]  # the stream's buffer (``stream_buffer``): read it, only
+        self.buffer: deque[Item | Wake]  # the stream's buffer (``stream_buffer``)
+        self.buffer_append: Callable[[Item], None]  # its append: see send_on_loop
+        self.receivers: Sized  # the stream's waiting receivers (``stream_receivers``)
         self.open_stream()
         self.close_stream()
         self.bridge: Final[deque[Item]] = deque()  # any thread appends; the consumer pops
@@ -230,6 +243,8 @@ class PipelineState:
         )
         self.send_nowait = self.send.send_nowait
         self.buffer = stream_buffer(self.receive)
+        self.buffer_append = self.buffer.append
+        self.receivers = stream_receivers(self.receive)
 
     def close_stream(self) -> None:
         """Close the stream: what is still sent to it raises. Caller holds APPLY_LOCK."""
@@ -251,7 +266,8 @@ class PipelineState:
 
         Never blocks on the event loop and never raises for a full buffer. Any thread. This is
         the producers' hot path, written for speed (bound methods, no helper calls on the common
-        branches). ``QueueingListener.__call__`` inlines the first branch.
+        branches). ``QueueingListener.__call__`` inlines the common case of the first branch and
+        of the last (another thread's signal, the consumer awake, the bridge not full).
         """
         loop_thread = self.loop_thread
         if loop_thread == _get_ident():
@@ -271,19 +287,37 @@ class PipelineState:
                 self.overflow(item)
             else:
                 self.bridge_append(item)
-            # The consumer sets sleeping *before* its last look at the queues, and we read it
-            # *after* queueing: either it sees our item or we see it asleep.
-            if self.sleeping:
-                self.sleeping = False  # one wake-up per sleep, not one per signal
-                self.wake()
-            if self.loop_thread is None:
-                # The consumer stopped between our look at it and our append: nobody else will
-                # take what we left, so apply it now.
-                self.drain_orphans()
+            self.queued_off_loop()
+
+    def queued_off_loop(self) -> None:
+        """Wake or stand in for the consumer after queueing an item off the loop thread.
+
+        ``QueueingListener.__call__`` inlines the common case: it calls this only when it sees
+        the consumer asleep or stopped after its append (this looks again).
+        """
+        # The consumer sets sleeping *before* its last look at the queues, and we read it
+        # *after* queueing: either it sees our item or we see it asleep.
+        if self.sleeping:
+            self.sleeping = False  # one wake-up per sleep, not one per signal
+            self.wake()
+        if self.loop_thread is None:
+            # The consumer stopped between our look at it and our append: nobody else will
+            # take what we left, so apply it now.
+            self.drain_orphans()
 
     def send_on_loop(self, item: Item) -> None:
-        """Queue ``item`` on the stream, or the overflow queue. Loop thread, consumer running."""
+        """Queue ``item`` on the stream, or the overflow queue. Loop thread, consumer running.
+
+        The consumer runs, so the stream is open: with no receiver waiting (the consumer is
+        awake) and room in the buffer, ``send_nowait(item)`` is one append to the buffer, so we
+        append (one C call, where anyio's method is a Python frame and a dozen attribute reads);
+        otherwise ``send_nowait`` hands it to the waiting consumer, or finds the stream full.
+        ``QueueingListener.__call__`` inlines this.
+        """
         if not self.overflowing:
+            if not self.receivers and len(self.buffer) < self.max_buffer_size:
+                self.buffer_append(item)
+                return
             try:
                 self.send_nowait(item)
             except WouldBlock:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from anyio import WouldBlock
 from fluxgate.signal import Signal
 
 from fluxgate_stream._apply import SEQUENCE
@@ -102,19 +101,31 @@ class QueueingListener:
             signal = check_signal(signal)
         target = self._target
         state = self._state
-        # PipelineState.submit()'s loop-thread branch, inlined: on the breaker's hottest path a
-        # second Python frame costs more than the branch itself. Same reads in the same order,
-        # so the pipeline's concurrency model holds as written there; every other case goes
-        # through submit().
-        if state.loop_thread == _get_ident() and not state.overflowing:
-            item: Item = (next(SEQUENCE), target, signal)
-            if state.sleeping:
-                state.lone_on_loop(item)  # the first of a burst, or a lone signal
+        # PipelineState.submit()'s common cases, inlined: on the breaker's hottest path a second
+        # Python frame costs more than the branch itself. Same reads in the same order, so the
+        # pipeline's concurrency model holds as written there; every other case goes through
+        # submit().
+        loop_thread = state.loop_thread
+        if loop_thread == _get_ident():
+            if not state.overflowing:
+                item: Item = (next(SEQUENCE), target, signal)
+                if state.sleeping:
+                    state.lone_on_loop(item)  # the first of a burst, or a lone signal
+                elif state.receivers or len(state.buffer) >= state.max_buffer_size:
+                    state.send_on_loop(item)  # hand it to the waiting consumer, or overflow
+                else:
+                    state.buffer_append(item)  # send_on_loop's common case
                 return
-            try:
-                state.send_nowait(item)
-            except WouldBlock:
-                state.overflow(item)
+        elif (
+            loop_thread is not None
+            and not state.sleeping
+            and not state.overflowing
+            and len(state.bridge) < state.max_buffer_size
+        ):
+            # Another thread, the consumer awake: not lone, so onto the bridge.
+            state.bridge_append((next(SEQUENCE), target, signal))
+            if state.sleeping or state.loop_thread is None:
+                state.queued_off_loop()  # it went to sleep, or stopped, meanwhile
             return
         state.submit(target, signal)
 

@@ -7,7 +7,7 @@ thread) share is one ``PipelineState`` (``fluxgate_stream._queue``), whose docst
 field, which thread owns what and what is ordered. In short:
 
 * The *loop thread* is the thread whose event loop runs ``run()``. Only it touches the anyio
-  stream: producers on it ``send_nowait``, the consumer receives, and thread wake-ups are
+  stream: producers on it send without waiting, the consumer receives, and thread wake-ups are
   delivered onto it with ``run_sync_soon``.
 * Other threads append to a ``collections.deque``, the thread bridge, and wake the consumer only
   if it is asleep, by scheduling a callback on the loop thread; they never wait for the loop.
@@ -160,11 +160,11 @@ class SignalPipeline:
     """Carries circuit-breaker signals from listeners to the metrics, off the breakers' path.
 
     Start its single consumer in your task group: ``await tg.start(pipeline.run)``. While it runs,
-    a listener call on the event-loop thread is one ``send_nowait`` on a bounded anyio memory object
-    stream; a call from any other thread is a deque append (plus, only when the consumer sleeps,
-    one non-blocking wake-up). A lone transition, which would wake the consumer for itself alone,
-    is applied in the call instead (see ``lone``). When no consumer runs, listener calls apply
-    directly, exactly like upstream's listener, so plain scripts need no consumer at all.
+    a listener call on the event-loop thread is one non-blocking send on a bounded anyio memory
+    object stream; a call from any other thread is a deque append (plus, only when the consumer
+    sleeps, one non-blocking wake-up). A lone transition, which would wake the consumer for itself
+    alone, is applied in the call instead (see ``lone``). When no consumer runs, listener calls
+    apply directly, exactly like upstream's listener, so plain scripts need no consumer at all.
 
     When the buffer is full, producers neither block nor drop: the signal goes to an overflow
     queue (a deque, appended without a lock) that the consumer applies after the queued items.

@@ -46,6 +46,21 @@ async def test_loop_thread_call_only_queues_while_the_consumer_runs(anyio_backen
         assert count(registry, "api", "closed", "open") == 1.0
 
 
+async def test_a_loop_thread_call_hands_its_signal_to_a_waiting_consumer(anyio_backend, registry):
+    # The fast path appends to the stream's buffer only while no receiver waits. A consumer
+    # that waits while `sleeping` is already clear (a thread's wake-up in flight, or a signal
+    # handler's call that came just before the wait) is handed the signal, as anyio's
+    # send_nowait would: not left waiting with it in the buffer.
+    pipeline = SignalPipeline(lone=False)
+    listener = PrometheusListener("handed", registry, pipeline=pipeline)
+    async with Consumer(pipeline):
+        await wait_until(lambda: pipeline._state.sleeping)
+        pipeline._state.sleeping = False  # what such a producer leaves behind
+        listener(OPEN)
+        assert not pipeline._state.buffer  # handed over, not buffered
+        await wait_until(lambda: count(registry, "handed", "closed", "open") == 1.0)  # no flush
+
+
 async def test_loop_thread_call_never_takes_a_prometheus_lock(anyio_backend, registry):
     pipeline = SignalPipeline()
     listener = PrometheusListener("api", registry, pipeline=pipeline)
