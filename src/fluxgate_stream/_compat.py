@@ -435,7 +435,10 @@ async def wait_for_item(
     ``SystemExit`` from a signal handler in its ``finally``) drops it. Here the hand-over is
     checked in a ``finally`` whose first two steps no signal handler can come between (a
     ``del``, an attribute read and a C call), so the item is in ``into`` or still unsent.
-    Call it only when the stream's buffer is empty and no other task receives from it.
+    Call it when the stream's buffer is empty and no other task receives from it. If an item
+    reached the buffer after all before this wait was registered (a signal handler sent it
+    after the caller's last look), it returns at once, leaving the item in the buffer: it never
+    waits on a buffer that holds one.
     """
     state = receive._state  # pyright: ignore[reportPrivateUsage]  # see above
     waiting = state.waiting_receivers
@@ -443,7 +446,10 @@ async def wait_for_item(
     event = make_event()
     waiting[event] = receiver
     try:
-        await event.wait()
+        # Registered: from here on a send hands its item to us. Anything sent before is in the
+        # buffer, and the caller takes it next.
+        if not state.buffer:
+            await event.wait()
     finally:
         # Not contextlib.suppress: it is Python code, inside which a signal handler could run.
         try:  # noqa: SIM105  # see above

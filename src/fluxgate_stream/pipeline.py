@@ -323,10 +323,9 @@ class SignalPipeline:
             # receive(), except that the item goes straight into state.taken, where it stays
             # until written (see PipelineState), whatever exception comes. Unlike receive(), no
             # checkpoint first: the stream is empty (the loop thread has not run a producer since
-            # the look above), so the wait yields to the event loop, and is where a cancellation
-            # lands; a busy stream took the checkpoint above. One task step per lone signal, not
-            # two.
-            assert not state.buffer  # noqa: S101  # an invariant stated where it must hold (-O drops it): wait_for_item's precondition
+            # the look above, but for a signal handler, for which wait_for_item looks again), so
+            # the wait yields to the event loop, and is where a cancellation lands; a busy stream
+            # took the checkpoint above. One task step per lone signal, not two.
             before = len(state.taken)
             self._waiting = True
             await wait_for_item(state.receive, state.taken, make_event)

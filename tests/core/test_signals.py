@@ -19,6 +19,7 @@ from fluxgate.signal import Signal
 from prometheus_client import CollectorRegistry
 
 from fluxgate_stream import PrometheusListener, SignalPipeline, StreamingListener
+from fluxgate_stream import pipeline as pipeline_module
 
 from ..support.helpers import wait_until
 from ..support.metrics import count, shown
@@ -112,6 +113,40 @@ async def test_a_listener_called_by_a_signal_handler_while_the_consumer_stops_is
     assert shown(registry, "stop") == "half_open"
     assert count(registry, "stop", "open", "half_open") == 1.0
     assert not pipeline.running
+
+
+@pytest.mark.anyio
+async def test_a_signal_handlers_send_just_before_the_consumer_waits_is_not_left_waiting(
+    anyio_backend, registry: CollectorRegistry, on_usr1, monkeypatch: pytest.MonkeyPatch
+):
+    # The consumer looks at the stream, then registers its wait: a handler that runs in between
+    # (here: while the consumer makes its wait's event) sends when no receiver waits yet, so
+    # its signal goes to the buffer. The wait must then return, not sleep beside it (nor assert).
+    pipeline = SignalPipeline(lone=False)  # the handler's signal is queued, never applied in it
+    listener = PrometheusListener("window", registry, pipeline=pipeline)
+    on_usr1.append(lambda: listener(OPEN))
+    real_event_class = pipeline_module.event_class
+    raised: list[int] = []
+
+    def interrupting_event_class() -> type[anyio.Event]:
+        make_event = real_event_class()
+
+        def make() -> anyio.Event:
+            if not raised:
+                raised.append(1)
+                signal.raise_signal(signal.SIGUSR1)  # the handler runs right after this call
+            return make_event()
+
+        return make  # type: ignore[return-value]  # a factory in the Event class's place
+
+    monkeypatch.setattr(pipeline_module, "event_class", interrupting_event_class)
+    async with anyio.create_task_group() as tg:
+        await tg.start(pipeline.run)
+        await wait_until(lambda: count(registry, "window", "closed", "open") == 1.0)  # no flush
+        assert raised == [1]
+        assert pipeline.running
+        tg.cancel_scope.cancel()
+    assert shown(registry, "window") == "open"
 
 
 def run_case(backend: str, case: str) -> object:
