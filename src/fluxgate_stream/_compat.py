@@ -399,7 +399,7 @@ def stream_buffer(receive: MemoryObjectReceiveStream[_T]) -> deque[_T]:
     For a consumer that must take items off it in one step that no signal handler can interrupt
     (``list.extend`` over ``deque.popleft``, all in C): ``receive_nowait()`` is Python code, and a
     ``SystemExit`` raised between its ``popleft()`` and its ``return`` would lose the item. Only
-    valid while no task awaits ``send()`` on the stream (we only ever ``send_nowait``).
+    valid while no task awaits ``send()`` on the stream (we never ``await send()``).
     """
     return receive._state.buffer  # pyright: ignore[reportPrivateUsage]  # see above
 

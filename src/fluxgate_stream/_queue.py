@@ -132,7 +132,11 @@ class PipelineState:
     * Every queued item carries a process-wide sequence number: the gauge shows the latest one
       applied, whichever path each took; counters are plain sums, so order does not matter to
       them. The loop thread numbers and sends its items one at a time, so the stream holds them
-      in sequence order; a batch sorts only to merge bridge and overflow items in.
+      in sequence order, but for a signal handler's call, which can come between the number
+      and the send of the call it interrupted and so precede it: the two calls overlap in time,
+      and either order is theirs (it matters only to a ``close()``, which then drops the
+      handler's transition too, as if that had come first). A batch sorts only to merge bridge
+      and overflow items in.
     * After ``os.fork()``, the child forgets the parent's consumer and everything queued
       (``forget_parent``): its metrics are the parent's as applied at the fork, the parent
       applies its own queue, and the child's calls apply directly until it starts a consumer.

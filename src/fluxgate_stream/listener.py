@@ -102,9 +102,9 @@ class QueueingListener:
         target = self._target
         state = self._state
         # PipelineState.submit()'s common cases, inlined: on the breaker's hottest path a second
-        # Python frame costs more than the branch itself. Same reads in the same order, so the
-        # pipeline's concurrency model holds as written there; every other case goes through
-        # submit().
+        # Python frame costs more than the branch itself. The reads the concurrency model relies
+        # on (stated on PipelineState) are submit()'s: sleeping and loop_thread read again after
+        # the bridge append; every other case goes through submit().
         loop_thread = state.loop_thread
         if loop_thread == _get_ident():
             if not state.overflowing:

@@ -44,9 +44,11 @@ field, which thread owns what and what is ordered. In short:
   ``TrioInternalError``: trio supports only its own KeyboardInterrupt delivery there.
 * Every queued item carries a process-wide sequence number: the gauge shows the latest one applied,
   whichever path each took; counters are plain sums, so order does not matter to them.
-* A listener's call inlines ``PipelineState.submit()``'s loop-thread branch (one Python frame less
-  on the breaker's path), reading the same public fields in the same order, and hands every other
-  case to ``submit()``, so what is said of ``submit()`` holds for it too.
+* A listener's call inlines the common cases of ``PipelineState.submit()`` (one Python frame
+  less on the breaker's path): on the loop thread, and from another thread while the consumer is
+  awake and the bridge has room. It reads the fields ``submit()`` reads before and after it
+  queues (those that the wake-up and the sticky overflow depend on), and hands every other case
+  to ``submit()``, so what is said of ``submit()`` holds for it too.
 * Under trio, a Ctrl-C raises ``KeyboardInterrupt`` wherever the main thread is, unless the code
   is KI-protected: the consumer's code is (``@ki_protected``), so that a batch taken off the
   queues is always applied (trio then delivers the interrupt at the main task's next checkpoint).
