@@ -101,6 +101,16 @@ class Costs:
         elapsed = ns() - t0
         self.batched.append(max(0.0, elapsed / len(calls) - self.loop_ns))
 
+    def by_position(self, burst: int) -> list[list[float]]:
+        """The per-call samples by their call's place in its burst: ``[firsts, seconds, ...]``.
+
+        For samples timed ``burst`` calls at a time (``time_each`` on ``burst`` calls each round).
+        """
+        if len(self.each) % burst:
+            msg = f"{len(self.each)} samples are not bursts of {burst}"
+            raise ValueError(msg)
+        return [self.each[i::burst] for i in range(burst)]
+
     @property
     def median(self) -> float:
         """Median of the per-call samples, ns."""

@@ -24,6 +24,7 @@ from bench.harness import (
     fmt_ratio,
     machine_lines,
     median,
+    percentile,
     ratio,
     table,
 )
@@ -234,6 +235,37 @@ def _upstream_rate(res: BackendResults, circuits: int) -> float:
     return res.upstream_drain[circuits].rate
 
 
+@dataclass(frozen=True)
+class _BurstShape:
+    """Where in section 1's bursts a path's per-call samples fall (medians and p99, ns).
+
+    Each burst starts after a quiet spell, so ours' first call is lone (it applies the writes,
+    as upstream's call does) and its second wakes the consumer; from the third on, calls queue
+    onto the awake consumer. Upstream's calls at the same places are the comparison.
+    """
+
+    first_up: float
+    first_ours: float
+    second_up: float
+    second_ours: float
+    rest_p99_up: float
+    rest_p99_ours: float
+
+    @classmethod
+    def of(cls, r: producer.ProducerResult, burst: int) -> _BurstShape:
+        up, ours = r.upstream.by_position(burst), r.ours.by_position(burst)
+        rest_up = [x for samples in up[2:] for x in samples]
+        rest_ours = [x for samples in ours[2:] for x in samples]
+        return cls(
+            median(up[0]),
+            median(ours[0]),
+            median(up[1]),
+            median(ours[1]),
+            percentile(rest_up, 99),
+            percentile(rest_ours, 99),
+        )
+
+
 def _storm_rate_ratio(r: storm.StormResult) -> float:
     return ratio(r.rate("ours"), r.rate("upstream"))
 
@@ -320,6 +352,9 @@ def _target_rows(cfg: Config) -> list[_Row]:
     def loop_p99_cell(res: BackendResults) -> str:
         value = res.producer["a"].ours.p99
         return f"{fmt_ns(value)} {_mark(ok=value < LOOP_P99_TARGET_NS)}"
+
+    def loop_queued_p99_cell(res: BackendResults) -> str:
+        return fmt_ns(_BurstShape.of(res.producer["a"], cfg.burst).rest_p99_ours)
 
     def thread_cell(res: BackendResults) -> str:
         value = ratio(res.producer["b"].upstream.median, res.producer["b"].ours.median)
@@ -445,6 +480,12 @@ def _target_rows(cfg: Config) -> list[_Row]:
         ),
         ("loop-thread producer p99 < 2 µs", has_loop, loop_p99_cell),
         (
+            "(info) loop-thread producer p99 from each burst's third call on (the calls that "
+            "queue onto an awake consumer; section 1)",
+            has_loop,
+            loop_queued_p99_cell,
+        ),
+        (
             f"worker-thread producer >= {THREAD_RATIO_TARGET:.0f}x cheaper (median)",
             has_producer,
             thread_cell,
@@ -546,6 +587,44 @@ def producer_section(cfg: Config, results: dict[str, BackendResults]) -> str:
         "the overflow ledger; in (b') the loop is blocked joining the thread. "
         "*Metrics after* checks every counter and gauge against what was sent.\n\n"
         + table(headers, rows)
+        + "\n\n"
+        + _burst_shape_table(cfg, results)
+    )
+
+
+def _burst_shape_table(cfg: Config, results: dict[str, BackendResults]) -> str:
+    """Section 1's (a) and (b) again, by the place of each call in its burst."""
+    rows: list[list[str]] = []
+    for label, res in results.items():
+        for key in ("a", "b"):
+            r = res.producer[key]
+            shape = _BurstShape.of(r, cfg.burst)
+            rows.append(
+                [
+                    label,
+                    _PATHS[key],
+                    f"{fmt_ns(shape.first_up)} / {fmt_ns(shape.first_ours)}",
+                    f"{fmt_ns(shape.second_up)} / {fmt_ns(shape.second_ours)}",
+                    f"{fmt_ns(r.upstream.p99)} / {fmt_ns(r.ours.p99)}",
+                    f"{fmt_ns(shape.rest_p99_up)} / {fmt_ns(shape.rest_p99_ours)}",
+                    r.check,
+                ]
+            )
+    headers = [
+        "Backend",
+        "Path",
+        "1st call upstream / ours (median)",
+        "2nd call upstream / ours (median)",
+        "p99, every call, upstream / ours",
+        "p99 from the 3rd call on, upstream / ours",
+        "metrics after",
+    ]
+    return (
+        "Where the p99 comes from: the same samples by the place of the call in its burst of "
+        f"{cfg.burst}. Ours' first call is lone (it writes the metrics, as upstream's call "
+        "does), its second wakes the consumer, and from the third on the calls queue onto the "
+        "awake consumer. Two slow calls per burst are 0.8% of the samples, so the p99 of every "
+        "call falls on the slowest 0.2% of the others.\n\n" + table(headers, rows)
     )
 
 
