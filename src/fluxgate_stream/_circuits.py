@@ -52,6 +52,7 @@ from fluxgate_stream._compat import (
     upstream_state_gauge,
     upstream_transition_counter,
     value_class,
+    values_free,
 )
 from fluxgate_stream.time_in_state import MULTIPROCESS_MESSAGE, StateClock, StateSecondsCollector
 
@@ -203,6 +204,20 @@ class Circuit:
         """
         if signal is None or self.multiprocess:
             return False
+        gauges = self._gauges
+        shown = self.state
+        counter = self._counters.get((signal.old_state, signal.new_state))
+        if (
+            counter is not None
+            and shown is not None
+            and self.exclusive
+            and self.own_counter
+            and len(gauges) == len(ALL_STATES)
+        ):
+            # The write's short path, as show() and count() take it: it sets the gauge children
+            # of the state shown and of the new one, and adds to this counter child, through
+            # the children kept here; it takes those values' locks and no metric's.
+            return values_free(gauges[shown], gauges[signal.new_state], counter)
         name = self.name
         return unlocked(self.gauge, [(name, state) for state in ALL_STATES]) and unlocked(
             self.counter, [(name, signal.old_state, signal.new_state)]

@@ -124,6 +124,7 @@ __all__ = [
     "upstream_state_gauge",
     "upstream_transition_counter",
     "value_class",
+    "values_free",
     "wait_for_item",
 ]
 
@@ -249,6 +250,18 @@ def unlocked(metric: MetricWrapperBase, children: Iterable[tuple[str, ...]]) -> 
     for key in children:
         child = made.get(key)
         if child is not None and child._value._lock.locked():  # pyright: ignore[reportAttributeAccessIssue, reportUnknownMemberType]  # see the table above
+            return False
+    return True
+
+
+def values_free(*children: MetricWrapperBase) -> bool:
+    """Whether no thread holds the value lock of any of ``children`` (what ``set``/``inc`` take).
+
+    ``unlocked`` for children in hand, when only their values' locks are taken. Single-process
+    metrics only.
+    """
+    for child in children:  # noqa: SIM110  # not any(...): a generator's frame per child, on a lone call's path
+        if child._value._lock.locked():  # pyright: ignore[reportAttributeAccessIssue, reportUnknownMemberType]  # see the table above
             return False
     return True
 

@@ -16,7 +16,9 @@ Cases:
   spell, so a transition is lone (applied in the call), and a SIGUSR1 handler makes one while
   the code it interrupted holds one of the prometheus_client locks that write would take (as a
   scrape on the loop thread, ``make_asgi_app()``'s, holds them). Taking it again would deadlock:
-  the call must queue it instead. Reported per lock: (applied in the call, counted at the end).
+  the call must queue it instead. A metric's own lock, which the write of a circuit showing a
+  state does not take (it goes through the children it keeps), leaves the transition lone.
+  Reported per lock: (applied in the call, counted at the end).
 """
 
 import json
@@ -144,6 +146,10 @@ elif case == "handler_inside_a_metric_lock":
         name: PrometheusListener(name, registry, pipeline=pipeline)
         for name in ("none", "gauge", "gauge value", "counter", "counter value")
     }
+    # No state shown (initial_state=None): the first write looks its children up, through
+    # labels(), which takes the metric's lock.
+    for name in ("gauge, unshown", "counter, unshown"):
+        listeners[name] = PrometheusListener(name, registry, pipeline=pipeline, initial_state=None)
     target = {name: cast("Circuit", listener._target) for name, listener in listeners.items()}
     gauge_value: Any = target["gauge value"].gauge.labels("gauge value", "open")._value
     counter_value: Any = target["counter value"].counter.labels("counter value", "closed", "open")
@@ -153,6 +159,8 @@ elif case == "handler_inside_a_metric_lock":
         "gauge value": gauge_value._lock,  # a single-process value's own lock
         "counter": target["counter"].counter._lock,
         "counter value": counter_value._value._lock,
+        "gauge, unshown": target["gauge, unshown"].gauge._lock,
+        "counter, unshown": target["counter, unshown"].counter._lock,
     }
     current: list[str] = []
 
