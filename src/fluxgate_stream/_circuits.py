@@ -204,19 +204,13 @@ class Circuit:
         """
         if signal is None or self.multiprocess:
             return False
-        gauges = self._gauges
-        shown = self.state
         counter = self._counters.get((signal.old_state, signal.new_state))
-        if (
-            counter is not None
-            and shown is not None
-            and self.exclusive
-            and self.own_counter
-            and len(gauges) == len(ALL_STATES)
-        ):
-            # The write's short path, as show() and count() take it: it sets the gauge children
-            # of the state shown and of the new one, and adds to this counter child, through
-            # the children kept here; it takes those values' locks and no metric's.
+        shown = self.kept_state()
+        if counter is not None and shown is not None and self.own_counter:
+            # The write's short path: show() sets the gauge children of the state shown and of
+            # the new one, count() adds to this counter child, all kept here; it takes those
+            # values' locks and no metric's.
+            gauges = self._gauges
             return values_free(gauges[shown], gauges[signal.new_state], counter)
         name = self.name
         return unlocked(self.gauge, [(name, state) for state in ALL_STATES]) and unlocked(
@@ -231,6 +225,18 @@ class Circuit:
         elif self.state is not None:
             self.clock.begin(self.state, now)
 
+    def kept_state(self) -> State | None:
+        """The state shown, if ``show()`` writes through the gauge children kept, else ``None``.
+
+        So it does when a state is shown on a gauge that is ours alone, every child in hand: two
+        ``set()`` calls. Otherwise it looks the six up with ``labels()``, which takes the metric's
+        lock. ``unlocked()`` relies on it. Caller must hold APPLY_LOCK.
+        """
+        state = self.state
+        if state is not None and self.exclusive and len(self._gauges) == len(ALL_STATES):
+            return state
+        return None
+
     def show(self, state: State, seq: int) -> None:
         """Set the gauge to 1 for ``state``, 0 for the other five. Caller must hold APPLY_LOCK.
 
@@ -241,9 +247,10 @@ class Circuit:
         """
         gauges = self._gauges
         shown = self.state
-        if shown is not None and self.exclusive and len(gauges) == len(ALL_STATES):
-            if shown != state:
-                gauges[shown].set(0)
+        kept = self.kept_state()
+        if kept is not None:
+            if kept != state:
+                gauges[kept].set(0)
                 gauges[state].set(1)
         elif self.exclusive:
             for each in ALL_STATES:
