@@ -229,8 +229,9 @@ class Circuit:
         """The state shown, if ``show()`` writes through the gauge children kept, else ``None``.
 
         So it does when a state is shown on a gauge that is ours alone, every child in hand: two
-        ``set()`` calls. Otherwise it looks the six up with ``labels()``, which takes the metric's
-        lock. ``unlocked()`` relies on it. Caller must hold APPLY_LOCK.
+        ``set()`` calls. Otherwise it looks the missing ones up (all six on a shared gauge) with
+        ``labels()``, which takes the metric's lock. ``unlocked()`` relies on it. Caller must hold
+        APPLY_LOCK.
         """
         state = self.state
         if state is not None and self.exclusive and len(self._gauges) == len(ALL_STATES):
@@ -261,6 +262,8 @@ class Circuit:
         else:  # a shared gauge: ask for each child, in case upstream's close() removed it
             for each in ALL_STATES:
                 self.gauge.labels(self.name, each).set(1 if each == state else 0)
+        # unlocked()'s short path relies on this being false whenever a state was shown and the
+        # counter is ours: zero() calls labels(), which takes the counter's own lock.
         if self.zeros and (shown is None or not self.own_counter):
             self.zero()
         self.state = state
@@ -300,7 +303,10 @@ class Circuit:
             self._counter(old, new)
 
     def _counter(self, old: State, new: State) -> Counter:
-        """The counter child of ``old`` -> ``new``, kept only if the counter is ours alone."""
+        """The counter child of ``old`` -> ``new``, kept only if the counter is ours alone.
+
+        ``unlocked()``'s short path relies on a kept child being returned as it is, no lock taken.
+        """
         if not self.own_counter:
             return self.counter.labels(self.name, old, new)
         child = self._counters.get((old, new))

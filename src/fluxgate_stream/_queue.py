@@ -110,8 +110,9 @@ class PipelineState:
       locks the write takes is held (``Circuit.unlocked``); otherwise (someone is writing or
       scraping, or the caller is a signal handler that interrupted them) it queues the item as
       usual. So no producer waits on a lock held for Python work; the one wait left is on a
-      scraping thread that takes a metric's lock between that check and the write, for as long
-      as the scrape holds it (a dict copy, or one read). It then moves ``quiet_at`` on, so that
+      scraping thread that takes one of those locks between that check and the write, for as
+      long as the scrape holds it (one value's read; a metric's dict copy, when the write looks
+      its children up). It then moves ``quiet_at`` on, so that
       a burst's next signals are queued and batched. A consumer woken meanwhile waits for that
       write at ``APPLY_LOCK``, as for a scrape. Off with ``lone=False``.
     * With no consumer running, producers apply directly (the fallback), under ``APPLY_LOCK``. A

@@ -17,7 +17,9 @@ Cases:
   the code it interrupted holds one of the prometheus_client locks that write would take (as a
   scrape on the loop thread, ``make_asgi_app()``'s, holds them). Taking it again would deadlock:
   the call must queue it instead. A metric's own lock, which the write of a circuit showing a
-  state does not take (it goes through the children it keeps), leaves the transition lone.
+  state does not take (on a registry whose metrics fluxgate-stream created, it goes through the
+  children it keeps), leaves the transition lone; but not a command's transition never counted
+  before (``closed -> forced_open``), whose counter child is looked up with ``labels()``.
   Reported per lock: (applied in the call, counted at the end).
 """
 
@@ -40,6 +42,7 @@ from tests.support.truth import Truth, observed, produce
 
 backend, case = sys.argv[1], sys.argv[2]
 OPEN = Signal("closed", "open", 0.0)
+FORCE = Signal("closed", "forced_open", 0.0)
 
 
 class Tripwire:
@@ -144,7 +147,15 @@ elif case == "handler_inside_a_metric_lock":
     tripwire.armed = False
     listeners = {
         name: PrometheusListener(name, registry, pipeline=pipeline)
-        for name in ("none", "gauge", "gauge value", "counter", "counter value")
+        for name in (
+            "none",
+            "gauge",
+            "gauge value",
+            "gauge value, shown",
+            "counter",
+            "counter value",
+            "counter, uncounted",
+        )
     }
     # No state shown (initial_state=None): the first write looks its children up, through
     # labels(), which takes the metric's lock.
@@ -152,20 +163,24 @@ elif case == "handler_inside_a_metric_lock":
         listeners[name] = PrometheusListener(name, registry, pipeline=pipeline, initial_state=None)
     target = {name: cast("Circuit", listener._target) for name, listener in listeners.items()}
     gauge_value: Any = target["gauge value"].gauge.labels("gauge value", "open")._value
+    shown_value: Any = target["gauge value, shown"].gauge.labels("gauge value, shown", "closed")
     counter_value: Any = target["counter value"].counter.labels("counter value", "closed", "open")
     locks: dict[str, Any] = {
         "none": None,  # the control: no lock held, so the handler's transition is lone
         "gauge": target["gauge"].gauge._lock,
-        "gauge value": gauge_value._lock,  # a single-process value's own lock
+        "gauge value": gauge_value._lock,  # a single-process value's own lock: the new state's
+        "gauge value, shown": shown_value._value._lock,  # the state shown's, which goes to 0
         "counter": target["counter"].counter._lock,
         "counter value": counter_value._value._lock,
+        # A command's transition, never counted yet: its first write looks its counter child up.
+        "counter, uncounted": target["counter, uncounted"].counter._lock,
         "gauge, unshown": target["gauge, unshown"].gauge._lock,
         "counter, unshown": target["counter, unshown"].counter._lock,
     }
     current: list[str] = []
 
     def on_usr1(*_args: object) -> None:
-        listeners[current[0]](OPEN)
+        listeners[current[0]](FORCE if current[0] == "counter, uncounted" else OPEN)
 
     signal.signal(signal.SIGUSR1, on_usr1)
     out["cases"] = {}
@@ -186,9 +201,10 @@ elif case == "handler_inside_a_metric_lock":
                         signal.raise_signal(signal.SIGUSR1)  # the handler runs in here
                 applied = pipeline.stats()["direct"] - direct
                 await pipeline.flush()
+                new_state = "forced_open" if name == "counter, uncounted" else "open"
                 counted = registry.get_sample_value(
                     "circuit_breaker_state_transition_total",
-                    {"circuit_name": name, "old_state": "closed", "new_state": "open"},
+                    {"circuit_name": name, "old_state": "closed", "new_state": new_state},
                 )
                 out["cases"][name] = [applied, counted]
             tg.cancel_scope.cancel()

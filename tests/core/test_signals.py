@@ -308,10 +308,12 @@ def test_a_handler_interrupting_a_metric_lock_queues_its_lone_transition(backend
     assert result["cases"] == {
         "none": [1, 1.0],  # lone: applied in the handler's call
         # A lock the write would take, held: queued, applied by the consumer.
-        "gauge value": [0, 1.0],
+        "gauge value": [0, 1.0],  # the new state's child
+        "gauge value, shown": [0, 1.0],  # the child of the state shown, set to 0
         "counter value": [0, 1.0],
         "gauge, unshown": [0, 1.0],  # its first write calls labels(), which takes this one
         "counter, unshown": [0, 1.0],
+        "counter, uncounted": [0, 1.0],  # closed -> forced_open: labels() finds its child
         # A metric's lock, which the write of a circuit showing a state does not take: applied
         # in the call, without waiting for it (the call would hang otherwise).
         "gauge": [1, 1.0],
