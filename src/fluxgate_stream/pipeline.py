@@ -102,8 +102,8 @@ __all__ = ["PipelineStatistics", "SignalPipeline", "default_pipeline"]
 
 _log = logging.getLogger("fluxgate_stream")
 
-#: The most items the consumer takes from each of the stream and the bridge per batch. Between
-#: batches it yields to the event loop.
+#: The most items the consumer takes from each of the stream and the bridge per batch, and the
+#: least it takes from the overflow queue (``_step``). Between batches it yields to the event loop.
 MAX_BATCH: Final = 4096
 
 #: The least time after an apply during which a signal is not lone (``lone=``): with a shorter
@@ -279,8 +279,10 @@ class SignalPipeline:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Consume queued signals until cancelled; start it with ``await tg.start(pipeline.run)``.
 
-        Applies signals in batches of at most ``MAX_BATCH`` items per path, yielding to the event
-        loop after each batch, so a storm can neither starve other tasks nor delay cancellation.
+        Applies signals in batches of at most ``MAX_BATCH`` items from the stream and from the
+        bridge, and at least that many, or half its backlog, from the overflow queue, yielding to
+        the event loop after each batch, so a storm can neither starve other tasks nor delay
+        cancellation, nor outgrow the consumer.
         When cancelled, it applies everything still queued before returning (synchronously, so
         cancellation cannot interrupt it); later listener calls apply directly. The same holds
         when it ends by any other exception: one raised by a sink, or a ``SystemExit`` raised by
@@ -360,7 +362,12 @@ class SignalPipeline:
         # Sticky overflow stops the stream and the bridge growing, so they empty and the
         # overflow queue, which only holds signals newer than theirs, is taken after them.
         if stream_empty and bridged < MAX_BATCH and (state.overflowing or state.spill):
-            spilled = state.take_spill(MAX_BATCH)
+            # Half the backlog, if more than MAX_BATCH: producer threads can hold the GIL for most
+            # of the time (the loop thread gets it back a switch interval after each yield), and
+            # with a fixed cap a consumer that gets the loop less often than MAX_BATCH items
+            # arrive falls behind for good, its queue growing with the storm's length. Taking half
+            # keeps the queue within about twice what arrives between two batches.
+            spilled = state.take_spill(max(MAX_BATCH, len(state.spill) // 2))
         anything = bool(state.taken) or bool(state.batch)
         # The stream's items (the one received first among them) are in sequence order already,
         # as the loop thread numbers and sends them one by one: only the others need merging in.

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from fluxgate_stream import PrometheusListener, SignalPipeline, StreamingListener, Transitions
 from fluxgate_stream._apply import APPLY_LOCK
+from fluxgate_stream.pipeline import MAX_BATCH
 
 from ..support.helpers import Consumer, in_thread, wait_until
 from ..support.metrics import count, samples, shown
@@ -169,6 +170,29 @@ async def test_full_buffer_on_the_loop_thread_neither_blocks_nor_loses(anyio_bac
         assert count(registry, "a", "half_open", "closed") == 500.0
         assert (shown(registry, "a"), shown(registry, "b")) == ("open", "open")
         assert not pipeline._state.overflowing
+
+
+async def test_a_backlog_on_the_overflow_queue_is_taken_by_halves_so_a_storm_cannot_outgrow_it(
+    anyio_backend, registry
+):
+    # Producer threads may hold the GIL for most of the time: with a fixed cap per batch, a
+    # consumer that gets the loop less often than MAX_BATCH items arrive would fall behind for
+    # good. Each batch takes at least half the overflow queue.
+    pipeline = SignalPipeline(max_buffer_size=2)
+    listener = PrometheusListener("backlog", registry, pipeline=pipeline)
+    cycles = 10 * MAX_BATCH  # 30 x MAX_BATCH signals
+    async with Consumer(pipeline):
+        in_thread(flap, listener, cycles)  # the loop is blocked: nearly all go to the overflow
+        before = pipeline.statistics()
+        assert before.overflow > 29 * MAX_BATCH  # on the overflow queue, none taken yet
+        await pipeline.flush()
+        after = pipeline.statistics()
+    # Halves: 15, 7.5, 3.75, 1.9 x MAX_BATCH, then MAX_BATCH at a time: 7 batches or so, where
+    # a fixed cap would take 30.
+    assert after.batches - before.batches <= 10
+    assert count(registry, "backlog", "closed", "open") == float(cycles)
+    assert count(registry, "backlog", "half_open", "closed") == float(cycles)
+    assert shown(registry, "backlog") == "closed"
 
 
 async def test_threads_feed_the_consumer_through_the_bridge(anyio_backend, registry):
