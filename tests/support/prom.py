@@ -202,7 +202,9 @@ class PrometheusServer:
 
         Raises:
             PromQueryError: Prometheus answered ``status: error`` (a bad query, say).
-            OSError: the server could not be reached.
+            OSError: the server could not be reached, or answered without the API's JSON (an
+                ``HTTPError``: "503 Service Unavailable" until it is ready, which may come just
+                after its first scrape).
         """
         query = urllib.parse.urlencode(params, doseq=True)
         url = f"{self.url}/api/v1/{path}?{query}"
@@ -211,7 +213,11 @@ class PrometheusServer:
                 body = json.load(response)
         except urllib.error.HTTPError as error:
             with error:
-                body = json.load(error)
+                raw = error.read()
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                raise error from None  # not the API speaking: as unreachable, an OSError
         if body.get("status") != "success":
             raise PromQueryError(f"{body.get('errorType')}: {body.get('error')}")
         return body["data"]
