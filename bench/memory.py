@@ -1,8 +1,10 @@
-"""Section 5: peak memory of a storm through a tiny buffer is bounded by circuits, not signals.
+"""Section 5: peak memory of a storm through a tiny buffer, for two numbers of signals.
+
+The target: the peak bounded by circuits, not signals (the big run's at most 1.5x the small's).
 
 ``n`` signals go through a ``max_buffer_size=8`` pipeline from ``threads`` threads and the loop
 thread at once. Signals are generated on the fly (no list of ``n`` calls is kept), so what
-``tracemalloc`` sees grow is the pipeline: its stream, bridge and overflow ledger.
+``tracemalloc`` sees grow is the pipeline: its stream, bridge and overflow queue.
 """
 
 from __future__ import annotations

@@ -95,15 +95,15 @@ class PipelineState:
       a listener while the code it interrupted is in a listener call (or in the consumer) cannot
       deadlock. A producer sets ``overflowing`` *after* its append, so an item appended after the
       consumer ended the overflow is followed by the flag set again, and taken at the next one.
-    * What bounds memory: the stream and the bridge hold at most ``max_buffer_size`` items each;
-      the overflow queue holds one item (a tuple and the breaker's ``Signal``) per signal until
-      the consumer's next batch takes it (at least ``MAX_BATCH`` items, or half of it), so it
-      stays within about twice what arrives between two of the consumer's batches, rather than
-      growing with a storm's length; it grows for good only while the consumer does not get the
-      loop (a loop blocked by a long synchronous call while other threads keep transitioning
-      breakers). A meter's ``CallQueue`` likewise holds one pair per call made on the loop
-      thread since the consumer last ran (the loop thread makes them, so only while it does not
-      yield).
+    * What bounds memory: the stream and the bridge hold at most ``max_buffer_size`` items each; the
+      overflow queue holds one item (a tuple and the breaker's ``Signal``) per signal until the
+      consumer's next batch takes it (``MAX_BATCH`` items or half of it, whichever is more), so it
+      stays near twice what arrives between two of the consumer's batches, where a fixed cap let it
+      grow for as long as producer threads queued more than that between two batches; it grows for
+      good only while the consumer does not get the loop (a loop blocked by a long synchronous call
+      while other threads keep transitioning breakers). A meter's ``CallQueue`` likewise holds one
+      pair per call made on the loop thread since the consumer last ran (the loop thread makes them,
+      so only while it does not yield).
     * A *lone* transition, one that finds the consumer asleep (``sleeping``) with its queues
       empty and nothing applied for ``quiet_span`` seconds (``quiet_at`` has passed), is applied
       by its caller, as with no consumer (``apply_lone``): that costs less than waking the

@@ -102,8 +102,9 @@ __all__ = ["PipelineStatistics", "SignalPipeline", "default_pipeline"]
 
 _log = logging.getLogger("fluxgate_stream")
 
-#: The most items the consumer takes from each of the stream and the bridge per batch, and the
-#: least it takes from the overflow queue (``_step``). Between batches it yields to the event loop.
+#: The most items the consumer takes from each of the stream and the bridge per batch; from the
+#: overflow queue it takes this many or half the queue, whichever is more (``_step``). Between
+#: batches it yields to the event loop.
 MAX_BATCH: Final = 4096
 
 #: The least time after an apply during which a signal is not lone (``lone=``): with a shorter
@@ -280,9 +281,11 @@ class SignalPipeline:
         """Consume queued signals until cancelled; start it with ``await tg.start(pipeline.run)``.
 
         Applies signals in batches of at most ``MAX_BATCH`` items from the stream and from the
-        bridge, and at least that many, or half its backlog, from the overflow queue, yielding to
-        the event loop after each batch, so a storm can neither starve other tasks nor delay
-        cancellation, nor outgrow the consumer.
+        bridge, and that many or half its backlog, whichever is more, from the overflow queue,
+        yielding to the event loop after each batch, so a storm can neither starve other tasks
+        nor delay cancellation, nor leave the consumer a fixed share of what producer threads
+        queue. The price: one batch from the overflow queue is not bounded, so after a loop
+        blocked while threads queued many items, other tasks wait for a fold of half of them.
         When cancelled, it applies everything still queued before returning (synchronously, so
         cancellation cannot interrupt it); later listener calls apply directly. The same holds
         when it ends by any other exception: one raised by a sink, or a ``SystemExit`` raised by
