@@ -177,10 +177,12 @@ elif case == "handler_inside_a_metric_lock":
         "gauge, unshown": target["gauge, unshown"].gauge._lock,
         "counter, unshown": target["counter, unshown"].counter._lock,
     }
+    # The transition each case's handler makes: OPEN but where a case names another.
+    signals = {"counter, uncounted": FORCE}
     current: list[str] = []
 
     def on_usr1(*_args: object) -> None:
-        listeners[current[0]](FORCE if current[0] == "counter, uncounted" else OPEN)
+        listeners[current[0]](signals.get(current[0], OPEN))
 
     signal.signal(signal.SIGUSR1, on_usr1)
     out["cases"] = {}
@@ -201,10 +203,14 @@ elif case == "handler_inside_a_metric_lock":
                         signal.raise_signal(signal.SIGUSR1)  # the handler runs in here
                 applied = pipeline.stats()["direct"] - direct
                 await pipeline.flush()
-                new_state = "forced_open" if name == "counter, uncounted" else "open"
+                made = signals.get(name, OPEN)
                 counted = registry.get_sample_value(
                     "circuit_breaker_state_transition_total",
-                    {"circuit_name": name, "old_state": "closed", "new_state": new_state},
+                    {
+                        "circuit_name": name,
+                        "old_state": made.old_state,
+                        "new_state": made.new_state,
+                    },
                 )
                 out["cases"][name] = [applied, counted]
             tg.cancel_scope.cancel()
