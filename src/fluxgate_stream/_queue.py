@@ -97,9 +97,10 @@ class PipelineState:
       consumer ended the overflow is followed by the flag set again, and taken at the next one.
     * What bounds memory: the stream and the bridge hold at most ``max_buffer_size`` items each; the
       overflow queue holds one item (a tuple and the breaker's ``Signal``) per signal until the
-      consumer's next batch takes it (``MAX_BATCH`` items or half of it, whichever is more), so it
-      stays near twice what arrives between two of the consumer's batches, where a fixed cap let it
-      grow for as long as producer threads queued more than that between two batches; it grows for
+      consumer's next batch takes it (``MAX_BATCH`` items or half of it, whichever is more, up to
+      ``MAX_SPILL_BATCH``), so it stays near twice what arrives between two of the consumer's
+      batches, where a fixed cap of ``MAX_BATCH`` let it grow for as long as producer threads
+      queued more than that between two batches; it grows for
       good only while the consumer does not get the loop (a loop blocked by a long synchronous call
       while other threads keep transitioning breakers). A meter's ``CallQueue`` likewise holds one
       pair per call made on the loop thread since the consumer last ran (the loop thread makes them,

@@ -103,9 +103,16 @@ __all__ = ["PipelineStatistics", "SignalPipeline", "default_pipeline"]
 _log = logging.getLogger("fluxgate_stream")
 
 #: The most items the consumer takes from each of the stream and the bridge per batch; from the
-#: overflow queue it takes this many or half the queue, whichever is more (``_step``). Between
-#: batches it yields to the event loop.
+#: overflow queue it takes this many or half the queue, whichever is more, up to
+#: ``MAX_SPILL_BATCH`` (``_step``). Between batches it yields to the event loop.
 MAX_BATCH: Final = 4096
+
+#: The most items the consumer takes from the overflow queue per batch, so that a batch stays
+#: bounded after a loop blocked while threads queued: a fold of this many takes about 0.1 s on a
+#: 2-core VM (1,000 circuits). Half the queue is below it under a storm (bench section 5 measured
+#: queues of at most 42,000 items), so the cap binds only after such a block, and then the
+#: backlog drains in batches of this size.
+MAX_SPILL_BATCH: Final = 16 * MAX_BATCH
 
 #: The least time after an apply during which a signal is not lone (``lone=``): with a shorter
 #: ``batch_window``, a burst's calls would each be applied in the caller.
@@ -281,15 +288,15 @@ class SignalPipeline:
         """Consume queued signals until cancelled; start it with ``await tg.start(pipeline.run)``.
 
         Applies signals in batches of at most ``MAX_BATCH`` items from the stream and from the
-        bridge, and that many or half its backlog, whichever is more, from the overflow queue,
-        yielding to the event loop after each batch, so a storm can neither starve other tasks
-        nor delay cancellation, nor leave the consumer a fixed share of what producer threads
-        queue. The price: one batch from the overflow queue is not bounded, so after a loop
-        blocked while threads queued many items, other tasks wait for a fold of half of them.
-        When cancelled, it applies everything still queued before returning (synchronously, so
-        cancellation cannot interrupt it); later listener calls apply directly. The same holds
-        when it ends by any other exception: one raised by a sink, or a ``SystemExit`` raised by
-        a signal handler in the middle of a batch.
+        bridge, and that many or half its backlog, whichever is more, up to ``MAX_SPILL_BATCH``,
+        from the overflow queue, yielding to the event loop after each batch, so a storm can
+        neither starve other tasks nor delay cancellation, nor leave the consumer a fixed share
+        of what producer threads queue. The price: after a loop blocked while threads queued
+        many items, other tasks may wait for a fold of up to ``MAX_SPILL_BATCH`` of them (about
+        0.1 s on a 2-core VM). When cancelled, it applies everything still queued before
+        returning (synchronously, so cancellation cannot interrupt it); later listener calls
+        apply directly. The same holds when it ends by any other exception: one raised by a
+        sink, or a ``SystemExit`` raised by a signal handler in the middle of a batch.
 
         Raises:
             RuntimeError: this pipeline's consumer is already running.
@@ -369,8 +376,10 @@ class SignalPipeline:
             # of the time (the loop thread gets it back a switch interval after each yield), and
             # with a fixed cap a consumer that gets the loop less often than MAX_BATCH items
             # arrive falls behind for good, its queue growing with the storm's length. Taking half
-            # keeps the queue within about twice what arrives between two batches.
-            spilled = state.take_spill(max(MAX_BATCH, len(state.spill) // 2))
+            # keeps the queue within about twice what arrives between two batches; the cap keeps
+            # a batch bounded after a blocked loop (see MAX_SPILL_BATCH).
+            half = max(MAX_BATCH, len(state.spill) // 2)
+            spilled = state.take_spill(min(half, MAX_SPILL_BATCH))
         anything = bool(state.taken) or bool(state.batch)
         # The stream's items (the one received first among them) are in sequence order already,
         # as the loop thread numbers and sends them one by one: only the others need merging in.

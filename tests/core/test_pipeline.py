@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from fluxgate_stream import PrometheusListener, SignalPipeline, StreamingListener, Transitions
 from fluxgate_stream._apply import APPLY_LOCK
-from fluxgate_stream.pipeline import MAX_BATCH
+from fluxgate_stream.pipeline import MAX_BATCH, MAX_SPILL_BATCH
 
 from ..support.helpers import Consumer, in_thread, wait_until
 from ..support.metrics import count, samples, shown
@@ -193,6 +193,35 @@ async def test_a_backlog_on_the_overflow_queue_is_taken_by_halves_so_a_storm_can
     assert count(registry, "backlog", "closed", "open") == float(cycles)
     assert count(registry, "backlog", "half_open", "closed") == float(cycles)
     assert shown(registry, "backlog") == "closed"
+
+
+async def test_a_batch_from_the_overflow_queue_stays_bounded_after_a_blocked_loop(anyio_backend):
+    # Half of a long backlog would be one long fold while other tasks wait: a batch takes at
+    # most MAX_SPILL_BATCH items from the overflow queue, and the backlog still drains exactly.
+    pipeline = SignalPipeline(max_buffer_size=2)
+    sizes: list[int] = []
+
+    class Sizes:
+        def write(self, transitions: Transitions) -> None:
+            sizes.append(sum(transitions.counts.values()))
+
+    listener = StreamingListener("blocked", Sizes(), pipeline=pipeline)
+    flaps = 14 * MAX_BATCH  # 42 x MAX_BATCH signals: half of them is above the cap
+
+    def storm() -> None:
+        for _ in range(flaps):
+            listener(OPEN)
+            listener(HALF)
+            listener(CLOSE)
+
+    async with Consumer(pipeline):
+        in_thread(storm)  # the loop is blocked: all but the bridge's 2 go to the overflow
+        assert pipeline.statistics().overflow == 3 * flaps - 2
+        await pipeline.flush()
+        assert not pipeline._state.overflowing  # the queue drained: the stream is used again
+    assert sum(sizes) == 3 * flaps  # each signal once
+    # The bridge's 2 and a capped take; half the backlog would have been 21 x MAX_BATCH.
+    assert max(sizes) == MAX_SPILL_BATCH + 2
 
 
 async def test_threads_feed_the_consumer_through_the_bridge(anyio_backend, registry):
