@@ -173,12 +173,13 @@ async def test_full_buffer_on_the_loop_thread_neither_blocks_nor_loses(anyio_bac
         assert not pipeline._state.overflowing
 
 
-async def test_a_backlog_on_the_overflow_queue_is_taken_by_halves_so_a_storm_cannot_outgrow_it(
+async def test_a_backlog_on_the_overflow_queue_is_taken_by_halves_below_the_cap(
     anyio_backend, registry
 ):
-    # Producer threads may hold the GIL for most of the time: with a fixed cap per batch, a
-    # consumer that gets the loop less often than MAX_BATCH items arrive would fall behind for
-    # good. Each batch takes at least half the overflow queue.
+    # Producer threads may hold the GIL for most of the time: with a cap of MAX_BATCH per batch,
+    # a consumer that gets the loop less often than MAX_BATCH items arrive would fall behind for
+    # good. Each batch takes at least half the overflow queue, up to MAX_SPILL_BATCH: this
+    # backlog's half is just below that cap.
     pipeline = SignalPipeline(max_buffer_size=2)
     listener = PrometheusListener("backlog", registry, pipeline=pipeline)
     cycles = 10 * MAX_BATCH  # 30 x MAX_BATCH signals
@@ -208,7 +209,7 @@ async def test_a_batch_from_the_overflow_queue_stays_bounded_after_a_blocked_loo
             sizes.append(sum(transitions.counts.values()))
 
     listener = StreamingListener("blocked", Sizes(), pipeline=pipeline)
-    flaps = 14 * MAX_BATCH  # 42 x MAX_BATCH signals: half of them is above the cap
+    flaps = MAX_SPILL_BATCH * 7 // 8  # 2.6 x MAX_SPILL_BATCH signals: half of them is above it
 
     def storm() -> None:
         for _ in range(flaps):
@@ -219,11 +220,35 @@ async def test_a_batch_from_the_overflow_queue_stays_bounded_after_a_blocked_loo
     async with Consumer(pipeline):
         in_thread(storm)  # the loop is blocked: all but the bridge's 2 go to the overflow
         assert pipeline.statistics().overflow == 3 * flaps - 2
+        assert (3 * flaps - 2) // 2 > MAX_SPILL_BATCH
         await pipeline.flush()
         assert not pipeline._state.overflowing  # the queue drained: the stream is used again
     assert sum(sizes) == 3 * flaps  # each signal once
-    # The bridge's 2 and a capped take; half the backlog would have been 21 x MAX_BATCH.
-    assert max(sizes) == MAX_SPILL_BATCH + 2
+    # The bridge's 2 and a capped take, then the rest: no batch is larger than the first.
+    assert sizes[0] == max(sizes) == MAX_SPILL_BATCH + 2
+
+
+async def test_a_partial_take_from_the_overflow_queue_keeps_later_signals_behind_it(
+    anyio_backend, registry
+):
+    # The overflow queue's items are newer than the stream's: until it is drained, new signals
+    # follow them there, so only the take of its last item ends the overflow.
+    pipeline = SignalPipeline(max_buffer_size=2, lone=False)
+    listener = PrometheusListener("partial", registry, pipeline=pipeline)
+    state = pipeline._state
+    async with Consumer(pipeline):
+        in_thread(flap, listener, 100)  # the loop is blocked: 2 in the bridge, 298 overflow
+        assert len(state.spill) == 298
+        assert state.take_spill(100) == 100  # on the loop thread, as the consumer takes
+        assert state.overflowing
+        listener(OPEN)  # from the loop thread too: behind the 198 left, not on the stream
+        assert len(state.spill) == 199
+        assert state.take_spill(200) == 199
+        assert not state.overflowing
+        await pipeline.flush()
+    assert count(registry, "partial", "closed", "open") == 101.0
+    assert count(registry, "partial", "half_open", "closed") == 100.0
+    assert shown(registry, "partial") == "open"
 
 
 async def test_threads_feed_the_consumer_through_the_bridge(anyio_backend, registry):
