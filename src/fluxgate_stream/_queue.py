@@ -98,13 +98,14 @@ class PipelineState:
     * What bounds memory: the stream and the bridge hold at most ``max_buffer_size`` items each; the
       overflow queue holds one item (a tuple and the breaker's ``Signal``) per signal until the
       consumer's next batch takes it (``MAX_BATCH`` items or half of it, whichever is more, up to
-      ``MAX_SPILL_BATCH``), so it stays near twice what arrives between two of the consumer's
-      batches, where a fixed cap of ``MAX_BATCH`` let it grow for as long as producer threads
-      queued more than that between two batches; it grows for
-      good only while the consumer does not get the loop (a loop blocked by a long synchronous call
-      while other threads keep transitioning breakers). A meter's ``CallQueue`` likewise holds one
-      pair per call made on the loop thread since the consumer last ran (the loop thread makes them,
-      so only while it does not yield).
+      ``MAX_SPILL_BATCH``), so below ``2 * MAX_SPILL_BATCH`` items it stays near twice what
+      arrives between two of the consumer's batches, where a fixed cap of ``MAX_BATCH`` let it
+      grow for as long as producer threads queued more than that between two batches. It grows
+      for good while the consumer does not get the loop (a loop blocked by a long synchronous
+      call while other threads keep transitioning breakers), or for as long as more than
+      ``MAX_SPILL_BATCH`` items arrive between two batches. A meter's ``CallQueue`` likewise holds
+      one pair per call made on the loop thread since the consumer last ran (the loop thread makes
+      them, so only while it does not yield).
     * A *lone* transition, one that finds the consumer asleep (``sleeping``) with its queues
       empty and nothing applied for ``quiet_span`` seconds (``quiet_at`` has passed), is applied
       by its caller, as with no consumer (``apply_lone``): that costs less than waking the

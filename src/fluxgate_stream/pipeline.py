@@ -109,9 +109,9 @@ MAX_BATCH: Final = 4096
 
 #: The most items the consumer takes from the overflow queue per batch, so that a batch stays
 #: bounded after a loop blocked while threads queued: a fold of this many takes 74-153 ms on a
-#: 2-core VM (1,000 circuits). Half the queue is below it under a storm (bench section 5 measured
-#: queues of at most 41,900 items), so the cap binds only once the queue holds more than twice
-#: this many, and then the backlog drains in batches of this size.
+#: 2-core VM (1,000 circuits). Half the queue is below it under a storm (a thread sampling the
+#: queue in bench section 5's storm saw at most 41,900 items), so the cap binds only once the
+#: queue holds more than twice this many, and then the backlog drains in batches of this size.
 MAX_SPILL_BATCH: Final = 16 * MAX_BATCH
 
 #: The least time after an apply during which a signal is not lone (``lone=``): with a shorter
@@ -292,8 +292,8 @@ class SignalPipeline:
         from the overflow queue, yielding to the event loop after each batch, so a storm can
         neither starve other tasks nor delay cancellation, nor leave the consumer a fixed share
         of what producer threads queue. The price: after a loop blocked while threads queued
-        many items, other tasks may wait for a fold of up to ``MAX_SPILL_BATCH`` of them (74-153
-        ms on a 2-core VM). When cancelled, it applies everything still queued before
+        many items, other tasks may wait for a fold of up to ``MAX_SPILL_BATCH`` of them
+        (74-153 ms on a 2-core VM). When cancelled, it applies everything still queued before
         returning (synchronously, so cancellation cannot interrupt it); later listener calls
         apply directly. The same holds when it ends by any other exception: one raised by a
         sink, or a ``SystemExit`` raised by a signal handler in the middle of a batch.
