@@ -179,7 +179,11 @@ def check_rows(text: str, report: dict[str, Any], config: DemoConfig) -> None:
         if name in QUICK_DEPENDENCY:
             assert 0.002 <= rates["p95_seconds"] < 0.05, (name, rates)
         else:
-            assert 0.05 <= rates["p95_seconds"] <= 0.1, (name, rates)
+            # At most the bucket bound above 0.1: on a loaded machine more than 5% of the 80 ms
+            # calls can take over 100 ms (one run in five of the suite on a 2-core VM: 0.104 s), and
+            # the p95 is then interpolated in the (0.1, 0.25] bucket. A wrong unit or bucket would
+            # still land far outside.
+            assert 0.05 <= rates["p95_seconds"] <= 0.25, (name, rates)
         assert rows[name][-9] == circuit["exported_state"]
         assert int(rows[name][-8]) == sum(
             n for pair, n in circuit["transitions"].items() if pair.endswith("->open")
