@@ -184,6 +184,7 @@ class Producer(threading.Thread):
             self.error = exc
 
 
+@pytest.mark.timeout(300)  # above the hang guard's 120 s, so that its message is the one seen
 async def test_start_stop_races_lose_nothing_apply_nothing_twice_and_block_no_thread(
     anyio_backend, registry, interleaved
 ):

@@ -188,6 +188,7 @@ class Soak:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(660)  # above the hang guard's 600 s, so that its message is the one seen
 async def test_soak_a_million_signals_through_a_tiny_restarting_pipeline(anyio_backend, registry):
     threads_before = set(threading.enumerate())
     tasks_before = len(anyio.get_running_tasks())
