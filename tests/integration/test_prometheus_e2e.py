@@ -776,6 +776,10 @@ async def test_real_prometheus_answers_the_spec_dashboard_and_alert_queries(
         final = exported(registry)
         assert final["circuit_breaker_state_transition_total", "payment_api", "closed", "open"] == 4
         await until(matches(final), "the exporter's series after both phases")
+        # First the queries over [1m] windows (the spec's trip and half-open rates, the
+        # dashboard's $__range of 1m): phase one's transitions must still be inside them.
+        await until(lambda: check_spec_queries(server, final), "the spec page's PromQL answers")
+        await until(lambda: check_dashboard(server), "the dashboard's panels")
 
         # Health is read at scrape time: with no more calls, what a scrape reads now is what
         # Prometheus must end up holding, float for float.
@@ -790,8 +794,6 @@ async def test_real_prometheus_answers_the_spec_dashboard_and_alert_queries(
         await until(lambda: check_health_queries(server, breakers), "the README's health queries")
 
         await until(lambda: check_time_in_state(server, registry), "every circuit's time in state")
-        await until(lambda: check_spec_queries(server, final), "the spec page's PromQL answers")
-        await until(lambda: check_dashboard(server), "the dashboard's panels")
         await until(
             lambda: check_dashboard_variables(server, exporter.target), "the dashboard's variables"
         )
