@@ -52,6 +52,7 @@ from fluxgate_stream._compat import (
     upstream_state_gauge,
     upstream_transition_counter,
     value_class,
+    value_of,
     values_free,
 )
 from fluxgate_stream.time_in_state import MULTIPROCESS_MESSAGE, StateClock, StateSecondsCollector
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
     from fluxgate.state import State
 
     from fluxgate_stream._apply import Pending
+    from fluxgate_stream._compat import Value
     from fluxgate_stream.time_in_state import Span
 
 __all__ = ["Circuit", "CircuitLimitError", "circuit_for", "join", "limit_circuits"]
@@ -118,7 +120,10 @@ class Circuit:
     one else can remove it: upstream's ``close()`` removes the children of a name from the
     metrics it shares with us, and a kept child would then be written unseen for ever. Where
     the metric is shared, every write asks the metric for its child (``labels()``), which
-    recreates a removed one.
+    recreates a removed one. What is kept is the child's value object (``_compat.value_of``),
+    written as ``Gauge.set`` and ``Counter.inc`` write it once their checks pass (a float; an
+    amount above 0): each of a transition's three writes is then one call, where those methods
+    add three Python frames of checks to each.
     """
 
     __slots__ = (
@@ -153,8 +158,9 @@ class Circuit:
         self.closed_seq: int = -1
         self.clock: StateClock | None = None
         self.fold: Callable[[Pending, int, Signal], None] | None = None
-        self._gauges: dict[State, Gauge] = {}
-        self._counters: dict[tuple[State, State], Counter] = {}
+        # The values of the children kept (see the class docstring), by state and by transition.
+        self._gauges: dict[State, Value] = {}
+        self._counters: dict[tuple[State, State], Value] = {}
         self.listeners: weakref.WeakSet[object] = weakref.WeakSet()
         self.warned: bool = False
 
@@ -251,14 +257,14 @@ class Circuit:
         kept = self.kept_state()
         if kept is not None:
             if kept != state:
-                gauges[kept].set(0)
-                gauges[state].set(1)
+                gauges[kept].set(0.0)
+                gauges[state].set(1.0)
         elif self.exclusive:
             for each in ALL_STATES:
-                child = gauges.get(each)
-                if child is None:
-                    child = gauges[each] = self.gauge.labels(self.name, each)
-                child.set(1 if each == state else 0)
+                value = gauges.get(each)
+                if value is None:
+                    value = gauges[each] = value_of(self.gauge.labels(self.name, each))
+                value.set(1.0 if each == state else 0.0)
         else:  # a shared gauge: ask for each child, in case upstream's close() removed it
             for each in ALL_STATES:
                 self.gauge.labels(self.name, each).set(1 if each == state else 0)
@@ -302,20 +308,25 @@ class Circuit:
         for old, new in OWN_TRANSITIONS:
             self._counter(old, new)
 
-    def _counter(self, old: State, new: State) -> Counter:
-        """The counter child of ``old`` -> ``new``, kept only if the counter is ours alone.
+    def _counter(self, old: State, new: State) -> Counter | Value:
+        """The counter child of ``old`` -> ``new``, or its value kept if the counter is ours alone.
 
-        ``unlocked()``'s short path relies on a kept child being returned as it is, no lock taken.
+        ``unlocked()``'s short path relies on a kept value being returned as it is, no lock taken.
+        Either way, ``inc(n)`` with ``n >= 1`` counts ``n`` transitions.
         """
         if not self.own_counter:
             return self.counter.labels(self.name, old, new)
-        child = self._counters.get((old, new))
-        if child is None:
-            child = self._counters[old, new] = self.counter.labels(self.name, old, new)
-        return child
+        value = self._counters.get((old, new))
+        if value is None:
+            value = self._counters[old, new] = value_of(self.counter.labels(self.name, old, new))
+        return value
 
     def count(self, old: State, new: State, n: int) -> None:
-        """Add ``n`` transitions ``old`` -> ``new``. Caller must hold APPLY_LOCK."""
+        """Add ``n`` transitions ``old`` -> ``new``. Caller must hold APPLY_LOCK.
+
+        ``n`` is a tally's count, at least 1: a kept value's ``inc`` does not check, as
+        ``Counter.inc`` would.
+        """
         self._counter(old, new).inc(n)
 
     def drop(self, seq: int) -> None:

@@ -16,6 +16,10 @@ use                                    checked against
 ``._metrics``, a child's               the metric's, taken by ``labels()``, ``remove()`` and a
 ``_value._lock``                       collect's copy; the value's, by ``set``/``inc``/``get``;
                                        single-process values only)
+a child's ``_value`` (its ``set``,     prometheus-client 0.22.0 and 0.26.0 (what ``Gauge.set``
+``inc``)                               and ``Counter.inc`` call after their checks, for values
+                                       that pass them: a float, an increment above 0; file-backed
+                                       in multiprocess mode)
 ``utils.floatToGoString`` (untyped)    prometheus-client 0.22.0 and 0.26.0
 ``fluxgate.listeners.prometheus``      fluxgate 0.9.4 (``<0.10`` is pinned)
 ``_STATE_GAUGE``, ``_STATE_TRANSITION``
@@ -95,6 +99,7 @@ if TYPE_CHECKING:
     from prometheus_client.metrics import MetricWrapperBase
 
 __all__ = [
+    "Value",
     "at_fork",
     "breaker_context",
     "breaker_handlers",
@@ -124,6 +129,7 @@ __all__ = [
     "upstream_state_gauge",
     "upstream_transition_counter",
     "value_class",
+    "value_of",
     "values_free",
     "wait_for_item",
 ]
@@ -254,14 +260,14 @@ def unlocked(metric: MetricWrapperBase, children: Iterable[tuple[str, ...]]) -> 
     return True
 
 
-def values_free(*children: MetricWrapperBase) -> bool:
-    """Whether no thread holds the value lock of any of ``children`` (what ``set``/``inc`` take).
+def values_free(*values: Value) -> bool:
+    """Whether no thread holds the lock of any of ``values`` (what their ``set``/``inc`` take).
 
-    ``unlocked`` for children in hand, when only their values' locks are taken. Single-process
-    metrics only.
+    ``unlocked`` for children's values in hand (``value_of``), when only their locks are taken.
+    Single-process metrics only.
     """
-    for child in children:  # noqa: SIM110  # not any(...): a generator's frame per child, on a lone call's path
-        if child._value._lock.locked():  # pyright: ignore[reportAttributeAccessIssue, reportUnknownMemberType]  # see the table above
+    for value in values:  # noqa: SIM110  # not any(...): a generator's frame per value, on a lone call's path
+        if value._lock.locked():  # pyright: ignore[reportAttributeAccessIssue, reportUnknownMemberType]  # see the table above
             return False
     return True
 
@@ -280,12 +286,31 @@ def multiprocess() -> bool:
     return bool(getattr(_values.ValueClass, "_multiprocess", False))
 
 
-class _Value(Protocol):
-    """A prometheus_client value (``values.ValueClass``), as a histogram child holds them."""
+class Value(Protocol):
+    """A prometheus_client value (``values.ValueClass``): what a metric child writes to.
+
+    ``Gauge.set(v)`` is ``set(float(v))`` once it has checked that the child is observable (a
+    child always is), and ``Counter.inc(n)`` is ``inc(n)`` once it has checked ``n >= 0``: a
+    writer that holds a child's value and passes values that pass those checks skips three
+    Python frames per write (see ``value_of``).
+    """
+
+    def set(self, value: float) -> None:
+        """Set the value to ``value``."""
+        ...
 
     def inc(self, amount: float) -> None:
         """Add ``amount``."""
         ...
+
+
+def value_of(child: Gauge | Counter) -> Value:
+    """The value object of a metric child (one label set), to write it as ``set``/``inc`` do.
+
+    For hot writes of children kept in hand: pass ``set`` a float and ``inc`` an amount above 0,
+    as ``Gauge.set`` and ``Counter.inc`` would after their checks.
+    """
+    return cast("Value", child._value)  # pyright: ignore[reportPrivateUsage]  # see the table above
 
 
 def histogram_add(child: Histogram, counts: Sequence[int], total: float) -> None:
@@ -295,9 +320,9 @@ def histogram_add(child: Histogram, counts: Sequence[int], total: float) -> None
     ``observe()`` files them: a child's bucket values are not cumulative), and ``total`` is their
     sum. prometheus_client has no bulk ``observe()``; these are the values it increments.
     """
-    values = cast("_Value", child._sum)  # pyright: ignore[reportPrivateUsage]  # no bulk observe()
+    values = cast("Value", child._sum)  # pyright: ignore[reportPrivateUsage]  # no bulk observe()
     values.inc(total)
-    buckets = cast("list[_Value]", child._buckets)  # pyright: ignore[reportPrivateUsage, reportUnknownMemberType]  # as above
+    buckets = cast("list[Value]", child._buckets)  # pyright: ignore[reportPrivateUsage, reportUnknownMemberType]  # as above
     for index, count in enumerate(counts):
         if count:
             buckets[index].inc(count)

@@ -31,18 +31,18 @@ CLOSE = Signal("half_open", "closed", 0.0)
 
 
 class Interrupting:
-    """A gauge series that raises a real signal inside its first ``set()``, then sets it."""
+    """A gauge series' value that raises a real signal inside its first ``set()``, then sets it."""
 
-    def __init__(self, series: object) -> None:
-        self.series = series
-        self._value = series._value  # type: ignore[attr-defined]  # the child's: a lone write's lock check reads it
+    def __init__(self, value: object) -> None:
+        self.value = value
+        self._lock = value._lock  # type: ignore[attr-defined]  # the value's: a lone write's lock check reads it
         self.fired = 0
 
     def set(self, value: float) -> None:
         if not self.fired:
             self.fired += 1
             signal.raise_signal(signal.SIGUSR1)  # the handler runs right after this call
-        self.series.set(value)  # type: ignore[attr-defined]  # a prometheus_client child
+        self.value.set(value)  # type: ignore[attr-defined]  # a prometheus_client value
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def interrupted_gauge(
 ) -> Iterator[Interrupting]:
     """While in the block, the first write to the listener's ``closed`` series raises SIGUSR1,
     whose handler sends the listener ``HALF_OPEN`` (or calls ``handler``, if given)."""
-    gauges = listener._target._gauges  # type: ignore[attr-defined]
+    gauges = listener._target._gauges  # type: ignore[attr-defined]  # the values of its children, kept
     real = gauges["closed"]
     interrupting = Interrupting(real)
     on_usr1.append(handler or (lambda: listener(HALF_OPEN)))
