@@ -33,16 +33,16 @@ CLOSE = Signal("half_open", "closed", 0.0)
 class Interrupting:
     """A gauge series' value that raises a real signal inside its first ``set()``, then sets it."""
 
-    def __init__(self, value: object) -> None:
-        self.value = value
-        self._lock = value._lock  # type: ignore[attr-defined]  # the value's: a lone write's lock check reads it
+    def __init__(self, real: object) -> None:
+        self.real = real
+        self._lock = real._lock  # type: ignore[attr-defined]  # the real value's: a lone write's lock check reads it
         self.fired = 0
 
     def set(self, value: float) -> None:
         if not self.fired:
             self.fired += 1
             signal.raise_signal(signal.SIGUSR1)  # the handler runs right after this call
-        self.value.set(value)  # type: ignore[attr-defined]  # a prometheus_client value
+        self.real.set(value)  # type: ignore[attr-defined]  # a prometheus_client value
 
 
 @pytest.fixture
