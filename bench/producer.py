@@ -29,8 +29,10 @@ class ProducerResult:
 
     ``trivial`` (scaling runs only): a do-nothing listener object per circuit (one Python call,
     a tuple of itself and the signal, a ``deque.append``: it touches no object but its own),
-    called in the same pattern: what merely reaching a different Python object per signal
-    costs, which is where many circuits slow any listener down.
+    called in the same pattern and timed as ours is, each call on its own (the round's first
+    pass over its objects, cold with many circuits) and then as a batch (a second pass over
+    the same objects, warm): what merely reaching a different Python object per signal costs,
+    which is where many circuits slow any listener down.
     """
 
     upstream: Costs
@@ -155,6 +157,10 @@ async def loop_thread(
                 await sc.ours.pipeline.flush()
                 sc.floor.time_each(sc.floor_calls[r])
                 sc.floor.time_batch(sc.floor_calls[r])
+                sc.floor_queue.clear()
+                # Timed as ours is, each call then the batch: a batch timed alone would be a
+                # cold pass where ours' is warm, and the difference would not be ours.
+                sc.trivial.time_each(sc.trivial_calls[r])
                 sc.floor_queue.clear()
                 sc.trivial.time_batch(sc.trivial_calls[r])
                 sc.floor_queue.clear()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from bench import calls, suite
+from bench import calls, harness, producer, suite
 from bench.config import FULL, QUICK
 
 from ..support.processes import ROOT, run_python
@@ -292,6 +292,39 @@ def test_a_share_of_direct_that_is_undefined_is_said_so_and_fails_its_target():
     _check_calls_rows([row])
     result.samples["direct"] = [2_400.0] * 2
     assert rendered()[5] == "0.25 PASS"
+
+
+def test_the_scaling_target_is_judged_on_the_cold_medians_net_of_the_no_op():
+    # The no-op used to be timed only as a batch, a cold pass, against ours' batch, a warm
+    # second pass over the same objects: at 10,000 circuits the net figure fell by 40%.
+    def scaled(ours: float, no_op: float, batched: float) -> producer.ProducerResult:
+        def costs(each: float, batch: float) -> harness.Costs:
+            return harness.Costs(0.0, 0.0, each=[each] * 3, batched=[batch] * 3)
+
+        return producer.ProducerResult(
+            upstream=costs(15_000.0, 15_000.0),
+            ours=costs(ours, batched),
+            floor=costs(20.0, 20.0),
+            check="exact",
+            trivial=costs(no_op, no_op),
+        )
+
+    def cell(*results: producer.ProducerResult) -> str:
+        scaling = dict(zip((1, 100, 10_000), results, strict=True))
+        written = suite.targets_section(QUICK, {"trio": suite.BackendResults(scaling=scaling)})
+        [row] = [r for r in _rows(written, SECTIONS[0]) if r[0].startswith("producer cost net")]
+        assert "per-call median" in row[0]
+        return row[1]
+
+    # Net of the no-op, the medians grow 250 -> 300 ns (+20%); the batched figures would not.
+    assert cell(scaled(380, 130, 410), scaled(385, 131, 412), scaled(530, 230, 440)) == "±20% PASS"
+    assert cell(scaled(380, 130, 410), scaled(385, 131, 412), scaled(540, 230, 440)) == (
+        "±24% **FAIL**"
+    )
+    # Ours no dearer than the no-op at 1 circuit: no growth can be told, and the target fails.
+    assert cell(scaled(130, 130, 410), scaled(385, 131, 412), scaled(530, 230, 440)) == (
+        "n/a: not above the no-op at 1 circuit **FAIL**"
+    )
 
 
 @pytest.mark.slow
