@@ -87,7 +87,7 @@ from fluxgate import trippers as _trippers
 
 if TYPE_CHECKING:
     from collections import deque
-    from collections.abc import Sequence
+    from collections.abc import MutableSequence
 
     from anyio.lowlevel import EventLoopToken
     from anyio.streams.memory import MemoryObjectReceiveStream
@@ -313,19 +313,25 @@ def value_of(child: Gauge | Counter) -> Value:
     return cast("Value", child._value)  # pyright: ignore[reportPrivateUsage]  # see the table above
 
 
-def histogram_add(child: Histogram, counts: Sequence[int], total: float) -> None:
+def histogram_add(child: Histogram, counts: MutableSequence[int], total: float) -> None:
     """Add many observations to a histogram child at once: what ``observe()`` does, in bulk.
 
     ``counts[i]`` observations fell in bucket ``i`` (the first bound at or above them, as
     ``observe()`` files them: a child's bucket values are not cumulative), and ``total`` is their
     sum. prometheus_client has no bulk ``observe()``; these are the values it increments.
+
+    Resumable: each bucket's count is set to 0 once added, with no call between the increment
+    and that mark (where no signal handler can run), and the sum is added last; so a call that a
+    handler's exception interrupted, made again with the same ``counts``, adds only the rest.
+    The caller marks the sum added the same way, right after the return.
     """
-    values = cast("Value", child._sum)  # pyright: ignore[reportPrivateUsage]  # no bulk observe()
-    values.inc(total)
-    buckets = cast("list[Value]", child._buckets)  # pyright: ignore[reportPrivateUsage, reportUnknownMemberType]  # as above
+    buckets = cast("list[Value]", child._buckets)  # pyright: ignore[reportPrivateUsage, reportUnknownMemberType]  # no bulk observe()
     for index, count in enumerate(counts):
         if count:
             buckets[index].inc(count)
+            counts[index] = 0
+    values = cast("Value", child._sum)  # pyright: ignore[reportPrivateUsage]  # as above
+    values.inc(total)
 
 
 #: A float formatted as prometheus_client formats ``le`` (``"0.5"``, ``"60.0"``, ``"+Inf"``).

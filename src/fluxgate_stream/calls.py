@@ -400,18 +400,30 @@ class _CallSeries:
         return totals
 
     def _add(self, kind: int | str, totals: _Totals) -> None:
+        """Write one kind's totals. Resumable, as ``write`` needs.
+
+        Each part is marked written (its count or sum set to 0) right after its increment, with
+        no call in between, so no signal handler can run there: a write interrupted and run
+        again adds only the rest. The one window left is inside a prometheus_client increment,
+        after it counted, as for a transition (``_circuits.Circuit.write``).
+        """
         if isinstance(kind, str):  # trips, by reason
-            self._trip(kind).inc(totals.count)
+            if totals.count:
+                self._trip(kind).inc(totals.count)
+                totals.count = 0
             return
         if kind == _ZERO:
-            self.zero()
+            self.zero()  # creates what is absent: idempotent
             return
-        if kind == _SHADOW:
-            self.family.shadow.labels(self.name).inc(totals.count)
-            return
-        self._counter(kind).inc(totals.count)
+        if totals.count:
+            if kind == _SHADOW:
+                self.family.shadow.labels(self.name).inc(totals.count)
+            else:
+                self._counter(kind).inc(totals.count)
+            totals.count = 0
         if totals.timed:
             histogram_add(self._histogram(kind), totals.buckets, totals.sum)
+            totals.timed = 0
 
     def _counter(self, kind: int) -> Counter:
         child = self._counters.get(kind)

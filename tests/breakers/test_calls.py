@@ -37,6 +37,7 @@ from fluxgate_stream import (
     limit_circuits,
     meter_calls,
 )
+from fluxgate_stream._apply import SEQUENCE, Tally, apply
 from fluxgate_stream._catalogue import (
     CALL_DURATION,
     CALL_DURATION_KINDS,
@@ -300,6 +301,53 @@ def test_durations_fold_into_the_buckets_observe_would_fill(registry):
     assert registry.get_sample_value(
         f"{CALL_DURATION.name}_sum", {"circuit_name": NAME, "kind": "successful"}
     ) == pytest.approx(sum(durations))
+
+
+class Abort(BaseException):
+    """Neither an ``Exception`` nor cancellation: a signal handler's ``SystemExit``, say."""
+
+
+class RaisesOnce:
+    """A series' value whose first ``inc()`` raises before it counts: a write interrupted there."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self._lock = real._lock
+        self.fired = 0
+
+    def inc(self, amount: float) -> None:
+        if not self.fired:
+            self.fired += 1
+            raise Abort
+        self.real.inc(amount)
+
+    def get(self) -> float:
+        return self.real.get()
+
+
+def test_a_calls_write_interrupted_after_its_count_adds_only_the_rest_when_run_again(registry):
+    # A SIGTERM whose handler exits once landed between a kind's counter increment and its
+    # histogram's, in a child of test_faults: the next try wrote that kind's totals again, and
+    # a burst's 53 calls counted twice.
+    meter = meter_calls(CircuitBreaker(), NAME, registry)
+    series = meter._target
+    histogram = series._histogram(0)  # successful
+    real = histogram._buckets[0]
+    histogram._buckets[0] = interrupting = RaisesOnce(real)
+    tally = Tally()
+    for _ in range(3):
+        tally.add((next(SEQUENCE), series, (0, 0.001)))
+    with pytest.raises(Abort):
+        apply(tally)
+    assert interrupting.fired == 1
+    assert tally  # resumable: kept for one more try
+    apply(tally)
+    assert not tally
+    histogram._buckets[0] = real
+    labels = {"circuit_name": NAME, "kind": "successful"}
+    assert registry.get_sample_value(f"{CALLS.name}_total", labels) == 3.0
+    assert registry.get_sample_value(f"{CALL_DURATION.name}_count", labels) == 3.0
+    assert registry.get_sample_value(f"{CALL_DURATION.name}_sum", labels) == pytest.approx(0.003)
 
 
 # -- async breakers: AnyioCircuitBreaker on both backends, fluxgate's on asyncio -----------------
