@@ -402,9 +402,10 @@ class _CallSeries:
     def _add(self, kind: int | str, totals: _Totals) -> None:
         """Write one kind's totals. Resumable, as ``write`` needs.
 
-        Each part is marked written (its count or sum set to 0) right after its increment, with
-        no call in between, so no signal handler can run there: a write interrupted and run
-        again adds only the rest. The one window left is inside a prometheus_client increment,
+        Each part is marked written right after its increment, with no call in between, so no
+        signal handler can run there: ``count`` set to 0 after the counter's, each bucket's count
+        in ``histogram_add``, and ``timed`` after the histogram's sum. A write interrupted and
+        run again adds only the rest. The one window left is inside a prometheus_client increment,
         after it counted, as for a transition (``_circuits.Circuit.write``).
         """
         if isinstance(kind, str):  # trips, by reason
