@@ -49,7 +49,7 @@ from fluxgate_stream._catalogue import (
 )
 from fluxgate_stream.calls import DEFAULT_BUCKETS
 
-from ..support.helpers import Consumer, in_thread
+from ..support.helpers import Abort, Consumer, in_thread
 
 NAME = "payment_api"
 NEVER_TRIPS = MinRequests(10**9) & FailureRate(0.5)
@@ -301,10 +301,6 @@ def test_durations_fold_into_the_buckets_observe_would_fill(registry):
     assert registry.get_sample_value(
         f"{CALL_DURATION.name}_sum", {"circuit_name": NAME, "kind": "successful"}
     ) == pytest.approx(sum(durations))
-
-
-class Abort(BaseException):
-    """Neither an ``Exception`` nor cancellation: a signal handler's ``SystemExit``, say."""
 
 
 class RaisesOnce:

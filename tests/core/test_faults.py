@@ -28,7 +28,7 @@ from fluxgate_stream import (
     Transitions,
 )
 
-from ..support.helpers import Consumer, wait_until
+from ..support.helpers import Abort, Consumer, wait_until
 from ..support.metrics import count, samples, shown
 from ..support.processes import CHILDREN, importing_tests, run_python
 from ..support.truth import Truth, assert_exact, produce
@@ -422,10 +422,6 @@ def test_sys_exit_from_a_sigterm_handler_anywhere_on_the_loop_thread_loses_no_si
     # The window left: a SystemExit inside one prometheus_client increment, after it counted,
     # counts it twice; at most one series per signal.
     assert out["extra"] <= 30
-
-
-class Abort(BaseException):
-    """Neither an ``Exception`` nor cancellation: like ``KeyboardInterrupt`` or ``SystemExit``."""
 
 
 @pytest.mark.parametrize("max_buffer_size", [1000, 4])

@@ -12,6 +12,14 @@ from anyio.lowlevel import checkpoint
 from fluxgate_stream import SignalPipeline
 
 
+class Abort(BaseException):
+    """Neither an ``Exception`` nor cancellation: like ``KeyboardInterrupt`` or ``SystemExit``.
+
+    Those escape the event loop itself on asyncio; this stand-in takes the same ways through the
+    library and stays inside the test.
+    """
+
+
 async def wait_until(predicate: Callable[[], bool], within: float = 10.0) -> None:
     """Poll ``predicate`` between checkpoints until it holds; fail after ``within`` seconds."""
     with anyio.fail_after(within):
