@@ -33,15 +33,19 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Generator
 from contextlib import contextmanager
+from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Protocol, cast
+
+from fluxgate.signal import Signal
 
 from fluxgate_stream._compat import at_fork, kept, late_bound, owned
 
 if TYPE_CHECKING:
-    from fluxgate.signal import Signal
+    from collections.abc import Iterator, Sequence
+
     from fluxgate.state import State
 
 __all__ = [
@@ -316,6 +320,13 @@ class Pending:
         self.interrupted: bool = False
 
 
+#: ``Tally.add_all``'s C-level accessors: an item's target and payload, a signal's states.
+_TARGET: Callable[[Item], Target] = itemgetter(1)
+_PAYLOAD: Callable[[Item], Signal] = itemgetter(2)
+_OLD_STATE: Callable[[Signal], State] = attrgetter("old_state")
+_NEW_STATE: Callable[[Signal], State] = attrgetter("new_state")
+
+
 class Tally:
     """Signals coalesced per circuit. Not thread-safe: its owner serialises access.
 
@@ -373,6 +384,50 @@ class Tally:
         fold = circuit.fold
         if fold is not None:
             fold(pending, seq, transition)
+
+    def add_all(self, items: Sequence[Item]) -> None:
+        """Fold ``items``, which are in sequence order, in: what ``add`` does for each, in order.
+
+        A consumer's batch is most often transitions only, to targets without a ``fold`` hook and
+        not ``close()``d since: into a tally that holds nothing yet, such a batch is folded in a
+        few passes over it that run in C (``_fold_transitions``), at about two thirds of the cost
+        per item of ``add`` (192 against 277 ns, 65,536 items over 100 circuits; see
+        docs/performance.md). Any other batch is added item by item.
+        """
+        if self.pending or not items or not self._fold_transitions(items):
+            add = self.add
+            for item in items:
+                add(item)
+
+    def _fold_transitions(self, items: Sequence[Item]) -> bool:
+        """Fold ``items`` as ``add`` would, if they allow it (see ``add_all``); return whether.
+
+        What ``add`` does for such items: the last of a target's (the highest sequence number)
+        sets its state, and each (old_state, new_state) is counted; no ``close()``, so nothing is
+        voided, and no item is older than its target's applied ``close()``. Records and their
+        counts are made in the order ``add`` makes them (each key where it first appears).
+        """
+        targets: list[Target] = list(map(_TARGET, items))
+        signals: list[Signal] = list(map(_PAYLOAD, items))
+        if set(map(type, signals)) != {Signal}:  # a close() (None) or a metered call in it
+            return False
+        oldest = items[0][0]
+        for target in set(targets):
+            if target.fold is not None or target.closed_seq > oldest:
+                return False
+        pending = self.pending
+        last = dict(zip(targets, items, strict=True))  # per target, its last item
+        for target, (seq, _, payload) in last.items():
+            signal = cast("Signal", payload)  # checked above
+            record = pending[target] = Pending()
+            record.state = signal.new_state
+            record.state_seq = seq
+            record.state_time = signal.timestamp
+        keys = zip(targets, map(_OLD_STATE, signals), map(_NEW_STATE, signals), strict=True)
+        counted = Counter(cast("Iterator[tuple[Target, State, State]]", keys))
+        for (target, old, new), count in counted.items():
+            pending[target].counts[old, new] = count
+        return True
 
     def _keep_queue(self, circuit: Target, queue: CallQueue) -> None:
         """Keep a meter's queue for its target's write, whatever ``close()`` came before or after.

@@ -549,9 +549,7 @@ class PipelineState:
             if merge:
                 items.sort()  # by sequence number: each path is in order, so this merges
             tally = Tally()
-            add = tally.add
-            for item in items:
-                add(item)
+            tally.add_all(items)
             # Hand the items over to the tally in two steps with no bytecode between them that
             # lets a signal handler run: they are in taken, or in batch, never in both or neither.
             self.batch = tally

@@ -1,0 +1,133 @@
+"""``Tally.add_all``: a batch folded in bulk is what adding its items one by one makes.
+
+The consumer hands every batch to ``add_all``, which folds a batch of transitions only (to
+circuits that count no time in state and were not closed since) in C-level passes over it, and
+any other batch item by item: the two must make the same records, key for key, in the same order.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fluxgate.signal import Signal
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+
+from fluxgate_stream import ALL_STATES
+from fluxgate_stream._apply import SEQUENCE, Item, Pending, Tally, apply
+from fluxgate_stream._circuits import Circuit, circuit_for
+
+if TYPE_CHECKING:
+    from fluxgate.state import State
+
+CIRCUITS = 3
+states = st.sampled_from(ALL_STATES)
+entry = st.one_of(
+    st.tuples(st.integers(0, CIRCUITS - 1), states, states, st.floats(1e9, 2e9)),
+    st.tuples(st.integers(0, CIRCUITS - 1)),  # a close()
+)
+
+
+def circuits(*, timed: int | None = None) -> list[Circuit]:
+    registry = CollectorRegistry()
+    return [
+        circuit_for(registry, f"c{i}", "closed", time_in_state=i == timed) for i in range(CIRCUITS)
+    ]
+
+
+def batch(entries: list[tuple[int, State, State, float] | tuple[int]], on: list[Circuit]):
+    """The entries as items numbered in order, as a batch hands them over (sorted)."""
+    base = next(SEQUENCE)
+    for _ in entries:
+        next(SEQUENCE)
+    items: list[Item] = []
+    for offset, e in enumerate(entries):
+        if len(e) == 1:
+            items.append((base + offset, on[e[0]], None))
+        else:
+            circuit, old, new, at = e
+            items.append((base + offset, on[circuit], Signal(old, new, at)))
+    return items
+
+
+def record(pending: Pending) -> tuple[object, ...]:
+    folded = pending.folded
+    spans = None if folded is None else {k: getattr(folded, k) for k in type(folded).__slots__}
+    return (
+        pending.close_seq,
+        pending.state,
+        pending.state_seq,
+        pending.state_time,
+        list(pending.counts.items()),
+        spans,
+        pending.queues,
+    )
+
+
+def records(tally: Tally) -> list[tuple[object, ...]]:
+    return [(target.name, *record(p)) for target, p in tally.pending.items()]
+
+
+def one_by_one(items: list[Item]) -> Tally:
+    tally = Tally()
+    for item in items:
+        tally.add(item)
+    return tally
+
+
+def close_now(circuit: Circuit, seq: int) -> None:
+    tally = Tally()
+    tally.add((seq, circuit, None))
+    assert apply(tally) == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    entries=st.lists(entry, max_size=40),
+    timed=st.one_of(st.none(), st.integers(0, CIRCUITS - 1)),
+    closed_at=st.one_of(st.none(), st.tuples(st.integers(0, CIRCUITS - 1), st.integers(0, 40))),
+)
+def test_add_all_makes_what_adding_each_item_makes(entries, timed, closed_at):
+    on = circuits(timed=timed)
+    items = batch(entries, on)
+    if closed_at is not None:  # a close() applied already, newer than some of the batch
+        circuit, offset = closed_at
+        close_now(on[circuit], (items[0][0] if items else next(SEQUENCE)) + offset)
+    bulk = Tally()
+    bulk.add_all(items)
+    assert records(bulk) == records(one_by_one(items))
+
+
+def test_a_batch_of_transitions_only_is_folded_in_bulk():
+    on = circuits()
+    items = batch(
+        [(0, "closed", "open", 1e9), (1, "closed", "open", 2e9), (0, "open", "closed", 3e9)], on
+    )
+    bulk = Tally()
+    assert bulk._fold_transitions(items)
+    assert records(bulk) == records(one_by_one(items))
+    first = bulk.pending[on[0]]
+    assert (first.state, first.state_seq, first.state_time) == ("closed", items[2][0], 3e9)
+    assert first.counts == {("closed", "open"): 1, ("open", "closed"): 1}
+
+
+def test_a_batch_is_folded_item_by_item_when_bulk_would_be_wrong():
+    plain = [(1, "closed", "open", 1e9), (1, "open", "closed", 2e9)]
+    assert not Tally()._fold_transitions(batch([*plain, (1,)], circuits()))  # close() voids
+    assert not Tally()._fold_transitions(batch(plain, circuits(timed=1)))  # a fold hook
+    on = circuits()
+    items = batch(plain, on)
+    close_now(on[1], items[0][0] + 1)  # newer than the first transition, older than the second
+    assert not Tally()._fold_transitions(items)
+    assert one_by_one(items).pending[on[1]].counts == {("open", "closed"): 1}  # the first is void
+
+
+def test_add_all_to_a_tally_holding_records_adds_to_them():
+    on = circuits()
+    first, then = batch([(0, "closed", "open", 1e9)], on), batch([(0, "open", "closed", 2e9)], on)
+    bulk, each = one_by_one(first), one_by_one(first)
+    bulk.add_all(then)
+    each.add(then[0])
+    assert records(bulk) == records(each)
+    assert bulk.pending[on[0]].counts == {("closed", "open"): 1, ("open", "closed"): 1}
