@@ -181,7 +181,7 @@ async def loop_thread(
 async def loop_thread_full(
     cfg: Config, n_circuits: int, max_buffer_size: int = 1024
 ) -> ProducerResult:
-    """(a') On the loop thread with the stream full: every timed call folds into the ledger."""
+    """(a') On the loop thread with the stream full: every timed call goes to the overflow queue."""
     ours = Ours.make(n_circuits, max_buffer_size)
     upstream = Upstream.make(n_circuits)
     plan = schedule(cfg.burst, n_circuits)
@@ -252,10 +252,10 @@ async def worker_thread(
 async def worker_thread_full(
     cfg: Config, n_circuits: int, max_buffer_size: int = 1024
 ) -> ProducerResult:
-    """(b') From a thread while the loop is blocked and the bridge is full: the overflow ledger.
+    """(b') From a thread while the loop is blocked and the bridge is full: the overflow queue.
 
     Each round runs in a fresh thread that the loop joins synchronously (so the consumer cannot
-    run): it fills the bridge (untimed), then times its calls, which all fold into the ledger.
+    run): it fills the bridge (untimed), then times its calls, which all go to the overflow queue.
     """
     ours = Ours.make(n_circuits, max_buffer_size)
     upstream = Upstream.make(n_circuits)

@@ -519,9 +519,13 @@ def _target_rows(cfg: Config) -> list[_Row]:
             thread_cell,
         ),
         (f"{drain_title} (loop backlog, buffer {big})", has_drain, drain_cell(0)),
-        (f"{drain_title} (loop backlog, buffer 1024 + ledger)", has_drain, drain_cell(1)),
+        (f"{drain_title} (loop backlog, buffer 1024 + overflow queue)", has_drain, drain_cell(1)),
         (f"{drain_title} (2-thread backlog, buffer {big})", has_drain, drain_cell(2)),
-        (f"{drain_title} (2-thread backlog, buffer 1024 + ledger)", has_drain, drain_cell(3)),
+        (
+            f"{drain_title} (2-thread backlog, buffer 1024 + overflow queue)",
+            has_drain,
+            drain_cell(3),
+        ),
         (
             "producer cost net of the no-op per-circuit listener within ±20% over "
             f"{circuits} circuits (per-call median; section 4)",
@@ -563,9 +567,9 @@ def targets_section(cfg: Config, results: dict[str, BackendResults]) -> str:
 
 _PATHS = {
     "a": "(a) loop thread, consumer running",
-    "a_full": "(a') loop thread, stream full: overflow ledger",
+    "a_full": "(a') loop thread, stream full: overflow queue",
     "b": "(b) worker thread, consumer running",
-    "b_full": "(b') worker thread, bridge full: overflow ledger",
+    "b_full": "(b') worker thread, bridge full: overflow queue",
     "c": "(c) sync fallback, no consumer",
 }
 
@@ -611,8 +615,8 @@ def producer_section(cfg: Config, results: dict[str, BackendResults]) -> str:
         "upstream, ours and the floor alternating. In (a) and (b) the consumer gets `flush()` "
         "between bursts, so each burst's first call finds it asleep after a quiet spell: it is "
         "lone, applied in the call, and the second call pays the wake-up. "
-        "In (a') and (b') the buffer is filled (untimed) first, so every timed call folds into "
-        "the overflow ledger; in (b') the loop is blocked joining the thread. "
+        "In (a') and (b') the buffer is filled (untimed) first, so every timed call goes to "
+        "the overflow queue; in (b') the loop is blocked joining the thread. "
         "*Metrics after* checks every counter and gauge against what was sent.\n\n"
         + table(headers, rows)
         + "\n\n"
@@ -700,8 +704,8 @@ def drain_section(cfg: Config, results: dict[str, BackendResults]) -> str:
         "Production ends with a full `gc.collect()`, counted in *produce / signal*: the "
         "backlog's long-lived items make CPython's collector due for a full collection, which "
         "otherwise lands at random in either phase and then decides the drain's time. "
-        "With the default buffer, what does not fit goes through the overflow ledger, which "
-        "coalesces at the producer: its drain is short because the producers already paid. "
+        "With the default buffer, what does not fit goes to the overflow queue, one item per "
+        "signal as in the stream or the bridge, which the consumer takes once those ran dry. "
         "*upstream / (produce + drain)* compares the total work.\n\n" + table(headers, rows)
     )
 
@@ -971,7 +975,7 @@ def storm_section(cfg: Config, results: dict[str, BackendResults]) -> str:
         "call p99 upstream / ours",
         "p99 ours / upstream",
         "CPU per transition upstream / ours",
-        "ours via the overflow ledger",
+        "ours via the overflow queue",
         "metrics after",
     ]
     return (
@@ -984,7 +988,7 @@ def storm_section(cfg: Config, results: dict[str, BackendResults]) -> str:
         "every 20 ms. Throughput is the transitions over the wall time from the threads' start "
         "until everything is applied (ours: until `flush()` returns); every breaker call is "
         "timed on its own; CPU is the process's over the same span. Upstream and ours alternate "
-        f"run by run, {cfg.storm_repeats} runs each; medians. *Via the overflow ledger*: the "
+        f"run by run, {cfg.storm_repeats} runs each; medians. *Via the overflow queue*: the "
         "share of our signals that found the stream or the bridge full (pipeline statistics). "
         "*Metrics after*: every run's "
         "counters equal the transitions made and every gauge shows its breaker's state. "
