@@ -26,17 +26,23 @@ states = st.sampled_from(ALL_STATES)
 entry = st.one_of(
     st.tuples(st.integers(0, CIRCUITS - 1), states, states, st.floats(1e9, 2e9)),
     st.tuples(st.integers(0, CIRCUITS - 1)),  # a close()
+    st.tuples(st.just(CIRCUITS), st.floats(0.0, 1.0)),  # a call, to a target of calls only
 )
 
 
 def circuits(*, timed: int | None = None) -> list[Circuit]:
+    """``CIRCUITS`` circuits, then one more that the tests send metered calls only (``Call``s)."""
     registry = CollectorRegistry()
     return [
-        circuit_for(registry, f"c{i}", "closed", time_in_state=i == timed) for i in range(CIRCUITS)
+        circuit_for(registry, f"c{i}", "closed", time_in_state=i == timed)
+        for i in range(CIRCUITS + 1)
     ]
 
 
-def batch(entries: list[tuple[int, State, State, float] | tuple[int]], on: list[Circuit]):
+Entry = tuple[int, "State", "State", float] | tuple[int] | tuple[int, float]
+
+
+def batch(entries: list[Entry], on: list[Circuit]) -> list[Item]:
     """The entries as items numbered in order, as a batch hands them over (sorted)."""
     base = next(SEQUENCE)
     for _ in entries:
@@ -45,6 +51,8 @@ def batch(entries: list[tuple[int, State, State, float] | tuple[int]], on: list[
     for offset, e in enumerate(entries):
         if len(e) == 1:
             items.append((base + offset, on[e[0]], None))
+        elif len(e) == 2:
+            items.append((base + offset, on[e[0]], (0, e[1])))  # a Call: (kind, duration)
         else:
             circuit, old, new, at = e
             items.append((base + offset, on[circuit], Signal(old, new, at)))
@@ -53,7 +61,10 @@ def batch(entries: list[tuple[int, State, State, float] | tuple[int]], on: list[
 
 def record(pending: Pending) -> tuple[object, ...]:
     folded = pending.folded
-    spans = None if folded is None else {k: getattr(folded, k) for k in type(folded).__slots__}
+    if folded is None or isinstance(folded, list):  # nothing, or the calls kept
+        spans = folded
+    else:  # a time-in-state Span
+        spans = {k: getattr(folded, k) for k in type(folded).__slots__}
     return (
         pending.close_seq,
         pending.state,
@@ -116,6 +127,7 @@ def test_a_batch_is_folded_item_by_item_when_bulk_would_be_wrong():
     plain = [(1, "closed", "open", 1e9), (1, "open", "closed", 2e9)]
     assert not Tally()._fold_transitions(batch([*plain, (1,)], circuits()))  # close() voids
     assert not Tally()._fold_transitions(batch(plain, circuits(timed=1)))  # a fold hook
+    assert not Tally()._fold_transitions(batch([*plain, (CIRCUITS, 0.5)], circuits()))  # a call
     on = circuits()
     items = batch(plain, on)
     close_now(on[1], items[0][0] + 1)  # newer than the first transition, older than the second
