@@ -368,7 +368,6 @@ class SignalPipeline:
         state = self._state
         stream_empty = state.take_stream(MAX_BATCH)
         bridged = state.take_bridge(MAX_BATCH)
-        spilled = 0
         # Sticky overflow stops the stream and the bridge growing, so they empty and the
         # overflow queue, which only holds signals newer than theirs, is taken after them.
         if stream_empty and bridged < MAX_BATCH and (state.overflowing or state.spill):
@@ -379,11 +378,9 @@ class SignalPipeline:
             # keeps the queue within about twice what arrives between two batches; the cap keeps
             # a batch bounded after a blocked loop (see MAX_SPILL_BATCH).
             take = max(MAX_BATCH, len(state.spill) // 2)
-            spilled = state.take_spill(min(take, MAX_SPILL_BATCH))
+            state.take_spill(min(take, MAX_SPILL_BATCH))
         anything = bool(state.taken) or bool(state.batch)
-        # The stream's items (the one received first among them) are in sequence order already,
-        # as the loop thread numbers and sends them one by one: only the others need merging in.
-        state.apply_taken(merge=bool(bridged or spilled))
+        state.apply_taken()
         self._release_flushes()
         return anything
 
@@ -410,7 +407,7 @@ class SignalPipeline:
                     state.take_bridge(None)
                     state.take_spill(None)
                     state.take_calls()
-                    state.apply_taken(merge=True)
+                    state.apply_taken()
                 finally:
                     state.close_stream()
             run_deferred()

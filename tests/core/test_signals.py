@@ -19,6 +19,7 @@ from fluxgate.signal import Signal
 from prometheus_client import CollectorRegistry
 
 from fluxgate_stream import PrometheusListener, SignalPipeline, StreamingListener
+from fluxgate_stream import listener as listener_module
 from fluxgate_stream import pipeline as pipeline_module
 
 from ..support.helpers import wait_until
@@ -148,6 +149,47 @@ async def test_a_signal_handlers_send_just_before_the_consumer_waits_is_not_left
         assert pipeline.running
         tg.cancel_scope.cancel()
     assert shown(registry, "window") == "open"
+
+
+class InterruptingSequence:
+    """The sequence numbers, raising SIGUSR1 right after drawing the next one while ``armed``."""
+
+    def __init__(self, real: Iterator[int]) -> None:
+        self.real = real
+        self.armed = False
+
+    def __next__(self) -> int:
+        number = next(self.real)
+        if self.armed:
+            self.armed = False
+            signal.raise_signal(signal.SIGUSR1)  # the handler runs right after this call
+        return number
+
+
+@pytest.mark.anyio
+async def test_a_signal_handlers_transition_queued_ahead_of_an_older_one_is_the_state_shown(
+    anyio_backend, registry: CollectorRegistry, on_usr1, monkeypatch: pytest.MonkeyPatch
+):
+    # The loop thread's call draws its sequence number; a handler that lands before its send
+    # calls the listener, whose newer transition goes onto the stream first. The consumer takes
+    # the two as one batch from the stream, not sorted: the gauge must show the newer state, as
+    # the breaker does (a bulk fold that took the batch's last item as the newest showed "open").
+    pipeline = SignalPipeline(lone=False, batch_window=0)  # both queued, and in one batch
+    listener = PrometheusListener("reordered", registry, pipeline=pipeline)
+    sequence = InterruptingSequence(listener_module.SEQUENCE)
+    monkeypatch.setattr(listener_module, "SEQUENCE", sequence)
+    on_usr1.append(lambda: listener(HALF_OPEN))
+    async with anyio.create_task_group() as tg:
+        await tg.start(pipeline.run)
+        await wait_until(lambda: pipeline._state.sleeping)
+        sequence.armed = True
+        listener(OPEN)  # the breaker went closed -> open, and the handler's open -> half_open
+        assert not sequence.armed
+        await pipeline.flush()
+        assert shown(registry, "reordered") == "half_open"
+        assert count(registry, "reordered", "closed", "open") == 1.0
+        assert count(registry, "reordered", "open", "half_open") == 1.0
+        tg.cancel_scope.cancel()
 
 
 def run_case(backend: str, case: str) -> object:
