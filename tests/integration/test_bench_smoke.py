@@ -113,9 +113,8 @@ def test_every_drained_signal_took_exactly_one_path(report):
             for name, count in re.findall(r"(stream|bridge|overflow|direct) ([\d,]+)", paths)
         }
         assert sum(taken.values()) == QUICK.drain_signals, row
-        if (
-            row[2] == "1,024"
-        ):  # the default buffer cannot hold the backlog: the overflow queue took some
+        # The default buffer cannot hold the backlog: the overflow queue took some.
+        if row[2] == "1,024":
             assert taken["overflow"] > 0, row
 
 
