@@ -252,9 +252,12 @@ class CallQueue(deque[Call]):
         armed: a marker for this queue is queued and not yet written.
         closed: the meter was closed: ``write`` empties the queue, counting nothing more of it
             (in multiprocess mode, where ``close()`` keeps the series, it counts what is left).
+        born: a sequence number drawn as the queue was made: every call it holds is newer, so
+            a ``close()`` older than that (the name's meter closed, and a new one made since)
+            drops none of them.
     """
 
-    __slots__ = ("armed", "closed", "target")
+    __slots__ = ("armed", "born", "closed", "target")
 
     # One queue is one meter's: equal only to itself, and hashable (PipelineState keeps a set of
     # them), unlike a deque, which compares its items.
@@ -271,6 +274,7 @@ class CallQueue(deque[Call]):
         super().__init__()
         self.target: Target = target
         self.armed: bool = False
+        self.born: int = next(SEQUENCE)
         self.closed: bool = False
 
 

@@ -336,9 +336,11 @@ class _CallSeries:
 
         A record with a ``close()`` holds the direct and bridged calls queued after it (those
         before it were voided as they were added), and the queues of meters whose marker came
-        before or after it: their calls were made before the close, or while it was queued, and
-        are dropped with the series (in multiprocess mode, which keeps the series, counted), as
-        are a closed meter's. Every queue is disarmed, whatever becomes of its calls.
+        before or after it. A queue made before the close may hold calls made before it, and
+        is dropped with the series (in multiprocess mode, which keeps the series, counted), as
+        is a closed meter's; a queue made after it (``CallQueue.born``: a meter made since,
+        under the same name) holds only later calls, which count. Every queue is disarmed,
+        whatever becomes of its calls.
 
         Resumable: the queues' calls move into ``pending`` before anything is written, the calls
         are folded into totals kept there, and each kind's totals leave it once written, so a
@@ -350,7 +352,7 @@ class _CallSeries:
         queues = pending.queues
         if queues:
             keep = self.family.multiprocess  # close() keeps the series there: count what it held
-            closing = pending.close_seq >= 0
+            close_seq = pending.close_seq  # -1: no close(), older than every queue
             calls = cast("list[Call] | None", pending.folded)
             if calls is None:
                 fresh: list[Call] = []
@@ -359,7 +361,7 @@ class _CallSeries:
                 queue = queues[-1]
                 # Disarm before taking: a call appended from here on queues a marker again.
                 queue.armed = False
-                if (queue.closed or closing) and not keep:
+                if not keep and (queue.closed or queue.born < close_seq):
                     queue.clear()  # dropped with the series
                 else:
                     # In C, no handler runs inside: each call is in its queue or in calls.

@@ -712,3 +712,23 @@ def test_close_gives_back_what_the_breaker_had_before_another_wrapper_included(r
     assert cb._tracker is tracker  # as before
     assert len(seen) == 2
     assert seen[1] is ok
+
+
+@pytest.mark.anyio
+async def test_a_meter_made_after_close_counts_its_calls_in_the_same_batch(anyio_backend, registry):
+    # close() and a new meter of the same name, then its calls, all on the loop thread before
+    # the consumer takes them: one batch holds the close and the new meter's queue. That queue
+    # was made after the close, so all it holds (the series at 0, the calls) is newer: it must
+    # count, where the closed meter's calls go with the series.
+    pipeline = SignalPipeline(batch_window=0)
+    cb = CircuitBreaker(tripper=NEVER_TRIPS)
+    async with Consumer(pipeline):
+        first = meter_calls(cb, NAME, registry, pipeline=pipeline)
+        await pipeline.flush()
+        cb.call(ok)  # before the close: dropped with the series
+        first.close()
+        meter_calls(cb, NAME, registry, pipeline=pipeline)
+        for _ in range(3):
+            cb.call(ok)
+        await pipeline.flush()
+        assert calls(registry) == counted(successful=3)
