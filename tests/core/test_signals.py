@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
 import anyio
@@ -19,6 +19,7 @@ from fluxgate.signal import Signal
 from prometheus_client import CollectorRegistry
 
 from fluxgate_stream import PrometheusListener, SignalPipeline, StreamingListener
+from fluxgate_stream import _queue as queue_module
 from fluxgate_stream import listener as listener_module
 from fluxgate_stream import pipeline as pipeline_module
 
@@ -166,30 +167,69 @@ class InterruptingSequence:
         return number
 
 
+Interrupt = Callable[
+    [tuple[object, str], Signal, Callable[[PrometheusListener], object]], Awaitable[None]
+]
+
+
+@pytest.fixture
+def interrupt(registry: CollectorRegistry, on_usr1, monkeypatch: pytest.MonkeyPatch) -> Interrupt:
+    """``await interrupt(numbers, handler_sends, call)``: listener ``interrupted``'s ``call`` on
+    the loop thread, the consumer asleep, and SIGUSR1 raised as the call draws its sequence
+    number from ``numbers`` (a module and the name it reads them by), whose handler sends the
+    listener ``handler_sends``; then ``flush()``: the consumer applied both calls' items, queued,
+    in one batch."""
+
+    async def run(
+        numbers: tuple[object, str],
+        handler_sends: Signal,
+        call: Callable[[PrometheusListener], object],
+    ) -> None:
+        pipeline = SignalPipeline(lone=False, batch_window=0)
+        listener = PrometheusListener("interrupted", registry, pipeline=pipeline)
+        module, name = numbers
+        sequence = InterruptingSequence(getattr(module, name))
+        monkeypatch.setattr(module, name, sequence)
+        on_usr1.append(lambda: listener(handler_sends))
+        async with anyio.create_task_group() as tg:
+            await tg.start(pipeline.run)
+            await wait_until(lambda: pipeline._state.sleeping)
+            sequence.armed = True
+            call(listener)
+            assert not sequence.armed
+            await pipeline.flush()
+            tg.cancel_scope.cancel()
+
+    return run
+
+
 @pytest.mark.anyio
 async def test_a_signal_handlers_transition_queued_ahead_of_an_older_one_is_the_state_shown(
-    anyio_backend, registry: CollectorRegistry, on_usr1, monkeypatch: pytest.MonkeyPatch
+    anyio_backend, registry: CollectorRegistry, interrupt: Interrupt
 ):
     # The loop thread's call draws its sequence number; a handler that lands before its send
     # calls the listener, whose newer transition goes onto the stream first. The consumer takes
-    # the two as one batch from the stream, not sorted: the gauge must show the newer state, as
-    # the breaker does (a bulk fold that took the batch's last item as the newest showed "open").
-    pipeline = SignalPipeline(lone=False, batch_window=0)  # both queued, and in one batch
-    listener = PrometheusListener("reordered", registry, pipeline=pipeline)
-    sequence = InterruptingSequence(listener_module.SEQUENCE)
-    monkeypatch.setattr(listener_module, "SEQUENCE", sequence)
-    on_usr1.append(lambda: listener(HALF_OPEN))
-    async with anyio.create_task_group() as tg:
-        await tg.start(pipeline.run)
-        await wait_until(lambda: pipeline._state.sleeping)
-        sequence.armed = True
-        listener(OPEN)  # the breaker went closed -> open, and the handler's open -> half_open
-        assert not sequence.armed
-        await pipeline.flush()
-        assert shown(registry, "reordered") == "half_open"
-        assert count(registry, "reordered", "closed", "open") == 1.0
-        assert count(registry, "reordered", "open", "half_open") == 1.0
-        tg.cancel_scope.cancel()
+    # the two as one batch from the stream alone, out of sequence order: the gauge must show the
+    # newer state, as the breaker does (unsorted, a bulk fold that took the batch's last item as
+    # the newest showed "open").
+    await interrupt((listener_module, "SEQUENCE"), HALF_OPEN, lambda listener: listener(OPEN))
+    assert shown(registry, "interrupted") == "half_open"
+    assert count(registry, "interrupted", "closed", "open") == 1.0
+    assert count(registry, "interrupted", "open", "half_open") == 1.0
+
+
+@pytest.mark.anyio
+async def test_a_signal_handlers_transition_newer_than_the_close_it_interrupted_is_kept(
+    anyio_backend, registry: CollectorRegistry, interrupt: Interrupt
+):
+    # close() draws its number; a handler that lands before its send transitions the circuit,
+    # newer, and queued ahead of it. Both in one batch, sorted: the close comes first, and the
+    # newer transition brings the series back (as it would had it come after the close). When
+    # the handler's call is lone instead (applied in it), the queued close drops it: the two
+    # overlap in time, and either order is theirs (docs/guarantees.md).
+    await interrupt((queue_module, "_SEQ"), OPEN, PrometheusListener.close)
+    assert shown(registry, "interrupted") == "open"
+    assert count(registry, "interrupted", "closed", "open") == 1.0
 
 
 def run_case(backend: str, case: str) -> object:
