@@ -69,7 +69,9 @@ class Wake:
     __slots__ = ()
 
 
-WAKE: Final = Wake()
+#: The one wake-up item of the process: ``apply_taken`` drops it by identity, so a reload of this
+#: module must not make another while one may be queued.
+WAKE: Final = kept("queue.wake", Wake)
 
 
 class PipelineState:

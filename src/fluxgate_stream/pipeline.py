@@ -90,7 +90,7 @@ from fluxgate_stream._compat import (
     same_class,
     wait_for_item,
 )
-from fluxgate_stream._queue import PipelineState, Wake, states
+from fluxgate_stream._queue import WAKE, PipelineState, states
 
 if TYPE_CHECKING:
     from anyio.abc import TaskStatus
@@ -347,7 +347,7 @@ class SignalPipeline:
             state.sleeping = False
             if len(state.taken) > before:
                 state.taken_from_stream += 1
-                if not isinstance(state.taken[-1], Wake):
+                if state.taken[-1] is not WAKE:
                     state.signals_from_stream += 1
             # Adaptive: a wake-up less than a window after the consumer went to sleep (or after
             # a lone apply) means signals arrive faster than the window, so let them gather (one
